@@ -1,0 +1,48 @@
+"""The ``vla-sim`` command: wiring only. Each subcommand lives in its own module with
+``add_parser(subparsers)`` that registers it and sets ``func`` to the function to run."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# module name in vla_sim.cli -> imported lazily so ``vla-sim --help`` stays fast.
+COMMAND_MODULES = [
+    "demo", "bench", "randomize", "collect", "dataset", "train", "pretrain", "eval",
+    "quickstart", "doctor",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vla-sim", description="Train and evaluate VLA robot policies in PyBullet.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"vla_sim.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"vla_sim.cli.{name}":
+                continue  # command not built yet
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc = args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted; finished work is kept, re-run the same command to resume",
+              file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"vla-sim {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
