@@ -1,0 +1,109 @@
+"""Configuration of the VLA policy: one dataclass, grouped by concern, validated on creation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+VISION_ENCODERS = ("cnn", "resnet")
+ACTION_HEADS = ("gaussian", "discrete")
+# camera name -> observation key (the env names the wrist camera's image "wrist_image").
+CAMERA_KEYS = {"front": "image", "wrist": "wrist_image"}
+
+
+@dataclass
+class VLAPolicyConfig:
+    """Vision-language-action policy: conv image encoder with language FiLM, state MLP, MLP trunk,
+    Gaussian or discretised action head and a value head."""
+
+    # --- Input / output structure -------------------------------------------------------------
+    image_size: int = 64
+    """Square policy image side in pixels (the env's ``image_size``)."""
+    cameras: list[str] = field(default_factory=lambda: ["front"])
+    """Cameras fed to the policy, each with its own encoder: ``front`` -> obs ``image``,
+    ``wrist`` -> obs ``wrist_image``."""
+    state_dim: int = 22
+    """Proprioception size: ee_pos 3 | ee_quat 4 | gripper 1 | joint_pos 7 | joint_vel 7."""
+    action_dim: int = 4
+    """EE delta xyz + gripper, each in [-1, 1]."""
+    text_dim: int = 384
+    """Size of the text encoder's vectors (all-MiniLM-L6-v2: 384)."""
+    max_tokens: int = 16
+    """Instruction token positions the policy reads (must match the InstructionEmbedding wrapper)."""
+    text_encoder: str = "default"
+    """Text encoder used by ``act()`` on raw observations (see vla_sim.language.encoder)."""
+
+    # --- Vision --------------------------------------------------------------------------------
+    vision: str = "cnn"
+    """``cnn``: one stride-2 3x3 conv per stage; ``resnet``: each stage adds a residual block."""
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    """Conv channels per stage; each stage halves the resolution (64 -> 8 with three stages)."""
+    image_features: int = 256
+    """Per-camera feature size after the flattened conv map's linear layer."""
+
+    # --- Language ------------------------------------------------------------------------------
+    use_tokens: bool = True
+    """Attend over per-token states with learned queries. Mean-pooled MiniLM vectors confuse
+    objects (DESIGN.md), so tokens are the default; ``False`` uses the pooled vector only."""
+    num_queries: int = 4
+    """Learned attention queries over the instruction tokens (each can pick out a slot)."""
+    attn_dim: int = 128
+    """Projection size of tokens and queries in the attention pooling."""
+    attn_heads: int = 4
+    lang_features: int = 128
+    """Size of the language vector that conditions vision (FiLM) and enters the trunk."""
+    film: bool = True
+    """Modulate every conv stage with per-channel scale/shift from language (RT-1 style)."""
+
+    # --- Fusion and heads ----------------------------------------------------------------------
+    state_hidden: int = 64
+    trunk_hidden: list[int] = field(default_factory=lambda: [256, 256])
+    """Trunk MLP sizes; the last one is the features size that the action and value heads read."""
+    head: str = "gaussian"
+    """``gaussian``: mean + state-independent learned log-std; ``discrete``: ``num_bins``
+    uniform bins per action dimension over [-1, 1] (RT-2 style), cross-entropy in BC."""
+    num_bins: int = 256
+    init_log_std: float = -1.0
+    """Initial log-std of the Gaussian head in normalised action units (std 0.37); BC leaves
+    it alone, PPO/REINFORCE learn it."""
+    value_head: bool = True
+    """Build the critic (a linear layer on the trunk features) for actor-critic fine-tuning."""
+
+    def __post_init__(self) -> None:
+        self.cameras = list(self.cameras)
+        self.channels = [int(c) for c in self.channels]
+        self.trunk_hidden = [int(h) for h in self.trunk_hidden]
+        if self.vision not in VISION_ENCODERS:
+            raise ValueError(f"vision must be one of {VISION_ENCODERS}, got {self.vision!r}")
+        if self.head not in ACTION_HEADS:
+            raise ValueError(f"head must be one of {ACTION_HEADS}, got {self.head!r}")
+        if not self.cameras or len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"cameras must be a non-empty list without repeats, got {self.cameras}")
+        bad = [c for c in self.cameras if c not in CAMERA_KEYS]
+        if bad:
+            raise ValueError(f"unknown cameras {bad}; known: {sorted(CAMERA_KEYS)}")
+        if not self.channels or min(self.channels) < 1:
+            raise ValueError(f"channels must be a non-empty list of positive ints, got {self.channels}")
+        if self.image_size < 2 ** len(self.channels) or self.image_size % 2 ** len(self.channels):
+            raise ValueError(
+                f"image_size {self.image_size} must be divisible by 2**len(channels) = "
+                f"{2 ** len(self.channels)} (each conv stage halves it)")
+        if not self.trunk_hidden or min(self.trunk_hidden) < 1:
+            raise ValueError(f"trunk_hidden must be non-empty positive ints, got {self.trunk_hidden}")
+        for name in ("state_dim", "action_dim", "text_dim", "max_tokens", "image_features",
+                     "num_queries", "attn_dim", "attn_heads", "lang_features", "state_hidden"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.attn_dim % self.attn_heads:
+            raise ValueError(
+                f"attn_dim ({self.attn_dim}) must be divisible by attn_heads ({self.attn_heads})")
+        if self.num_bins < 2:
+            raise ValueError(f"num_bins must be >= 2, got {self.num_bins}")
+
+    @property
+    def image_keys(self) -> list[str]:
+        """Observation keys of the configured cameras, in order."""
+        return [CAMERA_KEYS[c] for c in self.cameras]
+
+    @property
+    def features_dim(self) -> int:
+        return self.trunk_hidden[-1]

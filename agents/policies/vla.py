@@ -1,0 +1,450 @@
+"""The VLA policy network: image conv encoder with language FiLM, state MLP, MLP trunk, heads.
+
+Two pieces, separable on purpose:
+
+- :class:`VLAFeaturesExtractor` (an SB3 ``BaseFeaturesExtractor``): embedding-wrapped obs dict
+  -> features ``(B, config.trunk_hidden[-1])``. SB3 PPO plugs it in with
+  ``policy_kwargs=dict(features_extractor_class=VLAFeaturesExtractor,
+  features_extractor_kwargs=dict(config=cfg), net_arch=[])``.
+- :class:`VLAPolicy`: ``extractor`` + ``action_head`` + ``value_head``, used by BC, REINFORCE
+  and the evaluator (``act``).
+
+``state_dict`` key layout (prefixes; ``<cam>`` is ``front`` or ``wrist``)::
+
+    extractor.state_mean, extractor.state_std        (state_dim,) normalisation buffers
+    extractor.language.*                              instruction tokens/pooled -> lang vector
+    extractor.vision.<cam>.stages.<i>.*               conv stages; .film.<i>.* FiLM layers
+    extractor.vision.<cam>.fc.*                       flattened conv map -> image features
+    extractor.state_mlp.*, extractor.trunk.*          state MLP, fusion trunk
+    action_head.mean.{weight,bias}, action_head.log_std,
+    action_head.action_mean, action_head.action_std   (gaussian; mean is in normalised units)
+    action_head.logits.{weight,bias}, action_head.bin_centers   (discrete)
+    value_head.{weight,bias}                          (if config.value_head)
+
+Images: a ``uint8`` tensor is read as 0..255 and divided by 255; a floating tensor is taken as
+already in [0, 1], which is what SB3 hands over (its ``preprocess_obs`` divides uint8 image
+spaces by 255 when ``normalize_images=True``, the default). Either HWC (env) or CHW (SB3's
+``VecTransposeImage``) layout is accepted.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+from .config import VLAPolicyConfig
+
+TEXT_KEYS = ("instruction_embedding", "instruction_tokens", "instruction_mask")
+
+
+def build_observation_space(config: VLAPolicyConfig) -> spaces.Dict:
+    """The embedding-wrapped observation space a policy with ``config`` expects."""
+    s = config.image_size
+    obs: dict[str, spaces.Space] = {
+        key: spaces.Box(0, 255, (s, s, 3), np.uint8) for key in config.image_keys}
+    obs["state"] = spaces.Box(-np.inf, np.inf, (config.state_dim,), np.float32)
+    obs["instruction_embedding"] = spaces.Box(-1.0, 1.0, (config.text_dim,), np.float32)
+    if config.use_tokens:
+        obs["instruction_tokens"] = spaces.Box(
+            -np.inf, np.inf, (config.max_tokens, config.text_dim), np.float32)
+        obs["instruction_mask"] = spaces.Box(0.0, 1.0, (config.max_tokens,), np.float32)
+    return spaces.Dict(obs)
+
+
+def _check_observation_space(space: spaces.Space, config: VLAPolicyConfig) -> None:
+    if not isinstance(space, spaces.Dict):
+        raise ValueError(f"VLAFeaturesExtractor needs a Dict observation space, got {space}")
+    if "instruction" in space.spaces and "instruction_embedding" not in space.spaces:
+        raise ValueError("observation space has a Text 'instruction'; wrap the env with "
+                         "vla_sim.envs.wrappers.instruction_embedding.InstructionEmbedding")
+    s, d, t = config.image_size, config.text_dim, config.max_tokens
+    want = {key: [(s, s, 3), (3, s, s)] for key in config.image_keys}
+    want["state"] = [(config.state_dim,)]
+    want["instruction_embedding"] = [(d,)]
+    if config.use_tokens:
+        want["instruction_tokens"] = [(t, d)]
+        want["instruction_mask"] = [(t,)]
+    problems = []
+    for key, shapes in want.items():
+        if key not in space.spaces:
+            problems.append(f"missing key {key!r}")
+        elif tuple(space.spaces[key].shape) not in shapes:
+            problems.append(f"{key!r} has shape {space.spaces[key].shape}, config expects "
+                            + " or ".join(str(x) for x in shapes))
+    if problems:
+        raise ValueError("observation space does not match the policy config: "
+                         + "; ".join(problems))
+
+
+def _group_norm(channels: int) -> nn.GroupNorm:
+    groups = math.gcd(channels, 8)
+    return nn.GroupNorm(groups, channels)
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 convs with a skip connection (a small ResNet basic block)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm1 = _group_norm(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm2 = _group_norm(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.norm1(self.conv1(x)))
+        return torch.relu(x + self.norm2(self.conv2(y)))
+
+
+class ConvEncoder(nn.Module):
+    """Image (B,3,S,S) in [0,1] -> features (B, image_features); FiLM by language per stage.
+
+    Stage i: 3x3 stride-2 conv -> GroupNorm -> FiLM (x * (1 + gamma) + beta) -> ReLU
+    [-> residual block for ``resnet``]. FiLM layers start at zero, i.e. as the identity.
+    """
+
+    def __init__(self, config: VLAPolicyConfig):
+        super().__init__()
+        self.use_film = config.film
+        stages, films = [], []
+        c_in = 3
+        for c in config.channels:
+            stages.append(nn.ModuleDict({"conv": nn.Conv2d(c_in, c, 3, stride=2, padding=1),
+                                         "norm": _group_norm(c)}))
+            if config.vision == "resnet":
+                stages[-1]["block"] = ResidualBlock(c)
+            if config.film:
+                film = nn.Linear(config.lang_features, 2 * c)
+                nn.init.zeros_(film.weight)
+                nn.init.zeros_(film.bias)
+                films.append(film)
+            c_in = c
+        self.stages = nn.ModuleList(stages)
+        self.film = nn.ModuleList(films)
+        side = config.image_size // 2 ** len(config.channels)
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(c_in * side * side, config.image_features),
+                                nn.ReLU())
+
+    def forward(self, image: torch.Tensor, lang: torch.Tensor) -> torch.Tensor:
+        x = image - 0.5
+        for i, stage in enumerate(self.stages):
+            x = stage["norm"](stage["conv"](x))
+            if self.use_film:
+                gamma, beta = self.film[i](lang).chunk(2, dim=-1)
+                x = x * (1.0 + gamma[:, :, None, None]) + beta[:, :, None, None]
+            x = torch.relu(x)
+            if "block" in stage:
+                x = stage["block"](x)
+        return self.fc(x)
+
+
+class LanguageEncoder(nn.Module):
+    """Instruction -> language vector (B, lang_features).
+
+    With tokens: ``num_queries`` learned queries attend over the projected token states
+    (padding masked), concatenated with the projected pooled vector. A single pooled vector
+    barely separates "red cube -> blue bowl" from "yellow cube on purple cube" (DESIGN.md), so
+    the queries let the policy pick out object and target words.
+    """
+
+    def __init__(self, config: VLAPolicyConfig):
+        super().__init__()
+        self.use_tokens = config.use_tokens
+        d = config.attn_dim
+        self.pooled_proj = nn.Linear(config.text_dim, d)
+        if self.use_tokens:
+            self.token_proj = nn.Linear(config.text_dim, d)
+            self.queries = nn.Parameter(torch.randn(config.num_queries, d) / math.sqrt(d))
+            self.attn = nn.MultiheadAttention(d, config.attn_heads, batch_first=True)
+            n_in = d * (config.num_queries + 1)
+        else:
+            n_in = d
+        self.out = nn.Sequential(nn.ReLU(), nn.Linear(n_in, config.lang_features), nn.ReLU())
+
+    def forward(self, pooled: torch.Tensor, tokens: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        parts = [self.pooled_proj(pooled)]
+        if self.use_tokens:
+            keys = self.token_proj(tokens)
+            pad = mask < 0.5
+            pad[:, 0] = False  # position 0 ([CLS]) always attends: an all-padding row gives NaN
+            queries = self.queries.unsqueeze(0).expand(tokens.shape[0], -1, -1)
+            attended, _ = self.attn(queries, keys, keys, key_padding_mask=pad,
+                                    need_weights=False)
+            parts.append(attended.flatten(1))
+        return self.out(torch.cat(parts, dim=-1))
+
+
+class VLAFeaturesExtractor(BaseFeaturesExtractor):
+    """Embedding-wrapped obs dict -> features (B, config.trunk_hidden[-1]).
+
+    Args:
+        observation_space: the ``Dict`` space after ``InstructionEmbedding`` (images HWC, or CHW
+            after SB3's transpose). Checked against ``config``.
+        config: a :class:`VLAPolicyConfig` or its dict (SB3 ``features_extractor_kwargs``).
+    """
+
+    def __init__(self, observation_space: spaces.Dict,
+                 config: VLAPolicyConfig | Mapping[str, Any] | None = None):
+        if config is None:
+            config = VLAPolicyConfig()
+        elif isinstance(config, Mapping):
+            config = VLAPolicyConfig(**config)
+        _check_observation_space(observation_space, config)
+        super().__init__(observation_space, features_dim=config.features_dim)
+        self.config = config
+        self.register_buffer("state_mean", torch.zeros(config.state_dim))
+        self.register_buffer("state_std", torch.ones(config.state_dim))
+        self.language = LanguageEncoder(config)
+        self.vision = nn.ModuleDict({cam: ConvEncoder(config) for cam in config.cameras})
+        self.state_mlp = nn.Sequential(
+            nn.Linear(config.state_dim, config.state_hidden), nn.ReLU(),
+            nn.Linear(config.state_hidden, config.state_hidden), nn.ReLU())
+        n_in = config.image_features * len(config.cameras) + config.lang_features \
+            + config.state_hidden
+        layers: list[nn.Module] = []
+        for h in config.trunk_hidden:
+            layers += [nn.Linear(n_in, h), nn.ReLU()]
+            n_in = h
+        self.trunk = nn.Sequential(*layers)
+
+    @staticmethod
+    def image_to_float(image: torch.Tensor, size: int) -> torch.Tensor:
+        """(B,S,S,3) or (B,3,S,S), uint8 0..255 or float 0..1 -> float (B,3,S,S) in [0,1]."""
+        if image.shape[-1] == 3 and image.shape[1] == size:
+            image = image.permute(0, 3, 1, 2)
+        if image.dtype == torch.uint8:
+            return image.float().div_(255.0)
+        return image.float()
+
+    def forward(self, observations: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        cfg = self.config
+        lang = self.language(observations["instruction_embedding"].float(),
+                             observations.get("instruction_tokens"),
+                             observations.get("instruction_mask"))
+        feats = []
+        for cam, key in zip(cfg.cameras, cfg.image_keys):
+            image = self.image_to_float(observations[key], cfg.image_size)
+            feats.append(self.vision[cam](image, lang))
+        state = (observations["state"].float() - self.state_mean) / self.state_std
+        feats += [lang, self.state_mlp(state)]
+        return self.trunk(torch.cat(feats, dim=-1))
+
+
+class GaussianHead(nn.Module):
+    """Features -> diagonal Gaussian over actions in env units.
+
+    The linear layer predicts normalised actions; ``action_mean``/``action_std`` (dataset
+    statistics) map them to env units. ``log_std`` is state-independent, in normalised units.
+    """
+
+    def __init__(self, features_dim: int, config: VLAPolicyConfig):
+        super().__init__()
+        self.mean = nn.Linear(features_dim, config.action_dim)
+        nn.init.orthogonal_(self.mean.weight, gain=0.01)
+        nn.init.zeros_(self.mean.bias)
+        self.log_std = nn.Parameter(torch.full((config.action_dim,), float(config.init_log_std)))
+        self.register_buffer("action_mean", torch.zeros(config.action_dim))
+        self.register_buffer("action_std", torch.ones(config.action_dim))
+
+    def normalized_mean(self, features: torch.Tensor) -> torch.Tensor:
+        return self.mean(features)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Mean action (B, A) in env units."""
+        return self.mean(features) * self.action_std + self.action_mean
+
+    def distribution(self, features: torch.Tensor) -> "GaussianDistribution":
+        std = self.log_std.exp() * self.action_std
+        return GaussianDistribution(self(features), std.expand(features.shape[0], -1))
+
+    def folded_linear(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(weight, bias, log_std) of one linear layer that outputs env-unit actions directly
+        (the normalisation folded in): what SB3's ``action_net`` / ``log_std`` should hold."""
+        w = self.mean.weight * self.action_std[:, None]
+        b = self.mean.bias * self.action_std + self.action_mean
+        return w.detach().clone(), b.detach().clone(), \
+            (self.log_std + self.action_std.log()).detach().clone()
+
+
+class DiscreteHead(nn.Module):
+    """Features -> per-dimension categorical over ``num_bins`` uniform bins on [-1, 1]."""
+
+    def __init__(self, features_dim: int, config: VLAPolicyConfig):
+        super().__init__()
+        self.action_dim, self.num_bins = config.action_dim, config.num_bins
+        self.logits = nn.Linear(features_dim, config.action_dim * config.num_bins)
+        nn.init.orthogonal_(self.logits.weight, gain=0.01)
+        nn.init.zeros_(self.logits.bias)
+        # Bin centres include -1 and +1 exactly, so a binary gripper command is representable.
+        self.register_buffer("bin_centers", torch.linspace(-1.0, 1.0, config.num_bins))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits (B, A, num_bins)."""
+        return self.logits(features).view(-1, self.action_dim, self.num_bins)
+
+    def to_bins(self, actions: torch.Tensor) -> torch.Tensor:
+        """Continuous actions in [-1, 1] -> nearest bin index (long)."""
+        scaled = (actions.clamp(-1.0, 1.0) + 1.0) * 0.5 * (self.num_bins - 1)
+        return scaled.round().long()
+
+    def distribution(self, features: torch.Tensor) -> "DiscreteDistribution":
+        return DiscreteDistribution(self(features), self)
+
+
+class GaussianDistribution:
+    """Diagonal Gaussian; ``log_prob``/``entropy`` are summed over action dimensions."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        self.dist = torch.distributions.Normal(mean, std)
+
+    def mode(self) -> torch.Tensor:
+        return self.dist.mean
+
+    def sample(self) -> torch.Tensor:
+        return self.dist.rsample()
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        return self.dist.log_prob(actions).sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        return self.dist.entropy().sum(-1)
+
+
+class DiscreteDistribution:
+    """Independent categoricals per action dimension; samples are bin centres."""
+
+    def __init__(self, logits: torch.Tensor, head: DiscreteHead):
+        self.dist = torch.distributions.Categorical(logits=logits)
+        self.head = head
+
+    def mode(self) -> torch.Tensor:
+        return self.head.bin_centers[self.dist.logits.argmax(-1)]
+
+    def sample(self) -> torch.Tensor:
+        return self.head.bin_centers[self.dist.sample()]
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        return self.dist.log_prob(self.head.to_bins(actions)).sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        return self.dist.entropy().sum(-1)
+
+
+class VLAPolicy(nn.Module):
+    """Features extractor + action head + value head, with ``act`` for raw env observations.
+
+    Args:
+        config: the architecture. The observation space is derived from it
+            (:func:`build_observation_space`), so a checkpoint needs only the config.
+    """
+
+    def __init__(self, config: VLAPolicyConfig | None = None):
+        super().__init__()
+        self.config = config if config is not None else VLAPolicyConfig()
+        self.observation_space = build_observation_space(self.config)
+        self.extractor = VLAFeaturesExtractor(self.observation_space, self.config)
+        f = self.extractor.features_dim
+        self.action_head = (GaussianHead(f, self.config) if self.config.head == "gaussian"
+                            else DiscreteHead(f, self.config))
+        self.value_head = nn.Linear(f, 1) if self.config.value_head else None
+        self.text_encoder: Any = None  # lazily the shared TextEncoder; tests may inject one
+
+    # --- normalisation ----------------------------------------------------------------------
+    def set_normalization(self, state_mean, state_std, action_mean=None, action_std=None) -> None:
+        """Store dataset statistics (std floored at 1e-3 so constant dims do not blow up)."""
+        def t(x):
+            return torch.as_tensor(np.asarray(x, np.float32))
+
+        self.extractor.state_mean.copy_(t(state_mean))
+        self.extractor.state_std.copy_(t(state_std).clamp(min=1e-3))
+        if isinstance(self.action_head, GaussianHead) and action_mean is not None:
+            self.action_head.action_mean.copy_(t(action_mean))
+            self.action_head.action_std.copy_(t(action_std).clamp(min=1e-3))
+
+    def normalization(self) -> dict[str, list[float]]:
+        out = {"state_mean": self.extractor.state_mean.tolist(),
+               "state_std": self.extractor.state_std.tolist()}
+        if isinstance(self.action_head, GaussianHead):
+            out["action_mean"] = self.action_head.action_mean.tolist()
+            out["action_std"] = self.action_head.action_std.tolist()
+        return out
+
+    # --- network ------------------------------------------------------------------------------
+    def forward(self, obs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(mean action (B,A) in env units, or logits (B,A,bins); value (B,) or None)."""
+        features = self.extractor(obs)
+        value = self.value_head(features).squeeze(-1) if self.value_head is not None else None
+        return self.action_head(features), value
+
+    def distribution(self, obs: Mapping[str, torch.Tensor]):
+        return self.action_head.distribution(self.extractor(obs))
+
+    def evaluate_actions(self, obs: Mapping[str, torch.Tensor], actions: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(log_prob (B,), entropy (B,), value (B,) or None) of ``actions`` in env units."""
+        features = self.extractor(obs)
+        dist = self.action_head.distribution(features)
+        value = self.value_head(features).squeeze(-1) if self.value_head is not None else None
+        return dist.log_prob(actions), dist.entropy(), value
+
+    def bc_loss(self, obs: Mapping[str, torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
+        """Behaviour-cloning loss: MSE in normalised action units (gaussian) or bin
+        cross-entropy averaged over dimensions (discrete)."""
+        features = self.extractor(obs)
+        head = self.action_head
+        if isinstance(head, GaussianHead):
+            target = (actions - head.action_mean) / head.action_std
+            return torch.nn.functional.mse_loss(head.normalized_mean(features), target)
+        logits = head(features)
+        return torch.nn.functional.cross_entropy(
+            logits.reshape(-1, head.num_bins), head.to_bins(actions).reshape(-1))
+
+    # --- inference on env observations -------------------------------------------------------
+    def prepare_obs(self, obs: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], bool]:
+        """Raw env obs (``instruction`` strings) or embedding-wrapped obs, single or batched ->
+        (batched tensors on the policy's device, whether the input was a single obs)."""
+        cfg = self.config
+        device = next(self.parameters()).device
+        single = np.asarray(obs[cfg.image_keys[0]]).ndim == 3
+        out: dict[str, torch.Tensor] = {}
+        for key in cfg.image_keys + ["state"]:
+            arr = obs[key]
+            tensor = arr if isinstance(arr, torch.Tensor) else torch.as_tensor(np.asarray(arr))
+            out[key] = (tensor[None] if single else tensor).to(device)
+        if "instruction_embedding" in obs:
+            text = {k: obs[k] for k in TEXT_KEYS if k in obs}
+        elif "instruction" in obs:
+            instr = obs["instruction"]
+            instructions = [instr] if isinstance(instr, str) else [str(s) for s in instr]
+            if self.text_encoder is None:
+                from vla_sim.language.encoder import get_text_encoder
+
+                self.text_encoder = get_text_encoder(cfg.text_encoder)
+            text = self.text_encoder.features(instructions, cfg.max_tokens)
+            text = {k: v[0] if single else v for k, v in text.items()}
+        else:
+            raise ValueError("observation has neither 'instruction' nor 'instruction_embedding'; "
+                             f"keys: {sorted(obs)}")
+        for key, value in text.items():
+            tensor = torch.as_tensor(np.asarray(value, np.float32))
+            out[key] = (tensor[None] if single else tensor).to(device)
+        return out, single
+
+    @torch.no_grad()
+    def act(self, obs: Mapping[str, Any], deterministic: bool = True) -> np.ndarray:
+        """Action(s) in [-1, 1] for one obs -> (A,) or a batch -> (B, A), as float32 numpy."""
+        was_training = self.training
+        self.eval()
+        batch, single = self.prepare_obs(obs)
+        dist = self.distribution(batch)
+        action = dist.mode() if deterministic else dist.sample()
+        self.train(was_training)
+        action = action.clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)
+        return action[0] if single else action

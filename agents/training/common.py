@@ -1,0 +1,110 @@
+"""Pieces every trainer shares: device choice, LR schedule, checkpoint folders, logging."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from vla_sim.agents.policies.checkpoint import copy_checkpoint, save_policy
+from vla_sim.agents.policies.vla import VLAPolicy
+
+TRAINER_STATE_FILE = "trainer_state.pt"
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> cuda if available else cpu; anything else as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def cosine_with_warmup(warmup_steps: int, total_steps: int, min_ratio: float = 0.0
+                       ) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up from 0 over ``warmup_steps``, then cosine down to
+    ``min_ratio`` at ``total_steps`` (for ``torch.optim.lr_scheduler.LambdaLR``)."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        span = max(1, total_steps - warmup_steps)
+        progress = min(1.0, (step - warmup_steps) / span)
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return factor
+
+
+def save_training_checkpoint(directory: Path, policy: VLAPolicy, trainer_state: dict[str, Any],
+                             meta: dict[str, Any]) -> Path:
+    """Write a resumable checkpoint folder: policy (safetensors + config.json) plus
+    ``trainer_state.pt`` (optimizer, scheduler, step, ...: tensors and plain types only, so it
+    loads with ``torch.load(weights_only=True)``). Written beside, then renamed into place."""
+    directory = Path(directory)
+    tmp = directory.with_name(f".{directory.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_policy(policy, tmp, meta=meta)
+    torch.save(trainer_state, tmp / TRAINER_STATE_FILE)
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.replace(tmp, directory)
+    return directory
+
+
+def load_trainer_state(directory: Path) -> dict[str, Any]:
+    path = Path(directory) / TRAINER_STATE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"cannot resume: no {TRAINER_STATE_FILE} in {directory}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def publish_checkpoint(src: Path, dst: Path) -> None:
+    """Make ``dst`` (e.g. ``out/last``) a copy of checkpoint folder ``src``."""
+    copy_checkpoint(src, dst)
+
+
+class ScalarLogger:
+    """TensorBoard scalars when enabled (and installed), otherwise nothing."""
+
+    def __init__(self, log_dir: Path | None, purge_step: int | None = None):
+        self.writer = None
+        if log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(log_dir), purge_step=purge_step)
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def rollout_success_rate(policy: Any, env_id: str, episodes: int, base_seed: int,
+                         env_kwargs: dict[str, Any] | None = None) -> float:
+    """Fraction of ``episodes`` seeded episodes (``episode_seed(base_seed, i)``) in which
+    ``policy.act`` reaches ``info["is_success"]``. A plain loop for in-training checks; the
+    evaluator (vla_sim.evaluation) is the tool for reported numbers."""
+    import gymnasium as gym
+
+    import vla_sim  # noqa: F401  (registers env ids)
+    from vla_sim.utils.seeding import episode_seed
+
+    env = gym.make(env_id, **(env_kwargs or {}))
+    successes = 0
+    try:
+        for i in range(episodes):
+            obs, info = env.reset(seed=episode_seed(base_seed, i))
+            done = False
+            while not done:
+                obs, _, terminated, truncated, info = env.step(policy.act(obs, deterministic=True))
+                done = terminated or truncated
+            successes += bool(info.get("is_success", False))
+    finally:
+        env.close()
+    return successes / max(1, episodes)

@@ -1,0 +1,191 @@
+"""The language-conditioned tabletop env: a thin composition of a Robot, a Scene and a Task.
+
+Observation: ``Dict(image uint8 (S,S,3), [wrist_image], state float32 (22,), instruction Text)``.
+Action: ``Box(-1, 1, (4,))``: end-effector displacement (x, y, z) scaled to ``max_ee_step`` m per
+control step, and the gripper (-1 closed .. +1 open). Out-of-range actions are clipped to
+[-1, 1]; wrong shapes and non-finite values raise ``ValueError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from vla_sim.envs.tasks import TASKS, Task, TaskInstance
+from vla_sim.language.instructions import check_split
+from vla_sim.randomization import (RandomizationConfig, RandomizationSample, resolve_randomization,
+                                   sample_randomization)
+from vla_sim.sim.client import SimConfig, Simulation
+from vla_sim.sim.robots import ROBOTS, STATE_DIM, make_robot
+from vla_sim.sim.scene import Scene
+
+INSTRUCTION_MAX_LENGTH = 256
+CAMERAS = ("front", "wrist")
+REWARD_TYPES = ("dense", "sparse")
+
+
+class VLAEnv(gym.Env):
+    """Tabletop manipulation with a natural-language instruction per episode."""
+
+    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 20}
+
+    def __init__(self, task: str = "pick_place", robot: str = "panda", image_size: int = 64,
+                 cameras: Sequence[str] = ("front",), randomization: Any = "low",
+                 instruction_split: str = "train", render_mode: str | None = None,
+                 render_size: int = 256, reward_type: str = "dense", depth: bool = False,
+                 segmentation: bool = False, detailed_meshes: bool = False,
+                 control_hz: int = 20, physics_hz: int = 240,
+                 tasks: Sequence[str] | None = None) -> None:
+        super().__init__()
+        # ---- validate every argument before touching PyBullet ----
+        self.task_names = self._resolve_tasks(task, tasks)
+        if robot not in ROBOTS:
+            raise ValueError(f"unknown robot {robot!r}; valid robots: {sorted(ROBOTS)}")
+        if not isinstance(image_size, int) or not 16 <= image_size <= 512:
+            raise ValueError(f"image_size must be an int in [16, 512], got {image_size!r}")
+        cameras = tuple(cameras)
+        bad = [c for c in cameras if c not in CAMERAS]
+        if bad or not cameras or cameras[0] != "front":
+            raise ValueError(f"cameras must start with 'front' and use {list(CAMERAS)}, "
+                             f"got {list(cameras)}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"unknown render_mode {render_mode!r}; valid: "
+                             f"{self.metadata['render_modes']} or None")
+        if reward_type not in REWARD_TYPES:
+            raise ValueError(f"unknown reward_type {reward_type!r}; valid: {list(REWARD_TYPES)}")
+        self.split = check_split(instruction_split)
+        self.randomization: RandomizationConfig = resolve_randomization(randomization)
+        self.robot_name, self.image_size, self.cameras = robot, image_size, cameras
+        self.render_mode, self.render_size, self.reward_type = render_mode, render_size, reward_type
+        self.depth, self.segmentation = depth, segmentation
+        self.metadata = {**self.metadata, "render_fps": control_hz}
+
+        # ---- spaces ----
+        img = spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
+        obs = {"image": img}
+        if "wrist" in cameras:
+            obs["wrist_image"] = spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
+        if depth:
+            obs["depth"] = spaces.Box(0.0, np.inf, (image_size, image_size), np.float32)
+        if segmentation:
+            obs["segmentation"] = spaces.Box(-1, 2**24, (image_size, image_size), np.int32)
+        obs["state"] = spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32)
+        obs["instruction"] = spaces.Text(max_length=INSTRUCTION_MAX_LENGTH, min_length=1,
+                                         charset=_CHARSET)
+        self.observation_space = spaces.Dict(obs)
+        self.action_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
+
+        # ---- simulation: one private client per env ----
+        self.sim = Simulation(SimConfig(physics_hz=physics_hz, control_hz=control_hz,
+                                        gui=render_mode == "human"))
+        self.robot = make_robot(robot, self.sim, detailed=detailed_meshes)
+        self.scene = Scene(self.sim, self.robot)
+        self._tasks: dict[str, Task] = {n: TASKS[n](self.sim, self.robot) for n in self.task_names}
+        self.task: Task = self._tasks[self.task_names[0]]
+        self.instance: TaskInstance | None = None
+        self.sample: RandomizationSample | None = None
+        self._last_seed: int | None = None
+
+    @staticmethod
+    def _resolve_tasks(task: str, tasks: Sequence[str] | None) -> tuple[str, ...]:
+        names = tuple(tasks) if task == "multitask" and tasks else (
+            tuple(TASKS) if task == "multitask" else (task,))
+        bad = [n for n in names if n not in TASKS]
+        if bad:
+            raise ValueError(f"unknown task {bad[0]!r}; valid tasks: {sorted(TASKS)} or 'multitask'")
+        return names
+
+    # ------------------------------------------------------------------------------------------
+    def set_randomization(self, randomization: Any) -> None:
+        """Change the randomization level or config between episodes (curriculum hook)."""
+        self.randomization = resolve_randomization(randomization)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._last_seed = seed
+        options = options or {}
+        # Independent child streams: the task (objects, instruction) never depends on the
+        # randomization level, and the randomization never shifts the task draw.
+        episode = np.random.SeedSequence(int(self.np_random.integers(0, 2**63)))
+        task_rng, rand_rng = (np.random.default_rng(s) for s in episode.spawn(2))
+        name = self.task_names[int(task_rng.integers(len(self.task_names)))]
+        self.task = self._tasks[name]
+        self.instance = self.task.sample_instance(task_rng, self.split)
+        if "randomization" in options and options["randomization"] is not None:
+            sample = options["randomization"]
+            self.sample = (sample if isinstance(sample, RandomizationSample)
+                           else RandomizationSample.from_dict(sample))
+            expected = {o.name for o in self.instance.objects}
+            got = {o.name for o in self.sample.objects} - set(self.sample.distractors)
+            if expected != got:
+                raise ValueError(f"randomization sample objects {sorted(got)} do not match this "
+                                 f"episode's objects {sorted(expected)}: replay with the seed the "
+                                 "sample was recorded with")
+        else:
+            self.sample = sample_randomization(self.randomization, self.instance.placements(),
+                                               rand_rng)
+        self.robot.reset()
+        self.scene.apply(self.sample)
+        self.task.reset(self.instance)
+        return self._observation(), self._info(False)
+
+    def step(self, action):
+        if self.instance is None:
+            raise RuntimeError("call reset() before step()")
+        action = self._check_action(action)
+        self.robot.apply_action(action)
+        self.sim.step()
+        success = self.task.is_success()
+        if self.reward_type == "sparse":
+            reward = float(success)
+        else:
+            reward = self.task.dense_reward()
+        return self._observation(), reward, success, False, self._info(success)
+
+    def _check_action(self, action) -> np.ndarray:
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != (4,):
+            raise ValueError(f"action must have shape (4,) (dx, dy, dz, gripper), got {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"action contains NaN or inf: {a.tolist()}")
+        return np.clip(a, -1.0, 1.0)  # documented: out-of-range actions are clipped
+
+    def _observation(self) -> dict:
+        obs: dict[str, Any] = {}
+        front = self.scene.render_camera("front", self.image_size, self.depth, self.segmentation)
+        obs["image"] = front["rgb"]
+        if "wrist" in self.cameras:
+            obs["wrist_image"] = self.scene.render_camera("wrist", self.image_size)["rgb"]
+        if self.depth:
+            obs["depth"] = front["depth"]
+        if self.segmentation:
+            obs["segmentation"] = front["segmentation"]
+        obs["state"] = self.robot.proprio()
+        obs["instruction"] = self.instance.instruction
+        return obs
+
+    def _info(self, success: bool) -> dict:
+        return {"is_success": bool(success), "task": self.task.name,
+                "instruction": self.instance.instruction,
+                "randomization": self.sample.to_dict(), "seed": self._last_seed}
+
+    # ------------------------------------------------------------------------------------------
+    def privileged_state(self) -> dict:
+        """Object poses and roles for scripted experts and state describers (see Task)."""
+        if self.instance is None:
+            raise RuntimeError("call reset() before privileged_state()")
+        return self.task.privileged_state()
+
+    def render(self):
+        if self.render_mode == "rgb_array":
+            return self.scene.render_camera("front", self.render_size)["rgb"]
+        return None  # "human": the PyBullet GUI window shows the scene
+
+    def close(self) -> None:
+        self.sim.close()
+
+
+_CHARSET = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,.'-")

@@ -1,0 +1,155 @@
+"""A task: which objects are on the table, what the instruction asks, when it is done, and the
+reward. A new task is one small file subclassing :class:`Task`.
+
+Tasks read the scene through :class:`vla_sim.sim.client.Simulation` by object name. The
+privileged state (object poses, target names) an expert or a state describer needs is exposed by
+:meth:`Task.privileged_state`; nothing outside envs/ reads PyBullet bodies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from vla_sim.language.instructions import allowed_combo, make_instruction
+from vla_sim.randomization.colors import COLOR_NAMES, SHAPES
+from vla_sim.randomization.sample import Placement
+from vla_sim.sim.client import Simulation
+from vla_sim.sim.robots import Robot
+from vla_sim.sim.scene import FOOTPRINT, half_height
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    color: str
+    shape: str  # cube | cylinder | sphere | tray | zone
+
+    @property
+    def name(self) -> str:
+        return f"{self.color}_{self.shape}"
+
+    @property
+    def movable(self) -> bool:
+        return self.shape in ("cube", "cylinder", "sphere")
+
+
+@dataclass(frozen=True)
+class TaskInstance:
+    """Everything about an episode that language refers to; independent of randomization."""
+
+    task: str
+    objects: tuple[SceneObject, ...]  # in placement order (shuffled)
+    roles: dict = field(hash=False)  # e.g. {"object": "red_cube", "destination": "blue_tray"}
+    instruction: str
+    template: str
+    split: str
+
+    def placements(self) -> list[Placement]:
+        return [Placement(o.name, o.color, o.shape, FOOTPRINT[o.shape], o.movable)
+                for o in self.objects]
+
+
+class Task:
+    name: ClassVar[str]
+    max_episode_steps: ClassVar[int]
+    target_shapes: ClassVar[tuple[str, ...]] = SHAPES
+    n_other_objects: ClassVar[int] = 1  # non-target movable objects (so language matters)
+
+    def __init__(self, sim: Simulation, robot: Robot) -> None:
+        self.sim = sim
+        self.robot = robot
+        self.instance: TaskInstance | None = None
+
+    # -- episode set-up ------------------------------------------------------------------------
+    def sample_instance(self, rng: np.random.Generator, split: str) -> TaskInstance:
+        raise NotImplementedError
+
+    def _pick_objects(self, rng: np.random.Generator, split: str, n: int,
+                      shapes: tuple[str, ...]) -> list[SceneObject]:
+        """``n`` movable objects with distinct colour-shape pairs; the first is the target."""
+        target_pool = [(c, s) for c in COLOR_NAMES for s in shapes
+                       if allowed_combo(c, s, split, target=True)]
+        c, s = target_pool[int(rng.integers(len(target_pool)))]
+        chosen = [SceneObject(c, s)]
+        other_pool = [(c2, s2) for c2 in COLOR_NAMES for s2 in shapes
+                      if (c2, s2) != (c, s) and allowed_combo(c2, s2, split, target=False)]
+        for k in rng.permutation(len(other_pool))[: n - 1]:
+            chosen.append(SceneObject(*other_pool[int(k)]))
+        return chosen
+
+    def _pick_destinations(self, rng: np.random.Generator, shape: str, n: int) -> list[SceneObject]:
+        colors = rng.permutation(len(COLOR_NAMES))[:n]
+        return [SceneObject(COLOR_NAMES[int(i)], shape) for i in colors]
+
+    def _finish(self, rng: np.random.Generator, split: str, objects: list[SceneObject],
+                roles: dict, obj: SceneObject, dest: SceneObject | None) -> TaskInstance:
+        order = rng.permutation(len(objects))
+        ins = make_instruction(self.name, split, (obj.color, obj.shape),
+                               (dest.color, dest.shape) if dest else None, rng)
+        return TaskInstance(self.name, tuple(objects[int(i)] for i in order), roles, ins.text,
+                            ins.template, split)
+
+    def reset(self, instance: TaskInstance) -> None:
+        self.instance = instance
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def is_success(self) -> bool:
+        raise NotImplementedError
+
+    def dense_reward(self) -> float:
+        """Negative distances toward completion (higher is better), plus 1 on success."""
+        raise NotImplementedError
+
+    # -- privileged state ----------------------------------------------------------------------
+    def privileged_state(self) -> dict:
+        """Plain data for scripted experts and state describers.
+
+        ``objects``: name -> {position (m, world), yaw (rad), color, shape, half_height (m)};
+        ``roles``: which object names the instruction refers to; ``holding``: name of the object
+        held between the fingers or None; ``ee_position``, ``gripper_opening`` (m).
+        """
+        assert self.instance is not None, "reset() first"
+        objects = {}
+        for name in self._scene_names():
+            shape = name.split("_")[-1]
+            pos = self.sim.get_position(name)
+            quat = self.sim.get_orientation(name)
+            yaw = float(np.arctan2(2 * (quat[3] * quat[2] + quat[0] * quat[1]),
+                                   1 - 2 * (quat[1] ** 2 + quat[2] ** 2)))
+            objects[name] = {"position": pos.tolist(), "yaw": yaw,
+                             "color": name.split("_")[-2], "shape": shape,
+                             "half_height": half_height(shape)}
+        return {
+            "task": self.name,
+            "instruction": self.instance.instruction,
+            "roles": dict(self.instance.roles),
+            "objects": objects,
+            "ee_position": self.robot.ee_position().tolist(),
+            "gripper_opening": self.robot.gripper_opening(),
+            "holding": self.held_object(),
+            "success": self.is_success(),
+        }
+
+    def _scene_names(self) -> list[str]:
+        return [n for n in self.sim.bodies if n not in ("robot", "floor", "table")]
+
+    def held_object(self) -> str | None:
+        """The movable object touched by both fingers, if any."""
+        fingers = self.robot.finger_links()
+        client, rid = self.sim.client, self.robot.uid
+        for name in self._scene_names():
+            if name.split("_")[-1] not in ("cube", "cylinder", "sphere"):
+                continue
+            uid = self.sim.body_id(name)
+            touching = {c[3] for c in client.getContactPoints(rid, uid)}
+            if all(f in touching for f in fingers):
+                return name
+        return None
+
+    def robot_touches(self, name: str) -> bool:
+        return len(self.sim.client.getContactPoints(self.robot.uid, self.sim.body_id(name))) > 0
+
+    def position(self, name: str) -> np.ndarray:
+        return self.sim.get_position(name)

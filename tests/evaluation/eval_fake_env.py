@@ -1,0 +1,111 @@
+"""A tiny gymnasium env that follows the vla-sim env contract, for evaluator tests that must not
+depend on PyBullet: a point "end effector" moves towards a target drawn from the reset seed."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.envs.registration import register
+
+FAKE_ID = f"{__name__}:vla_sim_fake/Reach-v0"
+CHARSET = "abcdefghijklmnopqrstuvwxyz "
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
+
+
+class FakeReachEnv(gym.Env):
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+
+    def __init__(self, robot="panda", image_size=32, cameras=("front",), randomization="low",
+                 instruction_split="train", render_mode=None, render_size=64):
+        self.image_size, self.render_size, self.render_mode = image_size, render_size, render_mode
+        self.split, self.level = instruction_split, randomization
+        self.observation_space = spaces.Dict({
+            "image": spaces.Box(0, 255, (image_size, image_size, 3), np.uint8),
+            "state": spaces.Box(-np.inf, np.inf, (22,), np.float32),
+            "instruction": spaces.Text(max_length=200, charset=CHARSET),
+        })
+        self.action_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
+        self.renders = 0
+
+    def _image(self, size):
+        img = np.full((size, size, 3), 40, np.uint8)
+        for pos, colour in ((self.ee, (255, 255, 255)), (self.target, COLOURS[self.colour])):
+            x, y = (np.clip(pos[:2], -0.5, 0.5) + 0.5) * (size - 1)
+            img[max(0, int(y) - 1):int(y) + 2, max(0, int(x) - 1):int(x) + 2] = colour
+        return img
+
+    def _obs(self):
+        state = np.zeros(22, np.float32)
+        state[:3] = self.ee
+        return {"image": self._image(self.image_size), "state": state,
+                "instruction": self.instruction}
+
+    def _info(self):
+        return {"is_success": self._success(), "task": "reach", "instruction": self.instruction,
+                "randomization": dict(self.sample), "seed": self.seed_}
+
+    def _success(self):
+        return bool(np.linalg.norm(self.ee - self.target) < 0.03)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.seed_ = seed
+        rng = self.np_random
+        self.ee = np.zeros(3)
+        direction = rng.normal(size=3)
+        self.target = 0.3 * direction / np.linalg.norm(direction)
+        self.colour = str(rng.choice(sorted(COLOURS)))
+        verb = "reach" if self.split == "train" else "move to"
+        self.instruction = f"{verb} the {self.colour} target"
+        self.sample = {"target": self.target.round(6).tolist(), "colour": self.colour,
+                       "level": self.level}
+        return self._obs(), self._info()
+
+    def step(self, action):
+        action = np.clip(np.asarray(action, np.float64), -1, 1)
+        self.ee = self.ee + 0.025 * action[:3]
+        success = self._success()
+        reward = -float(np.linalg.norm(self.ee - self.target)) + (1.0 if success else 0.0)
+        return self._obs(), reward, success, False, self._info()
+
+    def render(self):
+        self.renders += 1
+        return self._image(self.render_size)
+
+    def privileged_state(self):
+        return {"ee_pos": self.ee.tolist(), "target_pos": self.target.tolist()}
+
+
+class FakeExpert:
+    def __init__(self, env):
+        self.env = env.unwrapped
+
+    def act(self, obs, deterministic=True):
+        s = self.env.privileged_state()
+        delta = (np.asarray(s["target_pos"]) - np.asarray(s["ee_pos"])) / 0.025
+        return np.append(np.clip(delta, -1, 1), 1.0).astype(np.float32)
+
+
+def make_fake_expert(env):
+    return FakeExpert(env)
+
+
+class WrongSpacePolicy:
+    """Declares a 3-d action space and a 16x16 image: does not fit the fake env."""
+
+    def __init__(self, env):
+        self.observation_space = spaces.Dict({
+            "image": spaces.Box(0, 255, (16, 16, 3), np.uint8),
+            "state": spaces.Box(-np.inf, np.inf, (22,), np.float32)})
+        self.action_space = spaces.Box(-1.0, 1.0, (3,), np.float32)
+
+    def act(self, obs, deterministic=True):
+        return np.zeros(3, np.float32)
+
+
+def make_wrong_space_policy(env):
+    return WrongSpacePolicy(env)
+
+
+register(id="vla_sim_fake/Reach-v0", entry_point=FakeReachEnv, max_episode_steps=30)

@@ -1,0 +1,328 @@
+"""Collect scripted-expert demonstrations into a LeRobotDataset, in parallel and resumably.
+
+Attempt ``i`` uses env seed ``episode_seed(base_seed, i)``, so it is the same episode whatever the
+number of workers. Workers (processes) roll out and encode attempts; the main process commits
+results strictly in attempt order and stops at the N-th kept success, so the dataset is identical
+for any worker count, and an interrupted run resumes at the first uncommitted attempt.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import multiprocessing as mp
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vla_sim.data import format as fmt
+from vla_sim.data.writer import EncodedEpisode, Episode, LeRobotDatasetWriter, encode_episode
+from vla_sim.utils.io import atomic_write_json
+from vla_sim.utils.seeding import TRAIN_BASE_SEED, episode_seed
+
+DEFAULT_EXPERT = "vla_sim.agents.experts:make_expert"
+ENV_NAMES = {"reach": "Reach", "push": "Push", "pickplace": "PickPlace", "pick_place": "PickPlace",
+             "stack": "Stack", "multitask": "MultiTask", "multi_task": "MultiTask"}
+
+
+@dataclass
+class CollectConfig:
+    """Settings of one collection run. Fields in ``IDENTITY_FIELDS`` must match to resume."""
+
+    out: str = ""                      # dataset folder
+    env: str = "Reach"                 # "Reach" / "pick_place" / "vla_sim/PickPlace-v0" / "module:Id"
+    robot: str = "panda"
+    episodes: int = 10                 # successful demonstrations wanted
+    randomization: str = "low"         # none | low | medium | high
+    instruction_split: str = "train"   # train | heldout
+    seed: int = TRAIN_BASE_SEED        # base seed; attempt i uses episode_seed(seed, i)
+    workers: int = 1                   # processes (1 = run in this process)
+    keep_failures: bool = False        # also store failed attempts (success=False)
+    noise: float = 0.0                 # std of Gaussian noise added to expert actions (action units)
+    max_attempts: int | None = None    # cap on attempt indices; default 3 * episodes + 20
+    image_size: int = 64
+    cameras: tuple[str, ...] = ("front",)
+    expert: str = DEFAULT_EXPERT       # "module:factory", factory(env) -> policy with act(obs)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.cameras = tuple(self.cameras)
+        if self.episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {self.episodes}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.noise < 0:
+            raise ValueError(f"noise must be >= 0, got {self.noise}")
+        if not self.out:
+            raise ValueError("an output folder (out) is required")
+
+    @property
+    def env_id(self) -> str:
+        return resolve_env_id(self.env)
+
+    @property
+    def attempt_cap(self) -> int:
+        return self.max_attempts if self.max_attempts is not None else 3 * self.episodes + 20
+
+    def identity(self) -> dict[str, Any]:
+        """Settings that define which episodes the dataset holds (resuming requires equality)."""
+        d = {k: getattr(self, k) for k in IDENTITY_FIELDS}
+        d["env"] = self.env_id
+        d["cameras"] = list(self.cameras)
+        return d
+
+
+IDENTITY_FIELDS = ("env", "robot", "randomization", "instruction_split", "seed", "keep_failures",
+                   "noise", "image_size", "cameras", "expert")
+
+
+@dataclass
+class CollectResult:
+    out: str
+    episodes: int            # episodes in the dataset
+    successes: int           # successful episodes in the dataset
+    attempts: int            # attempt indices consumed in total (all runs)
+    attempts_this_run: int
+    seconds: float
+    reached_target: bool
+    success_rate: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.success_rate = self.successes / self.attempts if self.attempts else 0.0
+
+
+def resolve_env_id(name: str) -> str:
+    """"reach" / "Reach" / "vla_sim/Reach-v0" -> "vla_sim/Reach-v0"; ids with "/" or ":" pass."""
+    if "/" in name or ":" in name:
+        return name
+    key = name.lower().replace("-", "_")
+    if key not in ENV_NAMES:
+        raise ValueError(f"unknown env {name!r}; choose one of Reach, Push, PickPlace, Stack, MultiTask")
+    return f"vla_sim/{ENV_NAMES[key]}-v0"
+
+
+def fingerprint() -> dict[str, str]:
+    """Versions of the software that produced the data (rendering and physics change with them)."""
+    from importlib import metadata
+
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {"vla_sim": version("vla-sim"), "pybullet": version("pybullet"), "numpy": np.__version__,
+            "torch": version("torch"), "gymnasium": version("gymnasium"),
+            "renderer": "ER_TINY_RENDERER"}
+
+
+# --------------------------------------------------------------------------------------- rollout
+
+def make_env(cfg: CollectConfig):
+    import gymnasium
+
+    import vla_sim  # noqa: F401  (registers the env ids)
+
+    return gymnasium.make(cfg.env_id, robot=cfg.robot, randomization=cfg.randomization,
+                          instruction_split=cfg.instruction_split, image_size=cfg.image_size,
+                          cameras=cfg.cameras)
+
+
+def make_expert(spec: str, env):
+    module, _, attr = spec.partition(":")
+    if not attr:
+        raise ValueError(f"expert must be 'module:factory', got {spec!r}")
+    return getattr(importlib.import_module(module), attr)(env)
+
+
+def obs_image_key(camera: str, position: int) -> str:
+    """Observation key of a camera: the first is "image", the others "<camera>_image"."""
+    return "image" if position == 0 else f"{camera}_image"
+
+
+def rollout_episode(env, expert, seed: int, cameras: tuple[str, ...] = ("front",), noise: float = 0.0,
+                    randomization: dict | None = None, attempt_index: int = 0) -> Episode:
+    """Run the expert for one episode from ``env.reset(seed)`` and record it.
+
+    Records obs (images, state) at step t, the executed action (expert + N(0, noise), clipped to
+    [-1, 1]), the reward after it and whether the episode ended after it. ``randomization`` replays
+    a recorded sample through ``reset(options=...)``.
+    """
+    options = {"randomization": randomization} if randomization is not None else None
+    obs, info = env.reset(seed=int(seed), options=options)
+    if hasattr(expert, "reset"):
+        expert.reset()
+    noise_rng = np.random.default_rng([int(seed), 0x5EED])  # independent of the env's generator
+    keys = [obs_image_key(c, i) for i, c in enumerate(cameras)]
+    images: dict[str, list[np.ndarray]] = {c: [] for c in cameras}
+    states, actions, rewards, dones = [], [], [], []
+    instruction = str(obs.get("instruction", info.get("instruction", "")))
+    done, step_info = False, info
+    while not done:
+        for cam, key in zip(cameras, keys):
+            images[cam].append(np.asarray(obs[key], dtype=np.uint8))
+        states.append(np.asarray(obs["state"], dtype=np.float32))
+        action = np.asarray(expert.act(obs, deterministic=True), dtype=np.float32)
+        if noise > 0:
+            action = action + noise_rng.normal(0.0, noise, size=action.shape).astype(np.float32)
+        action = np.clip(action, -1.0, 1.0).astype(np.float32)
+        obs, reward, terminated, truncated, step_info = env.step(action)
+        done = bool(terminated or truncated)
+        actions.append(action)
+        rewards.append(float(reward))
+        dones.append(done)
+    meta = {"seed": int(seed), "randomization": info.get("randomization"),
+            "task": info.get("task", ""), "success": bool(step_info.get("is_success", False)),
+            "attempt_index": int(attempt_index), "noise": float(noise),
+            "truncated": bool(truncated) and not bool(terminated)}
+    return Episode(images={c: np.stack(v) for c, v in images.items()}, states=np.stack(states),
+                   actions=np.stack(actions), rewards=np.asarray(rewards, np.float32),
+                   dones=np.asarray(dones, bool), instruction=instruction, metadata=meta)
+
+
+# ------------------------------------------------------------------- worker (own process, own env)
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(cfg: CollectConfig) -> None:
+    env = make_env(cfg)
+    _WORKER.update(cfg=cfg, env=env, expert=make_expert(cfg.expert, env))
+
+
+def _run_attempt(attempt: int) -> tuple[int, bool, EncodedEpisode | None]:
+    """Roll out attempt ``attempt``; encode it only if it will be kept."""
+    cfg = _WORKER["cfg"]
+    ep = rollout_episode(_WORKER["env"], _WORKER["expert"], episode_seed(cfg.seed, attempt),
+                         cameras=cfg.cameras, noise=cfg.noise, attempt_index=attempt)
+    success = bool(ep.metadata["success"])
+    keep = success or cfg.keep_failures
+    return attempt, success, encode_episode(ep, _fps(_WORKER["env"])) if keep else None
+
+
+def _fps(env) -> int:
+    return int(env.unwrapped.metadata.get("render_fps", 20))
+
+
+# --------------------------------------------------------------------------------------- driver
+
+def collect(cfg: CollectConfig) -> CollectResult:
+    """Collect until the dataset holds ``cfg.episodes`` successes (or ``attempt_cap`` attempts)."""
+    out = Path(cfg.out)
+    state_path = out / fmt.COLLECT_STATE_PATH
+    prev = _load_state(out)
+    if prev is not None:
+        _check_resume(prev["config"], cfg.identity(), out)
+    # fps comes from the env; probe it once in this process only when creating a dataset.
+    if prev is None:
+        probe_env = make_env(cfg)
+        fps = _fps(probe_env)
+        probe_env.close()
+    else:
+        fps = int(json.loads((out / fmt.INFO_PATH).read_text())["fps"])
+    writer = LeRobotDatasetWriter(
+        out, fps=fps, robot_type=cfg.robot, cameras=cfg.cameras, state_dim=22, action_dim=4,
+        image_size=cfg.image_size, extra_info={"fingerprint": fingerprint(), "collect": cfg.identity()})
+    next_attempt = max([prev["next_attempt"] if prev else 0]
+                       + [int(e["vla_sim/attempt_index"]) + 1 for e in writer.episodes])
+    successes = sum(bool(e["vla_sim/success"]) for e in writer.episodes)
+    state = {"config": cfg.identity(), "next_attempt": next_attempt}
+    atomic_write_json(state_path, state)
+
+    start_attempt, t0 = next_attempt, time.perf_counter()
+    bar = _progress(cfg, successes)
+
+    def commit(attempt: int, success: bool, enc: EncodedEpisode | None) -> None:
+        nonlocal successes, next_attempt
+        if enc is not None:
+            writer.add_encoded(enc)
+        successes += success
+        next_attempt = attempt + 1
+        state["next_attempt"] = next_attempt
+        atomic_write_json(state_path, state)
+        if bar is not None:
+            bar.update(int(success))
+            bar.set_postfix(expert_success=f"{successes}/{next_attempt}")
+
+    try:
+        if cfg.workers == 1:
+            _init_worker(cfg)
+            try:
+                while successes < cfg.episodes and next_attempt < cfg.attempt_cap:
+                    commit(*_run_attempt(next_attempt))
+            finally:
+                _WORKER.pop("env").close()
+        else:
+            _collect_parallel(cfg, lambda: (successes, next_attempt), commit)
+    finally:
+        if bar is not None:
+            bar.close()
+    return CollectResult(out=str(out), episodes=writer.num_episodes, successes=successes,
+                         attempts=next_attempt, attempts_this_run=next_attempt - start_attempt,
+                         seconds=time.perf_counter() - t0, reached_target=successes >= cfg.episodes)
+
+
+def _collect_parallel(cfg: CollectConfig, progress, commit) -> None:
+    """Run attempts in worker processes; commit finished ones in attempt order."""
+    ctx = mp.get_context("spawn")  # each worker builds its own PyBullet client; no forked state
+    done: dict[int, tuple[int, bool, EncodedEpisode | None]] = {}
+    with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(cfg,)) as pool:
+        pending: dict[Future, int] = {}
+        successes, submit_next = progress()
+        try:
+            while True:
+                successes, committed = progress()
+                if successes >= cfg.episodes or committed >= cfg.attempt_cap:
+                    break
+                # keep every worker busy, a little ahead of the commit point
+                while len(pending) < 2 * cfg.workers and submit_next < cfg.attempt_cap:
+                    pending[pool.submit(_run_attempt, submit_next)] = submit_next
+                    submit_next += 1
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    pending.pop(fut)
+                    result = fut.result()
+                    done[result[0]] = result
+                while True:
+                    successes, committed = progress()
+                    if committed not in done or successes >= cfg.episodes:
+                        break
+                    commit(*done.pop(committed))
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+
+def _progress(cfg: CollectConfig, initial: int):
+    if not cfg.progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=cfg.episodes, initial=min(initial, cfg.episodes), unit="ep",
+                desc=f"collect {cfg.env_id}", dynamic_ncols=True)
+
+
+def _load_state(out: Path) -> dict | None:
+    path = out / fmt.COLLECT_STATE_PATH
+    if not path.exists():
+        if (out / fmt.INFO_PATH).exists():
+            raise ValueError(f"{out}: holds a dataset that was not made by `vla-sim collect` "
+                             f"({path} missing); choose another --out")
+        return None
+    return json.loads(path.read_text())
+
+
+def _check_resume(old: dict, new: dict, out: Path) -> None:
+    diffs = [f"{k}: dataset has {old.get(k)!r}, command gives {new[k]!r}"
+             for k in new if old.get(k) != new[k]]
+    if diffs:
+        raise ValueError(f"{out} was collected with different settings; refusing to resume "
+                         f"(use another --out or the same arguments): " + "; ".join(diffs))
+
+
+__all__ = ["CollectConfig", "CollectResult", "collect", "rollout_episode", "resolve_env_id",
+           "fingerprint", "make_env", "make_expert"]

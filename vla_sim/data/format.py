@@ -1,0 +1,241 @@
+"""LeRobotDataset v3.0 layout: paths, feature schema and statistics, shared by writer and reader.
+
+Follows ``lerobot/datasets/utils.py`` (v3.0): ``meta/info.json``, ``meta/stats.json``,
+``meta/tasks.parquet``, ``meta/episodes/chunk-XXX/file-XXX.parquet``,
+``data/chunk-XXX/file-XXX.parquet`` and ``videos/<key>/chunk-XXX/file-XXX.mp4``.
+vla-sim writes one data file and one video file per episode (file index = episode index modulo
+``chunks_size``), which v3.0 allows; every video file therefore starts at timestamp 0.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CODEBASE_VERSION = "v3.0"
+DEFAULT_CHUNK_SIZE = 1000  # max files per chunk folder, as LeRobot
+DEFAULT_DATA_FILE_SIZE_IN_MB = 100
+DEFAULT_VIDEO_FILE_SIZE_IN_MB = 200
+
+INFO_PATH = "meta/info.json"
+STATS_PATH = "meta/stats.json"
+TASKS_PATH = "meta/tasks.parquet"
+EPISODES_DIR = "meta/episodes"
+EPISODES_PATH = "meta/episodes/chunk-000/file-000.parquet"  # all episode rows live in one file
+COLLECT_STATE_PATH = "meta/vla_sim_collect.json"  # vla-sim's resumable-collection bookkeeping
+CHUNK_FILE_PATTERN = "chunk-{chunk_index:03d}/file-{file_index:03d}"
+DATA_PATH = "data/" + CHUNK_FILE_PATTERN + ".parquet"
+VIDEO_PATH = "videos/{video_key}/" + CHUNK_FILE_PATTERN + ".mp4"
+CACHE_DIR = ".cache"
+
+STATE_KEY = "observation.state"
+ACTION_KEY = "action"
+REWARD_KEY = "next.reward"
+DONE_KEY = "next.done"
+IMAGE_KEY_PREFIX = "observation.images."
+
+# vla-sim's per-episode replay record: extra columns in the episodes parquet (LeRobot ignores them).
+VLA_COLUMNS = ("vla_sim/seed", "vla_sim/randomization", "vla_sim/instruction", "vla_sim/task",
+               "vla_sim/success", "vla_sim/first_frame_sha256", "vla_sim/attempt_index",
+               "vla_sim/metadata")
+
+# Names of the 22 proprioceptive state entries (see the env contract).
+STATE_NAMES_22 = (["ee_x", "ee_y", "ee_z", "ee_qx", "ee_qy", "ee_qz", "ee_qw", "gripper_opening"]
+                  + [f"joint_pos_{i}" for i in range(7)] + [f"joint_vel_{i}" for i in range(7)])
+ACTION_NAMES_4 = ["delta_x", "delta_y", "delta_z", "gripper"]
+
+QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)  # LeRobot's DEFAULT_QUANTILES
+
+
+def video_key(camera: str) -> str:
+    """Feature key of a camera stream, e.g. ``front`` -> ``observation.images.front``."""
+    return IMAGE_KEY_PREFIX + camera
+
+
+def chunk_file(episode_index: int, chunks_size: int) -> tuple[int, int]:
+    """(chunk_index, file_index) of the files holding ``episode_index`` (one file per episode)."""
+    return episode_index // chunks_size, episode_index % chunks_size
+
+
+def data_file(episode_index: int, chunks_size: int) -> str:
+    chunk, file = chunk_file(episode_index, chunks_size)
+    return DATA_PATH.format(chunk_index=chunk, file_index=file)
+
+
+def video_file(camera: str, episode_index: int, chunks_size: int) -> str:
+    chunk, file = chunk_file(episode_index, chunks_size)
+    return VIDEO_PATH.format(video_key=video_key(camera), chunk_index=chunk, file_index=file)
+
+
+def build_features(cameras: tuple[str, ...], image_size: tuple[int, int], state_dim: int,
+                   action_dim: int, fps: int) -> dict[str, dict]:
+    """The ``features`` block of info.json, LeRobot's conventions (video features carry ``info``)."""
+    height, width = image_size
+    features: dict[str, dict] = {}
+    for cam in cameras:
+        features[video_key(cam)] = {
+            "dtype": "video", "shape": [height, width, 3], "names": ["height", "width", "channels"],
+            "info": {"video.height": height, "video.width": width, "video.codec": "h264",
+                     "video.pix_fmt": "yuv420p", "video.is_depth_map": False, "video.fps": fps,
+                     "video.channels": 3, "has_audio": False},
+        }
+    state_names = STATE_NAMES_22 if state_dim == 22 else [f"state_{i}" for i in range(state_dim)]
+    action_names = ACTION_NAMES_4 if action_dim == 4 else [f"action_{i}" for i in range(action_dim)]
+    features[STATE_KEY] = {"dtype": "float32", "shape": [state_dim], "names": list(state_names)}
+    features[ACTION_KEY] = {"dtype": "float32", "shape": [action_dim], "names": list(action_names)}
+    features[REWARD_KEY] = {"dtype": "float32", "shape": [1], "names": None}
+    features[DONE_KEY] = {"dtype": "bool", "shape": [1], "names": None}
+    # LeRobot's DEFAULT_FEATURES
+    features["timestamp"] = {"dtype": "float32", "shape": [1], "names": None}
+    features["frame_index"] = {"dtype": "int64", "shape": [1], "names": None}
+    features["episode_index"] = {"dtype": "int64", "shape": [1], "names": None}
+    features["index"] = {"dtype": "int64", "shape": [1], "names": None}
+    features["task_index"] = {"dtype": "int64", "shape": [1], "names": None}
+    return features
+
+
+# --------------------------------------------------------------------------------------- stats
+
+def feature_stats(array: np.ndarray, image: bool = False) -> dict[str, np.ndarray]:
+    """LeRobot per-episode stats: min, max, mean, std, count and quantiles q01..q99.
+
+    ``array`` is (T, D) for vectors, (T,) for scalars (kept as shape (1,)), or (T, H, W, 3) uint8
+    for images, reduced per channel to shape (3, 1, 1) and scaled to [0, 1] as LeRobot does.
+    """
+    if image:
+        flat = array.reshape(-1, array.shape[-1]).astype(np.float64) / 255.0  # (T*H*W, 3)
+    else:
+        flat = array.astype(np.float64).reshape(array.shape[0], -1)
+    stats = {
+        "min": flat.min(axis=0), "max": flat.max(axis=0), "mean": flat.mean(axis=0),
+        "std": flat.std(axis=0), "count": np.array([array.shape[0]]),
+    }
+    for q in QUANTILES:
+        stats[f"q{int(round(q * 100)):02d}"] = np.quantile(flat, q, axis=0)
+    if image:
+        stats = {k: v if k == "count" else v.reshape(-1, 1, 1) for k, v in stats.items()}
+    return stats
+
+
+def aggregate_stats(per_episode: list[dict[str, dict[str, np.ndarray]]]) -> dict[str, dict]:
+    """Dataset stats from episode stats: as LeRobot's ``aggregate_stats`` (pooled mean/variance,
+    count-weighted quantiles)."""
+    if not per_episode:
+        return {}
+    out: dict[str, dict] = {}
+    for key in per_episode[0]:
+        eps = [ep[key] for ep in per_episode if key in ep]
+        counts = np.array([float(np.asarray(e["count"]).reshape(-1)[0]) for e in eps])
+        w = counts / counts.sum()
+        wshape = (-1,) + (1,) * np.asarray(eps[0]["mean"]).ndim
+        means = np.stack([np.asarray(e["mean"], dtype=np.float64) for e in eps])
+        stds = np.stack([np.asarray(e["std"], dtype=np.float64) for e in eps])
+        mean = (means * w.reshape(wshape)).sum(axis=0)
+        var = ((stds ** 2 + (means - mean) ** 2) * w.reshape(wshape)).sum(axis=0)
+        agg = {
+            "min": np.min(np.stack([np.asarray(e["min"]) for e in eps]), axis=0),
+            "max": np.max(np.stack([np.asarray(e["max"]) for e in eps]), axis=0),
+            "mean": mean, "std": np.sqrt(var), "count": np.array([int(counts.sum())]),
+        }
+        for name in eps[0]:
+            if name.startswith("q"):
+                qs = np.stack([np.asarray(e[name], dtype=np.float64) for e in eps])
+                agg[name] = (qs * w.reshape(wshape)).sum(axis=0)
+        out[key] = agg
+    return out
+
+
+def stats_to_json(stats: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, Any]]:
+    return {k: {s: np.asarray(v).tolist() for s, v in d.items()} for k, d in stats.items()}
+
+
+def flatten_stats(stats: dict[str, dict[str, np.ndarray]]) -> dict[str, list]:
+    """``{"stats/<feature>/<stat>": list}`` columns for the episodes parquet (LeRobot's layout)."""
+    return {f"stats/{k}/{s}": np.asarray(v).tolist() for k, d in stats.items() for s, v in d.items()}
+
+
+def unflatten_stats(row: dict[str, Any]) -> dict[str, dict[str, np.ndarray]]:
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for col, value in row.items():
+        if not col.startswith("stats/"):
+            continue
+        feature, stat = col[len("stats/"):].rsplit("/", 1)
+        out.setdefault(feature, {})[stat] = np.asarray(_to_nested_list(value))
+    return out
+
+
+def _to_nested_list(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return [_to_nested_list(v) for v in value] if value.dtype == object else value.tolist()
+    return value
+
+
+class DatasetError(ValueError):
+    """A dataset folder is missing, truncated or inconsistent; the message names the file."""
+
+
+# ------------------------------------------------------------------------------------- mp4 info
+
+def mp4_frame_count(path: Path) -> int:
+    """Number of video samples (frames) in an MP4, read from the ``stsz`` box without decoding.
+
+    Raises ``ValueError`` when the file has no ``moov`` box (typically a truncated file: ffmpeg
+    writes ``moov`` last) or no video track.
+    """
+    data = Path(path).read_bytes()
+    moov = _find_box(data, 0, len(data), b"moov")
+    if moov is None:
+        raise ValueError("no 'moov' box (file truncated or not an MP4)")
+    pos, end = moov
+    while pos + 8 <= end:
+        size, kind, header = _box_header(data, pos)
+        if size < header or pos + size > end:
+            raise ValueError("corrupt box inside 'moov'")
+        if kind == b"trak":
+            mdia = _find_box(data, pos + header, pos + size, b"mdia")
+            if mdia is not None:
+                hdlr = _find_box(data, *mdia, b"hdlr")
+                if hdlr is not None and data[hdlr[0] + 8:hdlr[0] + 12] == b"vide":
+                    stbl = _find_path(data, mdia, (b"minf", b"stbl"))
+                    stsz = _find_box(data, *stbl, b"stsz") if stbl else None
+                    if stsz is None:
+                        raise ValueError("video track has no 'stsz' box")
+                    return struct.unpack(">I", data[stsz[0] + 8:stsz[0] + 12])[0]
+        pos += size
+    raise ValueError("no video track")
+
+
+def _box_header(data: bytes, pos: int) -> tuple[int, bytes, int]:
+    size, kind = struct.unpack(">I4s", data[pos:pos + 8])
+    header = 8
+    if size == 1:
+        size = struct.unpack(">Q", data[pos + 8:pos + 16])[0]
+        header = 16
+    elif size == 0:
+        size = len(data) - pos
+    return size, kind, header
+
+
+def _find_box(data: bytes, start: int, end: int, kind: bytes) -> tuple[int, int] | None:
+    """(payload start, payload end) of the first box of ``kind`` in ``data[start:end]``."""
+    pos = start
+    while pos + 8 <= end:
+        size, k, header = _box_header(data, pos)
+        if size < header or pos + size > end:
+            return None
+        if k == kind:
+            return pos + header, pos + size
+        pos += size
+    return None
+
+
+def _find_path(data: bytes, box: tuple[int, int], kinds: tuple[bytes, ...]) -> tuple[int, int] | None:
+    for kind in kinds:
+        found = _find_box(data, box[0], box[1], kind)
+        if found is None:
+            return None
+        box = found
+    return box
