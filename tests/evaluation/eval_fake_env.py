@@ -26,7 +26,6 @@ class FakeReachEnv(gym.Env):
             "instruction": spaces.Text(max_length=200, charset=CHARSET),
         })
         self.action_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
-        self.renders = 0
 
     def _image(self, size):
         img = np.full((size, size, 3), 40, np.uint8)
@@ -69,8 +68,10 @@ class FakeReachEnv(gym.Env):
         reward = -float(np.linalg.norm(self.ee - self.target)) + (1.0 if success else 0.0)
         return self._obs(), reward, success, False, self._info()
 
+    total_renders = 0  # class-wide: counts renders across env instances in this process
+
     def render(self):
-        self.renders += 1
+        FakeReachEnv.total_renders += 1
         return self._image(self.render_size)
 
     def privileged_state(self):

@@ -206,3 +206,30 @@ def get_text_encoder(model: str = DEFAULT_MODEL, device: str = "cpu") -> TextEnc
     if key not in _ENCODERS:
         _ENCODERS[key] = TextEncoder(model, device)
     return _ENCODERS[key]
+
+
+class HashingTextEncoder(TextEncoder):
+    """Deterministic stand-in with no model: each word maps to a fixed random vector.
+
+    For unit tests and smoke runs that must not load transformers; it has no semantics beyond
+    word identity. Same interface (``encode``, ``features``, ``dim``, cache) as TextEncoder.
+    """
+
+    def __init__(self, dim: int = EMBED_DIM, cache_size: int = 4096):
+        super().__init__(model="hashing", device="cpu", cache_size=cache_size)
+        self._dim = int(dim)
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def _encode_one(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        words = ["[CLS]"] + text.lower().split() + ["[SEP]"]
+        words = words[:MAX_INPUT_TOKENS]
+        tokens = np.stack([
+            np.random.default_rng(int.from_bytes(hashlib.sha256(w.encode()).digest()[:8], "little"))
+            .standard_normal(self._dim).astype(np.float32) for w in words])
+        self.num_model_calls += 1
+        pooled = tokens.mean(0)
+        pooled /= max(float(np.linalg.norm(pooled)), 1e-12)
+        return pooled.astype(np.float32), tokens, np.ones(len(words), np.float32)

@@ -1,0 +1,472 @@
+"""Behaviour cloning of the VLA policy from demonstrations.
+
+Reads top to bottom like the algorithm: arrays in memory -> instruction features once per
+unique instruction -> split by episode -> for each step: sample a batch, augment, loss, AdamW
+step with clipping and a warm-up + cosine LR -> periodic validation, in-sim evaluation and
+checkpoints.
+
+Every random draw of step ``t`` comes from a generator seeded with ``(seed, t)``, so resuming
+from a checkpoint reproduces the losses of an uninterrupted run exactly (same device, same
+threads).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from vla_sim.agents.policies.checkpoint import load_state_strict, read_checkpoint_config
+from vla_sim.agents.policies.config import VLAPolicyConfig
+from vla_sim.agents.policies.vla import VLAPolicy
+from vla_sim.config import config_from_dict, config_to_dict
+from vla_sim.utils.io import atomic_write_json
+
+from .common import (ScalarLogger, cosine_with_warmup, load_trainer_state, publish_checkpoint,
+                     resolve_device, save_training_checkpoint)
+
+# Settings that may change between an interrupted run and its resume without changing the maths.
+RESUMABLE_CHANGES = ("steps_this_run", "eval_every", "checkpoint_every", "log_every",
+                     "val_every", "tensorboard", "device", "num_threads", "progress")
+
+
+@dataclass
+class BCConfig:
+    """Behaviour cloning: AdamW, warm-up + cosine LR, DrQ-style shift and mild colour jitter."""
+
+    # --- Optimisation ---------------------------------------------------------------------------
+    steps: int = 5000
+    """Gradient steps in total."""
+    batch_size: int = 64
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    """AdamW decay, applied to weight matrices and conv kernels only (not biases, norms, log_std)."""
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.05
+    """The cosine ends at ``lr * min_lr_ratio``."""
+    grad_clip: float = 1.0
+    """Max global grad norm; 0 disables clipping."""
+
+    # --- Augmentation ---------------------------------------------------------------------------
+    shift_pad: int = 4
+    """Random shift (pad by replication, random crop back; DrQ uses 4 px for 84 px images)."""
+    color_jitter: float = 0.1
+    """Brightness and contrast factors drawn from [1 - j, 1 + j]. No hue jitter: colour words
+    ("red cube") must stay groundable in the pixels."""
+
+    # --- Validation, evaluation, checkpoints ----------------------------------------------------
+    val_fraction: float = 0.1
+    """Fraction of episodes held out (whole episodes, chosen by ``seed``) for the val loss."""
+    val_every: int = 250
+    val_max_samples: int = 2048
+    eval_every: int = 0
+    """Steps between in-sim success evaluations (needs an ``eval_fn``); 0 = only at the end."""
+    checkpoint_every: int = 1000
+    log_every: int = 25
+
+    # --- Run --------------------------------------------------------------------------------------
+    seed: int = 0
+    device: str = "auto"
+    """``auto`` = cuda if available, else cpu."""
+    num_threads: int = 0
+    """torch CPU threads; 0 keeps torch's default."""
+    tensorboard: bool = True
+    progress: bool = True
+    steps_this_run: int = 0
+    """Stop (with a checkpoint) after this many steps of this invocation; 0 = run to ``steps``.
+    For time-boxed jobs and the resume test; the LR schedule still spans ``steps``."""
+
+    policy: VLAPolicyConfig = field(default_factory=VLAPolicyConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.policy, dict):
+            self.policy = VLAPolicyConfig(**self.policy)
+        for name in ("steps", "batch_size", "log_every", "val_every", "checkpoint_every",
+                     "val_max_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "eval_every", "shift_pad", "num_threads", "steps_this_run"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if not 0.0 <= self.color_jitter < 1.0:
+            raise ValueError(f"color_jitter must be in [0, 1), got {self.color_jitter}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+# ------------------------------------------------------------------------------------- data
+@dataclass
+class DemoArrays:
+    """Demonstration steps as whole arrays (N steps).
+
+    images: observation key (``image``, ``wrist_image``) -> (N, H, W, 3) uint8.
+    states: (N, state_dim) float32. actions: (N, action_dim) float32 in [-1, 1].
+    instructions: the distinct instruction strings; instruction_index: (N,) into them.
+    episode_index: (N,) int, used to split train/val by whole episodes.
+    """
+
+    images: dict[str, np.ndarray]
+    states: np.ndarray
+    actions: np.ndarray
+    instructions: list[str]
+    instruction_index: np.ndarray
+    episode_index: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.states)
+        sizes = {"states": n, "actions": len(self.actions),
+                 "instruction_index": len(self.instruction_index),
+                 "episode_index": len(self.episode_index)}
+        sizes.update({f"images[{k}]": len(v) for k, v in self.images.items()})
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"demonstration arrays disagree on the number of steps: {sizes}")
+        if n == 0:
+            raise ValueError("no demonstration steps")
+        if self.states.ndim != 2 or self.actions.ndim != 2:
+            raise ValueError(f"states and actions must be 2-D, got shapes {self.states.shape} "
+                             f"and {self.actions.shape}")
+        idx = np.asarray(self.instruction_index)
+        if idx.min() < 0 or idx.max() >= len(self.instructions):
+            raise ValueError(f"instruction_index out of range 0..{len(self.instructions) - 1}")
+
+    @classmethod
+    def from_steps(cls, images: dict[str, np.ndarray], states, actions,
+                   instructions: Sequence[str], episode_index) -> "DemoArrays":
+        """Build from one instruction string per step."""
+        unique = sorted(set(instructions))
+        lookup = {s: i for i, s in enumerate(unique)}
+        return cls(images=images, states=np.asarray(states, np.float32),
+                   actions=np.asarray(actions, np.float32), instructions=unique,
+                   instruction_index=np.array([lookup[s] for s in instructions], np.int64),
+                   episode_index=np.asarray(episode_index, np.int64))
+
+    @classmethod
+    def from_dataset(cls, dataset: Any) -> "DemoArrays":
+        """From a :class:`vla_sim.data.VLADataset` (its whole-array accessor; frames loaded into
+        memory). Only the dataset's selected episodes are used."""
+        a = dataset.arrays()
+        ids = np.asarray(a["frame_ids"], np.int64)
+        image_keys = [k for k in a if k == "image" or k.endswith("_image")]
+        return cls(images={k: np.ascontiguousarray(a[k][ids]) for k in image_keys},
+                   states=np.asarray(a["state"][ids], np.float32),
+                   actions=np.asarray(a["action"][ids], np.float32),
+                   instructions=list(dataset.instructions),
+                   instruction_index=np.asarray(a["task_index"][ids], np.int64),
+                   episode_index=np.asarray(a["episode_index"][ids], np.int64))
+
+    def check_fits(self, cfg: VLAPolicyConfig) -> None:
+        """Raise ValueError naming every way these arrays do not fit the policy config."""
+        problems = []
+        if self.states.shape[1] != cfg.state_dim:
+            problems.append(f"state dim {self.states.shape[1]} != policy.state_dim {cfg.state_dim}")
+        if self.actions.shape[1] != cfg.action_dim:
+            problems.append(f"action dim {self.actions.shape[1]} != policy.action_dim "
+                            f"{cfg.action_dim}")
+        for key in cfg.image_keys:
+            if key not in self.images:
+                problems.append(f"no {key!r} images (policy cameras {cfg.cameras}, dataset has "
+                                f"{sorted(self.images)})")
+            elif self.images[key].shape[1:] != (cfg.image_size, cfg.image_size, 3):
+                problems.append(f"{key} shape {self.images[key].shape[1:]} != "
+                                f"({cfg.image_size}, {cfg.image_size}, 3) from policy.image_size")
+        if problems:
+            raise ValueError("dataset does not fit the policy config: " + "; ".join(problems))
+
+
+def split_episodes(episode_index: np.ndarray, val_fraction: float, seed: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(train step ids, val step ids), holding out ``ceil(fraction * episodes)`` whole episodes
+    (none if fewer than 2 episodes)."""
+    episodes = np.unique(episode_index)
+    n_val = math.ceil(val_fraction * len(episodes)) if len(episodes) > 1 else 0
+    n_val = min(n_val, len(episodes) - 1)
+    val_eps = np.random.default_rng([seed, 7]).permutation(episodes)[:n_val]
+    is_val = np.isin(episode_index, val_eps)
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def instruction_features(encoder: Any, instructions: Sequence[str], cfg: VLAPolicyConfig
+                         ) -> dict[str, torch.Tensor]:
+    """Encoder features of each distinct instruction, (U, ...) tensors (encoded once each)."""
+    feats = encoder.features(list(instructions), cfg.max_tokens)
+    if feats["instruction_embedding"].shape[1] != cfg.text_dim:
+        raise ValueError(f"text encoder gives {feats['instruction_embedding'].shape[1]}-d vectors, "
+                         f"policy.text_dim is {cfg.text_dim}")
+    keys = ["instruction_embedding"] + (["instruction_tokens", "instruction_mask"]
+                                        if cfg.use_tokens else [])
+    return {k: torch.from_numpy(np.ascontiguousarray(feats[k])) for k in keys}
+
+
+# ------------------------------------------------------------------------------ augmentation
+def augment(images: torch.Tensor, rng: np.random.Generator, shift_pad: int, jitter: float
+            ) -> torch.Tensor:
+    """Float (B,3,S,S) in [0,1] -> randomly shifted, brightness/contrast-jittered copy."""
+    b, _, s, _ = images.shape
+    if shift_pad > 0:
+        padded = torch.nn.functional.pad(images, (shift_pad,) * 4, mode="replicate")
+        offsets = rng.integers(0, 2 * shift_pad + 1, size=(b, 2))
+        images = torch.stack([padded[i, :, dy:dy + s, dx:dx + s]
+                              for i, (dy, dx) in enumerate(offsets)])
+    if jitter > 0:
+        factors = torch.from_numpy(rng.uniform(1 - jitter, 1 + jitter, size=(b, 2))
+                                   .astype(np.float32)).to(images.device)
+        mean = images.mean(dim=(1, 2, 3), keepdim=True)
+        images = (images - mean) * factors[:, 1, None, None, None] + mean  # contrast
+        images = (images * factors[:, 0, None, None, None]).clamp(0.0, 1.0)  # brightness
+    return images
+
+
+class _Batches:
+    """Index arrays into batches of policy-ready tensors on ``device``."""
+
+    def __init__(self, data: DemoArrays, text: dict[str, torch.Tensor], cfg: VLAPolicyConfig,
+                 device: torch.device):
+        self.images = {k: torch.from_numpy(np.ascontiguousarray(data.images[k]))
+                       for k in cfg.image_keys}
+        self.states = torch.from_numpy(np.ascontiguousarray(data.states, np.float32))
+        self.actions = torch.from_numpy(np.ascontiguousarray(data.actions, np.float32))
+        self.instr = torch.from_numpy(np.asarray(data.instruction_index, np.int64))
+        self.text = text
+        self.image_keys, self.device = cfg.image_keys, device
+
+    def get(self, ids: np.ndarray, rng: np.random.Generator | None = None,
+            shift_pad: int = 0, jitter: float = 0.0) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        idx = torch.from_numpy(ids)
+        obs: dict[str, torch.Tensor] = {}
+        for key in self.image_keys:
+            img = self.images[key][idx].to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+            obs[key] = augment(img, rng, shift_pad, jitter) if rng is not None else img
+        obs["state"] = self.states[idx].to(self.device)
+        t = self.instr[idx]
+        for key, value in self.text.items():
+            obs[key] = value[t].to(self.device)
+        return obs, self.actions[idx].to(self.device)
+
+
+# ----------------------------------------------------------------------------------- training
+@dataclass
+class BCResult:
+    out_dir: Path
+    steps: int
+    train_losses: list[float]
+    val_loss: float | None
+    best_metric: float | None
+    best_kind: str
+    samples_per_s: float
+    wall_s: float
+
+
+def _param_groups(policy: VLAPolicy, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for name, p in policy.named_parameters():
+        (decay if p.ndim >= 2 and "queries" not in name else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _check_resume_config(saved: dict, cfg: BCConfig) -> None:
+    now = config_to_dict(cfg)
+    diffs = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in now
+             if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
+    if diffs:
+        raise ValueError("cannot resume with a different config (the run would not continue "
+                         "exactly): " + "; ".join(diffs))
+
+
+@torch.no_grad()
+def _val_loss(policy: VLAPolicy, batches: _Batches, val_ids: np.ndarray, batch_size: int) -> float:
+    policy.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(val_ids), batch_size):
+        ids = val_ids[start:start + batch_size]
+        obs, actions = batches.get(ids)
+        total += float(policy.bc_loss(obs, actions)) * len(ids)
+        count += len(ids)
+    policy.train()
+    return total / max(1, count)
+
+
+def train_bc(data: DemoArrays, out_dir: str | Path, config: BCConfig | None = None,
+             resume: bool = False, eval_fn: Callable[[VLAPolicy], float] | None = None,
+             encoder: Any = None) -> BCResult:
+    """Train a :class:`VLAPolicy` by behaviour cloning; checkpoints go to ``out_dir``.
+
+    Layout: ``checkpoints/step_XXXXXX/`` (policy + ``trainer_state.pt``), ``last/`` (latest),
+    ``best/`` (best in-sim success from ``eval_fn`` if given, else lowest val loss, else last),
+    ``tb/`` (TensorBoard), ``bc_config.json``.
+
+    Args:
+        data: demonstrations; their dims must fit ``config.policy``.
+        resume: continue from ``out_dir/last`` (same config required, bar logging/eval knobs).
+        eval_fn: ``policy -> success rate in [0, 1]`` run every ``eval_every`` steps and at the end.
+        encoder: text encoder with ``features(list[str], max_tokens)``; default the shared one.
+    """
+    cfg = config or BCConfig()
+    pcfg = cfg.policy
+    out = Path(out_dir)
+    data.check_fits(pcfg)
+    device = resolve_device(cfg.device)
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    if encoder is None:
+        from vla_sim.language.encoder import get_text_encoder
+
+        encoder = get_text_encoder(pcfg.text_encoder)
+
+    # Data: instruction features once per distinct instruction; split by whole episodes.
+    text = instruction_features(encoder, data.instructions, pcfg)
+    batches = _Batches(data, text, pcfg, device)
+    train_ids, val_ids = split_episodes(data.episode_index, cfg.val_fraction, cfg.seed)
+    if len(val_ids) > cfg.val_max_samples:
+        val_ids = np.sort(np.random.default_rng([cfg.seed, 8]).choice(
+            val_ids, cfg.val_max_samples, replace=False))
+
+    # Model, normalisation from the training split, optimiser, schedule.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        policy = VLAPolicy(pcfg)
+    train_actions = data.actions[train_ids]
+    policy.set_normalization(data.states[train_ids].mean(0), data.states[train_ids].std(0),
+                             train_actions.mean(0), train_actions.std(0))
+    policy.to(device).train()
+    optimizer = torch.optim.AdamW(_param_groups(policy, cfg.weight_decay), lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, cosine_with_warmup(cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
+
+    step, best, best_kind, losses = 0, None, "last", []
+    if resume:
+        last = out / "last"
+        saved_cfg = json.loads((out / "bc_config.json").read_text()) \
+            if (out / "bc_config.json").is_file() else None
+        if saved_cfg is None or not last.is_dir():
+            raise FileNotFoundError(f"cannot resume: no previous run in {out} "
+                                    "(needs bc_config.json and last/)")
+        _check_resume_config(saved_cfg, cfg)
+        read_checkpoint_config(last)
+        from safetensors.torch import load_file
+
+        load_state_strict(policy, load_file(str(last / "model.safetensors")), str(last))
+        state = load_trainer_state(last)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, best_kind = int(state["step"]), str(state["best_kind"])
+        best = None if state["best_metric"] is None else float(state["best_metric"])
+        losses = [float(x) for x in state["train_losses"]]
+        print(f"resuming from {last} at step {step}/{cfg.steps}")
+    else:
+        if (out / "last").exists():
+            raise ValueError(f"{out} already holds a run; pass --resume to continue it, or choose "
+                             "another --out")
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "bc_config.json", config_to_dict(cfg))
+
+    meta_base = {"trainer": "bc", "num_steps_data": int(len(data.states)),
+                 "num_episodes": int(len(np.unique(data.episode_index))),
+                 "instructions": list(data.instructions)}
+    logger = ScalarLogger(out / "tb" if cfg.tensorboard else None, purge_step=step or None)
+
+    def trainer_state() -> dict[str, Any]:
+        return {"step": step, "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "best_metric": best, "best_kind": best_kind,
+                "train_losses": torch.tensor(losses, dtype=torch.float64)}
+
+    def checkpoint() -> None:
+        path = save_training_checkpoint(out / "checkpoints" / f"step_{step:06d}", policy,
+                                        trainer_state(), {**meta_base, "step": step})
+        publish_checkpoint(path, out / "last")
+
+    def evaluate(final: bool) -> float | None:
+        """Val loss and (maybe) success; save ``best`` if improved. Returns the val loss."""
+        nonlocal best, best_kind
+        metrics: dict[str, float] = {}
+        vloss = _val_loss(policy, batches, val_ids, 256) if len(val_ids) else None
+        if vloss is not None:
+            metrics["val/loss"] = vloss
+        success = None
+        if eval_fn is not None and (final or (cfg.eval_every and step % cfg.eval_every == 0)):
+            policy.eval()
+            success = float(eval_fn(policy))
+            policy.train()
+            metrics["eval/success_rate"] = success
+        logger.scalars(metrics, step)
+        if success is not None:
+            improved = best_kind != "success" or best is None or success > best
+            if improved:
+                best, best_kind = success, "success"
+        elif vloss is not None and best_kind != "success":
+            improved = best is None or vloss < best
+            if improved:
+                best, best_kind = vloss, "val_loss"
+        else:
+            improved = best_kind == "last"
+        if improved:
+            from vla_sim.agents.policies.checkpoint import save_policy
+
+            save_policy(policy, out / "best", meta={**meta_base, "step": step,
+                                                    "best_kind": best_kind, "best_metric": best})
+        return vloss
+
+    stop_at = cfg.steps if not cfg.steps_this_run else min(cfg.steps, step + cfg.steps_this_run)
+    progress = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=cfg.steps, initial=step, desc="bc", dynamic_ncols=True)
+    t0, start_step, vloss = time.perf_counter(), step, None
+    try:
+        while step < stop_at:
+            rng = np.random.default_rng([cfg.seed, step])
+            ids = train_ids[rng.integers(0, len(train_ids), cfg.batch_size)]
+            obs, actions = batches.get(ids, rng, cfg.shift_pad, cfg.color_jitter)
+            loss = policy.bc_loss(obs, actions)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                policy.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            losses.append(float(loss))
+            if step % cfg.log_every == 0 or step == stop_at:
+                logger.scalars({"train/loss": losses[-1], "train/lr": scheduler.get_last_lr()[0],
+                                "train/grad_norm": float(grad_norm)}, step)
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(loss=f"{losses[-1]:.4f}")
+            if step % cfg.val_every == 0 or (cfg.eval_every and step % cfg.eval_every == 0):
+                if step < cfg.steps:
+                    vloss = evaluate(final=False)
+            if step % cfg.checkpoint_every == 0 and step < stop_at:
+                checkpoint()
+        if step >= cfg.steps:
+            vloss = evaluate(final=True)
+        checkpoint()
+    except KeyboardInterrupt:
+        checkpoint()  # keep the work done so far; ``--resume`` continues from here
+        raise
+    finally:
+        if progress is not None:
+            progress.close()
+        logger.close()
+    wall = time.perf_counter() - t0
+    done = step - start_step
+    return BCResult(out_dir=out, steps=step, train_losses=losses, val_loss=vloss,
+                    best_metric=best, best_kind=best_kind,
+                    samples_per_s=done * cfg.batch_size / wall if wall > 0 else 0.0, wall_s=wall)
+
+
+def bc_config_from_dict(data: dict) -> BCConfig:
+    """Rebuild a :class:`BCConfig` (unknown keys -> ConfigError)."""
+    return config_from_dict(BCConfig, data)
+
+
+__all__ = ["BCConfig", "BCResult", "DemoArrays", "augment", "bc_config_from_dict",
+           "split_episodes", "train_bc"]
