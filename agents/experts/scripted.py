@@ -120,6 +120,7 @@ class PushExpert(ScriptedExpert):
     """Close the gripper, go behind the object (opposite the zone), push through it."""
 
     PUSH_Z = 0.018
+    TRAVEL_Z = 0.08
 
     def plan(self, s: dict) -> np.ndarray:
         ee = np.asarray(s["ee_position"])
@@ -141,7 +142,9 @@ class PushExpert(ScriptedExpert):
         if _xy_dist(ee, pre) > 0.015:
             if ee[2] < 0.06 and (along > -0.035 or abs(lateral) > 0.02):
                 return _move(ee, [ee[0], ee[1], 0.08], self.max_step, CLOSE)  # clear the object
-            return _move(ee, [pre[0], pre[1], max(ee[2], 0.06) if _xy_dist(ee, pre) > 0.03
+            # Travel at a fixed low height: staying at the start height (~0.35 m) asks the
+            # iiwa for an elbow bend beyond its joint limit over objects near its base.
+            return _move(ee, [pre[0], pre[1], self.TRAVEL_Z if _xy_dist(ee, pre) > 0.03
                               else pre[2]], self.max_step, CLOSE)
         return _move(ee, pre, self.max_step, CLOSE)
 

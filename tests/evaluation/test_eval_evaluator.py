@@ -51,8 +51,6 @@ def test_same_seeds_give_the_same_report_twice(fake_config, tmp_path):
         write_report(evaluate(PolicySpec("random"), cfg), tmp_path / name)
         report = json.loads((tmp_path / name / "report.json").read_text())
         report.pop("timing")
-        for ep in report["episodes"]:
-            ep.pop("wall_s")
         texts.append(json.dumps(report, sort_keys=True))
     assert texts[0] == texts[1]
 
@@ -111,3 +109,19 @@ def test_failures_are_rerun_with_rendering_for_their_video(fake_config, tmp_path
         if r.video:
             assert (tmp_path / r.video).is_file()
     assert result.cells[0].grid_video and (tmp_path / result.cells[0].grid_video).is_file()
+
+
+def test_policy_without_declared_spaces_is_probed_for_its_action_shape(fake_config):
+    ran = []
+    with pytest.raises(ValueError, match=r"actions have shape \(2,\).*Box\(-1.0, 1.0, \(4,\)"):
+        evaluate(short_action_policy, fake_config(), progress=ran.append)
+    assert ran == []
+
+
+class _ShortActions:
+    def act(self, obs, deterministic=True):
+        return np.zeros(2, np.float32)
+
+
+def short_action_policy(env):
+    return _ShortActions()

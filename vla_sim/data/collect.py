@@ -216,16 +216,25 @@ def collect(cfg: CollectConfig) -> CollectResult:
     prev = _load_state(out)
     if prev is not None:
         _check_resume(prev["config"], cfg.identity(), out)
-    # fps comes from the env; probe it once in this process only when creating a dataset.
-    if prev is None:
+    # fps comes from the env: the in-process worker's, or a probe env before starting a pool.
+    if cfg.workers == 1:
+        _init_worker(cfg)
+        fps = _fps(_WORKER["env"])
+    elif prev is None:
         probe_env = make_env(cfg)
         fps = _fps(probe_env)
         probe_env.close()
     else:
         fps = int(json.loads((out / fmt.INFO_PATH).read_text())["fps"])
-    writer = LeRobotDatasetWriter(
-        out, fps=fps, robot_type=cfg.robot, cameras=cfg.cameras, state_dim=22, action_dim=4,
-        image_size=cfg.image_size, extra_info={"fingerprint": fingerprint(), "collect": cfg.identity()})
+    try:
+        writer = LeRobotDatasetWriter(
+            out, fps=fps, robot_type=cfg.robot, cameras=cfg.cameras, state_dim=22, action_dim=4,
+            image_size=cfg.image_size,
+            extra_info={"fingerprint": fingerprint(), "collect": cfg.identity()})
+    except BaseException:
+        if "env" in _WORKER:
+            _WORKER.pop("env").close()
+        raise
     next_attempt = max([prev["next_attempt"] if prev else 0]
                        + [int(e["vla_sim/attempt_index"]) + 1 for e in writer.episodes])
     successes = sum(bool(e["vla_sim/success"]) for e in writer.episodes)
@@ -249,17 +258,15 @@ def collect(cfg: CollectConfig) -> CollectResult:
 
     try:
         if cfg.workers == 1:
-            _init_worker(cfg)
-            try:
-                while successes < cfg.episodes and next_attempt < cfg.attempt_cap:
-                    commit(*_run_attempt(next_attempt))
-            finally:
-                _WORKER.pop("env").close()
+            while successes < cfg.episodes and next_attempt < cfg.attempt_cap:
+                commit(*_run_attempt(next_attempt))
         else:
             _collect_parallel(cfg, lambda: (successes, next_attempt), commit)
     finally:
         if bar is not None:
             bar.close()
+        if "env" in _WORKER:
+            _WORKER.pop("env").close()
     return CollectResult(out=str(out), episodes=writer.num_episodes, successes=successes,
                          attempts=next_attempt, attempts_this_run=next_attempt - start_attempt,
                          seconds=time.perf_counter() - t0, reached_target=successes >= cfg.episodes)

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -188,6 +187,8 @@ class LeRobotDatasetWriter:
         tasks_path = self.root / fmt.TASKS_PATH
         self.tasks = {}
         if tasks_path.exists():
+            import pandas as pd  # lazy: collection workers never need it
+
             df = pd.read_parquet(tasks_path)
             self.tasks = {str(t): int(i) for t, i in zip(df.index, df["task_index"])}
 
@@ -227,6 +228,7 @@ class LeRobotDatasetWriter:
             raise ValueError(f"states {enc.states.shape} / actions {enc.actions.shape} do not match "
                              f"state_dim={self.state_dim}, action_dim={self.action_dim}")
         ep_index, start = self.num_episodes, self.num_frames
+        new_task = enc.instruction not in self.tasks
         task_index = self.tasks.setdefault(enc.instruction, len(self.tasks))
         chunk, file = fmt.chunk_file(ep_index, self.chunks_size)
 
@@ -285,19 +287,24 @@ class LeRobotDatasetWriter:
         })
         self.episodes.append(row)
         try:
-            self._write_meta()
+            self._write_meta(write_tasks=new_task)
         except BaseException:
             self.episodes.pop()
+            if new_task:
+                del self.tasks[enc.instruction]
             raise
         return ep_index
 
     # ------------------------------------------------------------------ meta files
-    def _write_meta(self) -> None:
-        tasks_df = pd.DataFrame({"task_index": list(self.tasks.values())},
-                                index=pd.Index(list(self.tasks.keys()), name="task"))
-        buf = io.BytesIO()
-        tasks_df.to_parquet(buf)
-        atomic_write_bytes(self.root / fmt.TASKS_PATH, buf.getvalue())
+    def _write_meta(self, write_tasks: bool = True) -> None:
+        if write_tasks:
+            import pandas as pd  # tasks.parquet keeps pandas' index metadata (LeRobot's load_tasks)
+
+            tasks_df = pd.DataFrame({"task_index": list(self.tasks.values())},
+                                    index=pd.Index(list(self.tasks.keys()), name="task"))
+            buf = io.BytesIO()
+            tasks_df.to_parquet(buf)
+            atomic_write_bytes(self.root / fmt.TASKS_PATH, buf.getvalue())
         if self.episodes:
             buf = io.BytesIO()
             pq.write_table(pa.Table.from_pylist(self.episodes), buf, compression="snappy")

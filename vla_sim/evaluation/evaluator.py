@@ -146,8 +146,10 @@ class EpisodeRecord:
         return (self.env_id, self.split, self.level)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data without ``wall_s`` (reports keep timings apart, under ``timing``)."""
         d = dataclasses.asdict(self)
         d["return"] = d.pop("episode_return")
+        d.pop("wall_s")
         return d
 
     @classmethod
@@ -207,7 +209,7 @@ class EvalResult:
             "fingerprint": self.fingerprint,
             "cells": [c.to_dict() for c in self.cells],
             "episodes": [e.to_dict() for e in self.episodes],
-            "timing": self.timing,
+            "timing": {**self.timing, "episode_wall_s": [e.wall_s for e in self.episodes]},
         }
 
 
@@ -474,9 +476,13 @@ def evaluate(policy_factory: PolicyFactory, config: EvalConfig,
         except Exception as exc:
             raise ValueError(f"workers={config.workers} needs a picklable policy factory "
                              f"(a PolicySpec or a module-level function): {exc}") from None
-    # Refuse a mismatched policy before any episode (one env per env id is enough).
+    # Refuse a mismatched policy before any episode (one env per env id is enough): declared
+    # spaces are compared, and one action on episode 0's first observation is checked.
     for env_id in config.env_ids:
-        _cell_env(policy_factory, config, (env_id, config.splits[0], config.randomization[0]))
+        env, policy, _ = _cell_env(policy_factory, config,
+                                   (env_id, config.splits[0], config.randomization[0]))
+        probe_obs, _ = env.reset(seed=episode_seed(config.base_seed, 0))
+        check_policy_spaces(policy, env, where=env_id, obs=probe_obs)
     if config.workers > 1:
         close_cached_envs()  # workers build their own
 

@@ -62,8 +62,9 @@ class PolicySpec:
         return load_policy(self.target)
 
 
-def parse_policy(text: str) -> PolicySpec:
+def parse_policy(text: str | Path) -> PolicySpec:
     """``expert``, ``random``, ``import:pkg.mod:function`` or a checkpoint directory."""
+    text = str(text)
     if text in ("expert", "random"):
         return PolicySpec(text)
     if text.startswith("import:"):
@@ -124,6 +125,8 @@ def _space_mismatch(policy_space: gym.spaces.Space, env_space: gym.spaces.Space)
         if not isinstance(env_space, gym.spaces.Dict):
             return f"policy expects a Dict space, env gives {type(env_space).__name__}"
         for key, sub in policy_space.spaces.items():
+            if key.startswith("instruction_") and "instruction" in env_space.spaces:
+                continue  # text features the policy computes from the raw instruction string
             if key not in env_space.spaces:
                 return f"policy needs key {key!r}, env has {sorted(env_space.spaces)}"
             why = _space_mismatch(sub, env_space.spaces[key])
@@ -140,13 +143,21 @@ def _space_mismatch(policy_space: gym.spaces.Space, env_space: gym.spaces.Space)
     return None
 
 
-def check_policy_spaces(policy: Any, env: gym.Env, where: str = "") -> None:
+def check_policy_spaces(policy: Any, env: gym.Env, where: str = "",
+                        obs: dict | None = None) -> None:
     """Raise ValueError if the policy declares spaces that do not fit ``env``.
 
-    Policies without ``observation_space`` / ``action_space`` attributes are accepted as they
-    are (an expert, a plain callable).
+    Declared ``observation_space`` / ``action_space`` attributes are compared with the env's
+    (keys ``instruction_*`` count as derived from the env's ``instruction`` string). A policy
+    without an ``action_space`` is probed instead when ``obs`` is given: the shape of
+    ``policy.act(obs)`` must be the env's action shape.
     """
     problems = []
+    if obs is not None and getattr(policy, "action_space", None) is None:
+        shape = np.shape(policy.act(obs, deterministic=True))
+        if shape != env.action_space.shape:
+            problems.append(f"its actions have shape {shape}, the env's action_space is "
+                            f"{env.action_space}")
     for attr in ("observation_space", "action_space"):
         policy_space = getattr(policy, attr, None)
         if policy_space is None:

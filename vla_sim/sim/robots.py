@@ -164,7 +164,12 @@ class Iiwa(Robot):
     ee_link_name = "grasptarget"
     rest_pose = (0.0, 0.45, 0.0, -1.6, 0.0, 1.1, 0.0)
     finger_max = 0.045
-    down_orientation = (1.0, 0.0, 0.0, 0.0)
+    # Gripper down with the last joint near 0: (1, 0, 0, 0) needs joint 7 at about -pi, next to
+    # its +-3.05 rad limit, which made the far -y corner of the object region unreachable.
+    down_orientation = (0.0, 1.0, 0.0, 0.0)
+    # 4 cm further back than the Panda: at -0.60 the elbow (joint 4, +-120 deg) cannot fold
+    # enough to reach objects near the base with the gripper pointing down.
+    base_position = (-0.64, 0.0, 0.0)
 
     @classmethod
     def urdf_path(cls, detailed: bool) -> Path:

@@ -1,0 +1,205 @@
+"""Continual learning: fine-tune a trained policy on a new task while replaying earlier tasks.
+
+- :class:`ReservoirReplayBuffer` keeps a uniform sample of everything it has seen (Vitter's
+  Algorithm R): after ``n`` items each one is held with probability ``min(1, capacity / n)``,
+  whatever the order or the length of the stream, in ``capacity`` memory.
+- :func:`finetune_with_replay`: each batch has ``round(replay_ratio * B)`` samples from the
+  buffer (earlier tasks' steps) and the rest from the new task; the peak LR is
+  ``lr_scale * bc.lr`` (a lower LR moves the shared weights less). The policy keeps its own
+  normalisation statistics, so old-task inputs mean what they meant before.
+- :func:`forgetting_report`: success per task before vs after; forgetting = before - after.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from vla_sim.agents.policies.vla import VLAPolicy
+
+from .bc import BCConfig, DemoArrays, _Batches, instruction_features
+from .common import resolve_device
+from .multitask import train_steps
+
+
+class ReservoirReplayBuffer:
+    """Fixed-size uniform sample of a stream (reservoir sampling, Algorithm R).
+
+    Args:
+        capacity: items kept at most.
+        seed: seeds the buffer's own generator (which items are kept).
+    """
+
+    def __init__(self, capacity: int, seed: int = 0):
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = int(capacity)
+        self.items: list[Any] = []
+        self.seen = 0
+        self._rng = np.random.default_rng([int(seed), 0x5E5E])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def add(self, item: Any) -> None:
+        """Offer one item: the ``n``-th item replaces a random slot with probability ``k/n``."""
+        self.seen += 1
+        if len(self.items) < self.capacity:
+            self.items.append(item)
+            return
+        j = int(self._rng.integers(0, self.seen))  # uniform in 0..n-1
+        if j < self.capacity:
+            self.items[j] = item
+
+    def extend(self, items: Iterable[Any]) -> None:
+        for item in items:
+            self.add(item)
+
+    def sample(self, n: int, rng: np.random.Generator | None = None) -> list[Any]:
+        """``n`` stored items drawn uniformly with replacement."""
+        if not self.items:
+            raise ValueError("cannot sample from an empty replay buffer")
+        rng = rng if rng is not None else self._rng
+        return [self.items[i] for i in rng.integers(0, len(self.items), n)]
+
+
+@dataclass
+class ContinualConfig:
+    """Fine-tuning on a new task with replay of earlier tasks' demonstrations."""
+
+    replay_size: int = 5000
+    """Reservoir capacity, in demonstration steps of earlier tasks."""
+    replay_ratio: float = 0.5
+    """Fraction of every batch drawn from the replay buffer (0 = plain fine-tuning)."""
+    lr_scale: float = 0.3
+    """Fine-tuning peak LR = ``lr_scale * bc.lr`` (lower than training from scratch)."""
+    steps: int = 1000
+    seed: int = 0
+    bc: BCConfig = field(default_factory=BCConfig)
+    """Batch size, augmentation, optimiser settings (``bc.steps`` and ``bc.lr`` are overridden
+    by ``steps`` and ``lr_scale``)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.bc, dict):
+            self.bc = BCConfig(**self.bc)
+        if self.replay_size < 1:
+            raise ValueError(f"replay_size must be >= 1, got {self.replay_size}")
+        if not 0.0 <= self.replay_ratio < 1.0:
+            raise ValueError(f"replay_ratio must be in [0, 1), got {self.replay_ratio}")
+        if not 0.0 < self.lr_scale <= 1.0:
+            raise ValueError(f"lr_scale must be in (0, 1], got {self.lr_scale}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+
+
+def concat_demos(parts: Sequence[DemoArrays]) -> tuple[DemoArrays, list[np.ndarray]]:
+    """One :class:`DemoArrays` from several (instructions merged, episode ids kept apart), and
+    the step ids of each part in the result."""
+    instructions = sorted({s for p in parts for s in p.instructions})
+    lookup = {s: i for i, s in enumerate(instructions)}
+    keys = set(parts[0].images)
+    for p in parts[1:]:
+        if set(p.images) != keys:
+            raise ValueError(f"datasets have different cameras: {sorted(keys)} vs {sorted(p.images)}")
+    ids, offset, ep_offset, episode = [], 0, 0, []
+    for p in parts:
+        ids.append(np.arange(offset, offset + len(p.states)))
+        offset += len(p.states)
+        episode.append(p.episode_index - p.episode_index.min() + ep_offset)
+        ep_offset = int(episode[-1].max()) + 1
+    merged = DemoArrays(
+        images={k: np.concatenate([p.images[k] for p in parts]) for k in keys},
+        states=np.concatenate([p.states for p in parts]),
+        actions=np.concatenate([p.actions for p in parts]),
+        instructions=instructions,
+        instruction_index=np.concatenate([np.array([lookup[p.instructions[i]]
+                                                    for i in p.instruction_index], np.int64)
+                                          for p in parts]),
+        episode_index=np.concatenate(episode))
+    return merged, ids
+
+
+@dataclass
+class ContinualResult:
+    policy: VLAPolicy
+    train_losses: list[float]
+    buffer: ReservoirReplayBuffer | None
+    replay_per_batch: int
+
+
+def finetune_with_replay(policy: VLAPolicy, new: DemoArrays, old: Sequence[DemoArrays] = (),
+                         config: ContinualConfig | None = None, encoder: Any = None
+                         ) -> ContinualResult:
+    """Fine-tune ``policy`` (in place) on ``new`` with reservoir replay of ``old`` datasets.
+
+    The buffer is filled by streaming the old datasets' steps in a seeded shuffled order, as a
+    continual learner would meet them. With ``replay_ratio == 0`` or no ``old`` data this is
+    plain fine-tuning at the lower LR.
+    """
+    cfg = config or ContinualConfig()
+    bc = cfg.bc
+    new.check_fits(policy.config)
+    device = resolve_device(bc.device)
+    if encoder is None:
+        from vla_sim.language.encoder import get_text_encoder
+
+        encoder = get_text_encoder(policy.config.text_encoder)
+    merged, (new_ids, *old_ids) = concat_demos([new, *old])
+    text = instruction_features(encoder, merged.instructions, policy.config)
+    batches = _Batches(merged, text, policy.config, device)
+
+    buffer = None
+    n_replay = 0
+    if old and cfg.replay_ratio > 0:
+        buffer = ReservoirReplayBuffer(cfg.replay_size, seed=cfg.seed)
+        stream = np.concatenate(old_ids)
+        buffer.extend(np.random.default_rng([cfg.seed, 1]).permutation(stream).tolist())
+        n_replay = int(round(cfg.replay_ratio * bc.batch_size))
+    n_new = bc.batch_size - n_replay
+
+    def sample(rng: np.random.Generator):
+        ids = new_ids[rng.integers(0, len(new_ids), n_new)]
+        if n_replay:
+            ids = np.concatenate([ids, np.asarray(buffer.sample(n_replay, rng), np.int64)])
+        obs, actions = batches.get(ids, rng, bc.shift_pad, bc.color_jitter)
+        return obs, actions, {}
+
+    run_cfg = BCConfig(**{**bc.__dict__, "seed": cfg.seed})
+    policy.to(device)
+    losses = train_steps(policy, sample, lambda p, b: p.bc_loss(b[0], b[1]), run_cfg,
+                         steps=cfg.steps, lr=cfg.lr_scale * bc.lr)
+    return ContinualResult(policy, losses, buffer, n_replay)
+
+
+def forgetting_report(before: Mapping[str, float], after: Mapping[str, float],
+                      new_task: str | None = None) -> dict[str, dict[str, float]]:
+    """Per task: success before, after, and forgetting = before - after (old tasks) or gain =
+    after - before (the new task)."""
+    out = {}
+    for task in sorted(set(before) | set(after)):
+        b, a = before.get(task), after.get(task)
+        row = {"before": b, "after": a}
+        if b is not None and a is not None:
+            row["gain" if task == new_task else "forgetting"] = (a - b) if task == new_task else (b - a)
+        out[task] = row
+    return out
+
+
+def format_forgetting_report(report: Mapping[str, Mapping[str, float]]) -> str:
+    lines = [f"{'task':<16}{'before':>8}{'after':>8}{'change':>12}"]
+    for task, row in report.items():
+        kind = "gain" if "gain" in row else "forgetting"
+        value = row.get(kind)
+
+        def fmt(x):
+            return "   n/a" if x is None else f"{x:6.2f}"
+        lines.append(f"{task:<16}{fmt(row['before']):>8}{fmt(row['after']):>8}"
+                     f"{'' if value is None else f'{kind} {value:+.2f}':>12}")
+    return "\n".join(lines)
+
+
+__all__ = ["ContinualConfig", "ContinualResult", "ReservoirReplayBuffer", "concat_demos",
+           "finetune_with_replay", "forgetting_report", "format_forgetting_report"]

@@ -1,0 +1,158 @@
+"""Behaviour cloning: learning, checkpoints, exact resume, and clear errors on bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vla_sim.agents.policies import load_policy
+from vla_sim.agents.training.bc import BCConfig, DemoArrays, augment, split_episodes, train_bc
+from vla_sim.config import ConfigError, load_config
+from vla_sim.language.encoder import HashingTextEncoder
+
+POLICY = dict(image_size=16, channels=[8, 16], image_features=32, attn_dim=16, attn_heads=2,
+              lang_features=16, state_hidden=16, trunk_hidden=[32], max_tokens=8)
+INSTRUCTIONS = ["move left to the red cube", "move right to the blue cube"]
+
+
+def synthetic_demos(episodes: int = 6, steps: int = 10, seed: int = 0) -> DemoArrays:
+    """x-action from the instruction, y from image brightness, z and gripper from the state."""
+    rng = np.random.default_rng(seed)
+    images, states, actions, instr, eps = [], [], [], [], []
+    for e in range(episodes):
+        which = e % 2
+        for t in range(steps):
+            level = rng.integers(0, 256)
+            images.append(np.full((16, 16, 3), level, np.uint8))
+            state = rng.standard_normal(22).astype(np.float32)
+            states.append(state)
+            actions.append([0.8 if which else -0.8, level / 255.0 - 0.5,
+                            0.5 * np.tanh(state[0]), 1.0 if state[1] > 0 else -1.0])
+            instr.append(INSTRUCTIONS[which])
+            eps.append(e)
+    return DemoArrays.from_steps({"image": np.stack(images)}, states, actions, instr, eps)
+
+
+def config(**overrides) -> BCConfig:
+    base = dict(steps=8, batch_size=16, lr=3e-3, warmup_steps=2, val_every=4,
+                checkpoint_every=4, log_every=2, device="cpu", tensorboard=False, num_threads=1,
+                progress=False, policy=POLICY)
+    base.update(overrides)
+    return load_config(BCConfig, overrides=[f"{k}={_fmt(v)}" for k, v in base.items()])
+
+
+def _fmt(v):
+    return json.dumps(v) if isinstance(v, (dict, list, bool)) else str(v)
+
+
+@pytest.fixture(scope="module")
+def demos() -> DemoArrays:
+    return synthetic_demos()
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return HashingTextEncoder()
+
+
+def test_loss_decreases_on_a_tiny_dataset(tmp_path, demos, encoder):
+    result = train_bc(demos, tmp_path / "run", config(steps=80, val_every=40), encoder=encoder)
+    first, last = np.mean(result.train_losses[:5]), np.mean(result.train_losses[-5:])
+    assert last < 0.5 * first, (first, last)
+    assert result.val_loss is not None and result.samples_per_s > 0
+
+
+def test_checkpoint_layout_and_reload_gives_identical_actions(tmp_path, demos, encoder):
+    out = tmp_path / "run"
+    train_bc(demos, out, config(), encoder=encoder)
+    for sub in ("checkpoints/step_000004", "checkpoints/step_000008", "last", "best"):
+        assert (out / sub / "model.safetensors").is_file(), sub
+    assert (out / "last" / "trainer_state.pt").is_file()
+    a, b = load_policy(out / "last"), load_policy(out / "checkpoints" / "step_000008")
+    a.text_encoder = b.text_encoder = encoder
+    obs = {"image": demos.images["image"][:5], "state": demos.states[:5],
+           "instruction": [INSTRUCTIONS[0]] * 5}
+    np.testing.assert_array_equal(a.act(obs), b.act(obs))
+    meta = json.loads((out / "last" / "config.json").read_text())["meta"]
+    assert meta["step"] == 8 and meta["instructions"] == sorted(INSTRUCTIONS)
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path, demos, encoder):
+    full = train_bc(demos, tmp_path / "full", config(), encoder=encoder)
+    part = train_bc(demos, tmp_path / "part", config(steps_this_run=4), encoder=encoder)
+    assert part.steps == 4
+    resumed = train_bc(demos, tmp_path / "part", config(), resume=True, encoder=encoder)
+    assert resumed.steps == 8
+    assert resumed.train_losses == full.train_losses
+    sd_full = load_policy(tmp_path / "full" / "last").state_dict()
+    sd_res = load_policy(tmp_path / "part" / "last").state_dict()
+    for key in sd_full:
+        torch.testing.assert_close(sd_full[key], sd_res[key], rtol=0, atol=0)
+
+
+def test_resume_with_a_changed_config_names_the_change(tmp_path, demos, encoder):
+    train_bc(demos, tmp_path / "run", config(steps_this_run=4), encoder=encoder)
+    with pytest.raises(ValueError, match=r"lr: 0\.003 -> 0\.001"):
+        train_bc(demos, tmp_path / "run", config(lr=1e-3), resume=True, encoder=encoder)
+    with pytest.raises(ValueError, match="--resume"):
+        train_bc(demos, tmp_path / "run", config(), encoder=encoder)
+
+
+def test_resume_without_a_previous_run_is_an_error(tmp_path, demos, encoder):
+    with pytest.raises(FileNotFoundError, match="cannot resume"):
+        train_bc(demos, tmp_path / "empty", config(), resume=True, encoder=encoder)
+
+
+def test_best_follows_in_sim_success_when_given(tmp_path, demos, encoder):
+    scores = iter([0.2, 0.6, 0.4])
+    result = train_bc(demos, tmp_path / "run", config(steps=6, eval_every=2, val_every=100),
+                      eval_fn=lambda policy: next(scores), encoder=encoder)
+    assert result.best_kind == "success" and result.best_metric == 0.6
+    meta = json.loads((tmp_path / "run" / "best" / "config.json").read_text())["meta"]
+    assert meta["step"] == 4
+
+
+def test_dataset_dims_that_do_not_fit_the_policy_are_named(tmp_path, demos, encoder):
+    bad = DemoArrays(images=demos.images, states=demos.states[:, :20], actions=demos.actions,
+                     instructions=demos.instructions, instruction_index=demos.instruction_index,
+                     episode_index=demos.episode_index)
+    with pytest.raises(ValueError, match="state dim 20 != policy.state_dim 22"):
+        train_bc(bad, tmp_path / "run", config(), encoder=encoder)
+    with pytest.raises(ValueError, match=r"image shape|image_size"):
+        train_bc(demos, tmp_path / "run", config(policy={**POLICY, "image_size": 32}),
+                 encoder=encoder)
+
+
+def test_unknown_config_keys_are_rejected():
+    with pytest.raises(ConfigError, match="learning_rate"):
+        load_config(BCConfig, overrides=["learning_rate=1e-3"])
+    with pytest.raises(ConfigError, match="n_layers"):
+        load_config(BCConfig, overrides=["policy.n_layers=3"])
+    with pytest.raises(ValueError, match="val_fraction"):
+        load_config(BCConfig, overrides=["val_fraction=1.5"])
+
+
+def test_validation_split_holds_out_whole_episodes():
+    episode_index = np.repeat(np.arange(10), 5)
+    train, val = split_episodes(episode_index, 0.2, seed=0)
+    assert len(np.unique(episode_index[val])) == 2
+    assert not set(episode_index[train]) & set(episode_index[val])
+    train, val = split_episodes(np.zeros(5, int), 0.5, seed=0)
+    assert len(val) == 0  # one episode: nothing to hold out
+
+
+def test_augment_keeps_shape_and_range_and_is_seeded():
+    images = torch.rand(4, 3, 16, 16)
+    a = augment(images, np.random.default_rng(0), 2, 0.2)
+    b = augment(images, np.random.default_rng(0), 2, 0.2)
+    assert a.shape == images.shape and float(a.min()) >= 0 and float(a.max()) <= 1
+    torch.testing.assert_close(a, b)
+
+
+def test_cli_rejects_an_unknown_override(tmp_path, capsys):
+    from vla_sim.cli.main import main
+
+    rc = main(["train", "bc", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "lrr=1"])
+    assert rc == 2
+    assert "lrr" in capsys.readouterr().err
