@@ -98,8 +98,11 @@ class Task:
     def is_success(self) -> bool:
         raise NotImplementedError
 
-    def dense_reward(self) -> float:
-        """Negative distances toward completion (higher is better), plus 1 on success."""
+    def dense_reward(self, success: bool | None = None) -> float:
+        """Negative distances toward completion (higher is better), plus 1 on success.
+
+        ``success``: this step's :meth:`is_success`, when the caller has it already (saves a
+        second evaluation of the predicate per step)."""
         raise NotImplementedError
 
     # -- privileged state ----------------------------------------------------------------------

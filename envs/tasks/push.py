@@ -28,7 +28,8 @@ class PushTask(Task):
     def is_success(self) -> bool:
         return self._distance() < TOLERANCE
 
-    def dense_reward(self) -> float:
+    def dense_reward(self, success: bool | None = None) -> float:
         obj = self.position(self.instance.roles["object"])
         reach = float(np.linalg.norm(self.robot.ee_position() - obj))
-        return -self._distance() - 0.5 * reach + float(self.is_success())
+        done = self.is_success() if success is None else success
+        return -self._distance() - 0.5 * reach + float(done)

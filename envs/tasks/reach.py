@@ -25,6 +25,6 @@ class ReachTask(Task):
     def is_success(self) -> bool:
         return bool(np.linalg.norm(self.robot.ee_position() - self.goal_point()) < TOLERANCE)
 
-    def dense_reward(self) -> float:
+    def dense_reward(self, success: bool | None = None) -> float:
         return -float(np.linalg.norm(self.robot.ee_position() - self.goal_point())) \
-            + float(self.is_success())
+            + float(self.is_success() if success is None else success)

@@ -8,8 +8,7 @@ import pytest
 import eval_fake_env
 from vla_sim.evaluation.evaluator import EvalConfig
 
-FAKE_EXPERT = f"{eval_fake_env.__name__}:make_fake_expert"
-WRONG_POLICY = f"{eval_fake_env.__name__}:make_wrong_space_policy"
+from eval_fake_env import FAKE_EXPERT  # noqa: E402
 
 
 @pytest.fixture

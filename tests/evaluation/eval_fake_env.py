@@ -110,3 +110,7 @@ def make_wrong_space_policy(env):
 
 
 register(id="vla_sim_fake/Reach-v0", entry_point=FakeReachEnv, max_episode_steps=30)
+
+# Import paths that worker processes can resolve (whatever name pytest gave this module).
+FAKE_EXPERT = f"{__name__}:make_fake_expert"
+WRONG_POLICY = f"{__name__}:make_wrong_space_policy"

@@ -8,7 +8,7 @@ from vla_sim.evaluation.report import load_report, write_report
 from vla_sim.utils.fingerprint import fingerprint, fingerprint_differences
 
 import eval_fake_env
-from conftest import FAKE_EXPERT
+from eval_fake_env import FAKE_EXPERT
 
 
 def _old_report(fake_config, tmp_path):

@@ -33,10 +33,13 @@ class LayoutError(RuntimeError):
 
 
 def sample_randomization(config: RandomizationConfig, items: list[Placement],
-                         rng: np.random.Generator) -> RandomizationSample:
+                         rng: np.random.Generator,
+                         exclude_pairs: frozenset = frozenset()) -> RandomizationSample:
     """One draw for a scene holding ``items`` (task objects, containers, zones).
 
-    Distractors (up to ``config.distractors``) get a colour-shape pair used by no item.
+    Distractors (up to ``config.distractors``) get a colour-shape pair used by no item and not
+    in ``exclude_pairs`` (the env passes the held-out combinations for the train split, so
+    training never even shows them).
     """
     # One independent child stream per factor: turning a factor on never shifts the others.
     streams = dict(zip(_FACTORS, rng.spawn(len(_FACTORS))))
@@ -58,7 +61,7 @@ def sample_randomization(config: RandomizationConfig, items: list[Placement],
 
     # distractors: identities first, so that every later factor knows the full item list
     g = streams["distractors"]
-    used = {(it.color, it.shape) for it in items}
+    used = {(it.color, it.shape) for it in items} | set(exclude_pairs)
     distractors: list[Placement] = []
     if c.distractors > 0:
         n = int(g.integers(0, c.distractors + 1))

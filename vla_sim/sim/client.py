@@ -6,6 +6,7 @@ metres, kilograms and seconds; positions are world-frame (x, y, z); quaternions 
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -37,12 +38,34 @@ class SimConfig:
         return self.physics_hz // self.control_hz
 
 
+class _CachingBulletClient(BulletClient):
+    """``BulletClient`` that keeps the ``functools.partial`` it builds for each pybullet function.
+
+    The stock ``__getattr__`` runs ``inspect.isbuiltin`` and builds a new partial on every call
+    (~15 us; ~25 calls per control step). Cached partials are dropped on ``disconnect`` so a
+    closed client can never reach a newer connection that reuses its id.
+    """
+
+    def __getattr__(self, name: str):
+        attribute = super().__getattr__(name)
+        if name != "disconnect" and isinstance(attribute, functools.partial):
+            self.__dict__[name] = attribute
+        return attribute
+
+    def disconnect(self) -> None:
+        for name in [k for k, v in self.__dict__.items() if isinstance(v, functools.partial)]:
+            del self.__dict__[name]
+        client, self._client = self._client, -1
+        if client >= 0:
+            p.disconnect(physicsClientId=client)
+
+
 class Simulation:
     """Owns a private ``BulletClient`` (DIRECT by default) and the named bodies in it."""
 
     def __init__(self, config: SimConfig = SimConfig()) -> None:
         self.config = config
-        self.client = BulletClient(connection_mode=p.GUI if config.gui else p.DIRECT)
+        self.client = _CachingBulletClient(connection_mode=p.GUI if config.gui else p.DIRECT)
         self.client.setAdditionalSearchPath(pybullet_data.getDataPath())
         self.client.setTimeStep(1.0 / config.physics_hz)
         self.client.setGravity(0, 0, -9.81)

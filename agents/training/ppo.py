@@ -1,0 +1,386 @@
+"""PPO fine-tuning of a BC policy (Stable-Baselines3), with guards against forgetting.
+
+The SB3 policy (:class:`VLAActorCriticPolicy`) *holds* a :class:`VLAPolicy` and uses its modules
+as SB3's pieces: ``features_extractor`` is the VLA extractor, ``action_net`` the Gaussian head
+(normalised mean -> env units through the BC action statistics), ``value_net`` the value head,
+and the log-std is the head's (normalised units, shifted by ``log(action_std)``). No weights are
+copied between class hierarchies, so before any update its deterministic actions are the BC
+policy's, and the checkpoint it writes is the same ``save_policy`` format BC writes.
+
+Guards: ``value_warmup_rollouts`` rollouts that train only the value head (on detached
+features); a KL(pi || pi_BC) penalty toward the frozen BC policy whose weight decays linearly to 0;
+a small initial exploration noise (``init_log_std``).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.preprocessing import preprocess_obs
+from stable_baselines3.common.utils import explained_variance
+
+from vla_sim.agents.policies import VLAFeaturesExtractor, VLAPolicy, VLAPolicyConfig, save_policy
+from vla_sim.agents.policies.checkpoint import load_state_strict
+from vla_sim.config import config_to_dict
+from vla_sim.utils.io import atomic_write_json
+from vla_sim.utils.seeding import EVAL_BASE_SEED, TRAIN_BASE_SEED
+
+from .rl_common import env_factory, load_warm_start, make_text_encoder, success_rate
+
+REWARDS = ("sparse", "dense", "language", "mixed")
+
+
+@dataclass
+class PPOConfig:
+    """PPO fine-tuning from a BC warm start."""
+
+    # --- Environment ------------------------------------------------------------------------
+    env_id: str = "vla_sim/PickPlace-v0"
+    robot: str = "panda"
+    randomization: str = "medium"
+    reward: str = "language"
+    """``sparse`` | ``dense`` | ``language`` | ``mixed`` (see LanguageRewardWrapper)."""
+    n_envs: int = 1
+    """SubprocVecEnv workers when > 1 (DummyVecEnv for 1)."""
+    max_episode_steps: int | None = None
+    text_encoder: str = "default"
+    """Text encoder for observations and the language reward; ``hashing`` for smoke tests."""
+
+    # --- PPO ----------------------------------------------------------------------------------
+    total_steps: int = 20_000
+    n_steps: int = 256
+    """Env steps per env per rollout."""
+    batch_size: int = 64
+    n_epochs: int = 4
+    lr: float = 1e-4
+    """Lower than SB3's 3e-4: the network starts from a good BC solution."""
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_range: float = 0.1
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    target_kl: float | None = 0.05
+
+    # --- Warm start and forgetting guards ------------------------------------------------------
+    init_log_std: float | None = -1.25
+    """Log-std of the Gaussian head in normalised action units at the start (None keeps the
+    checkpoint's); std = exp(-1.25) * action_std ~ 0.29 action_std."""
+    value_warmup_rollouts: int = 2
+    """First rollouts train only the value head (detached features), so early advantages are
+    not noise from an untrained critic."""
+    bc_coef: float = 1.0
+    """Weight of KL(pi || pi_BC), decaying linearly to 0 over ``bc_decay_steps``."""
+    bc_decay_steps: int = 0
+    """Env steps over which the KL weight decays; 0 = ``total_steps``."""
+
+    # --- Evaluation, logging, checkpoints ------------------------------------------------------
+    eval_every: int = 0
+    """Env steps between success evaluations (best/ is the best one); 0 = only at start/end."""
+    eval_episodes: int = 10
+    tensorboard: bool = True
+    progress: bool = True
+    seed: int = 0
+    device: str = "cpu"
+    num_threads: int = 0
+    """torch CPU threads in the learner; 0 keeps torch's default."""
+
+    policy: dict = field(default_factory=dict)
+    """VLAPolicyConfig fields for a fresh policy when no ``--init`` checkpoint is given."""
+
+    def __post_init__(self) -> None:
+        if self.reward not in REWARDS:
+            raise ValueError(f"reward must be one of {REWARDS}, got {self.reward!r}")
+        for name in ("total_steps", "n_steps", "batch_size", "n_epochs", "n_envs",
+                     "eval_episodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("value_warmup_rollouts", "bc_decay_steps", "eval_every", "num_threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.bc_coef < 0:
+            raise ValueError(f"bc_coef must be >= 0, got {self.bc_coef}")
+
+
+# ------------------------------------------------------------------------------------ policy
+class VLAActorCriticPolicy(ActorCriticPolicy):
+    """SB3 actor-critic whose extractor, action head and value head are a :class:`VLAPolicy`'s.
+
+    Args (beyond SB3's): ``vla_config``: the VLAPolicyConfig as a dict. Load BC weights with
+    :meth:`load_vla_state`; :attr:`vla` is what ``save_policy`` writes.
+    """
+
+    def __init__(self, observation_space: spaces.Space, action_space: spaces.Box, lr_schedule,
+                 vla_config: dict | None = None, **kwargs: Any):
+        self.vla_config = VLAPolicyConfig(**(vla_config or {}))
+        if self.vla_config.head != "gaussian":
+            raise ValueError(f"PPO needs a gaussian head, got {self.vla_config.head!r}")
+        kwargs.update(features_extractor_class=VLAFeaturesExtractor,
+                      features_extractor_kwargs={"config": self.vla_config}, net_arch=[],
+                      ortho_init=False, share_features_extractor=True)
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
+
+    def _build(self, lr_schedule) -> None:
+        super()._build(lr_schedule)
+        self.vla = VLAPolicy(self.vla_config)
+        # SB3's pieces become the VLA modules (the same objects, not copies).
+        self.features_extractor = self.vla.extractor
+        self.pi_features_extractor = self.vf_features_extractor = self.vla.extractor
+        self.action_net = self.vla.action_head
+        self.value_net = self.vla.value_head
+        del self.log_std  # the head's log_std (normalised units) is used instead
+        self.optimizer = self.optimizer_class(self.vla.parameters(), lr=lr_schedule(1),
+                                              **self.optimizer_kwargs)
+
+    def _get_action_dist_from_latent(self, latent_pi: torch.Tensor):
+        head = self.vla.action_head
+        log_std = head.log_std + head.action_std.log()  # env units, as GaussianHead.distribution
+        return self.action_dist.proba_distribution(head(latent_pi), log_std)
+
+    def load_vla_state(self, state: dict[str, torch.Tensor]) -> None:
+        load_state_strict(self.vla, state, source="warm-start policy")
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(vla_config=config_to_dict(self.vla_config))
+        for key in ("features_extractor_class", "features_extractor_kwargs", "net_arch",
+                    "ortho_init", "share_features_extractor"):
+            data.pop(key, None)
+        return data
+
+
+# ----------------------------------------------------------------------------------- algorithm
+class WarmStartPPO(PPO):
+    """SB3 PPO with a value-only warm-up and a decaying KL penalty toward a frozen BC policy.
+
+    ``train()`` follows SB3's PPO.train line by line; the additions are marked "warm start".
+    """
+
+    def __init__(self, *args: Any, bc_policy: VLAPolicy | None = None, bc_coef: float = 0.0,
+                 bc_decay_steps: int = 0, value_warmup_rollouts: int = 0, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.bc_policy = bc_policy
+        if bc_policy is not None:
+            self.bc_policy = bc_policy.to(self.device).eval().requires_grad_(False)
+        self.bc_coef, self.bc_decay_steps = float(bc_coef), int(bc_decay_steps)
+        self.value_warmup_rollouts = int(value_warmup_rollouts)
+        self.rollouts_trained = 0
+
+    def bc_weight(self) -> float:
+        """Current KL weight: ``bc_coef`` decaying linearly to 0 over ``bc_decay_steps``."""
+        horizon = self.bc_decay_steps or max(1, self._total_timesteps)
+        return self.bc_coef * max(0.0, 1.0 - self.num_timesteps / horizon)
+
+    def _kl_to_bc(self, obs: dict[str, torch.Tensor], dist) -> torch.Tensor:
+        """Mean over the batch of KL(pi(.|s) || pi_BC(.|s)), summed over action dims."""
+        with torch.no_grad():
+            pre = preprocess_obs(obs, self.observation_space,
+                                 normalize_images=self.policy.normalize_images)
+            bc = self.bc_policy.action_head.distribution(self.bc_policy.extractor(pre)).dist
+        return torch.distributions.kl_divergence(dist.distribution, bc).sum(-1).mean()
+
+    def train(self) -> None:
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        clip_range = self.clip_range(self._current_progress_remaining)
+        warmup = self.rollouts_trained < self.value_warmup_rollouts  # warm start
+        bc_weight = 0.0 if (warmup or self.bc_policy is None) else self.bc_weight()
+        entropy_losses, pg_losses, value_losses, clip_fractions, kl_bc = [], [], [], [], []
+        approx_kl_divs: list[float] = []
+        continue_training = True
+        for epoch in range(self.n_epochs):
+            approx_kl_divs = []
+            for rollout_data in self.rollout_buffer.get(self.batch_size):
+                actions = rollout_data.actions
+                # evaluate_actions, unrolled so the critic can read detached features (warm start)
+                features = self.policy.extract_features(rollout_data.observations)
+                dist = self.policy._get_action_dist_from_latent(features)
+                log_prob, entropy = dist.log_prob(actions), dist.entropy()
+                values = self.policy.value_net(features.detach() if warmup else features).flatten()
+                advantages = rollout_data.advantages
+                if self.normalize_advantage and len(advantages) > 1:
+                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+                ratio = torch.exp(log_prob - rollout_data.old_log_prob)
+                policy_loss_1 = advantages * ratio
+                policy_loss_2 = advantages * torch.clamp(ratio, 1 - clip_range, 1 + clip_range)
+                policy_loss = -torch.min(policy_loss_1, policy_loss_2).mean()
+                pg_losses.append(policy_loss.item())
+                clip_fractions.append(torch.mean((torch.abs(ratio - 1) > clip_range).float()).item())
+                value_loss = F.mse_loss(rollout_data.returns, values)
+                value_losses.append(value_loss.item())
+                entropy_loss = -torch.mean(entropy)
+                entropy_losses.append(entropy_loss.item())
+                if warmup:  # warm start: only the value head learns
+                    loss = self.vf_coef * value_loss
+                else:
+                    loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+                    if bc_weight > 0:
+                        kl = self._kl_to_bc(rollout_data.observations, dist)
+                        kl_bc.append(kl.item())
+                        loss = loss + bc_weight * kl
+                with torch.no_grad():
+                    log_ratio = log_prob - rollout_data.old_log_prob
+                    approx_kl_div = torch.mean((torch.exp(log_ratio) - 1) - log_ratio).cpu().numpy()
+                    approx_kl_divs.append(approx_kl_div)
+                if (not warmup and self.target_kl is not None
+                        and approx_kl_div > 1.5 * self.target_kl):
+                    continue_training = False
+                    break
+                self.policy.optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                self.policy.optimizer.step()
+            self._n_updates += 1
+            if not continue_training:
+                break
+        self.rollouts_trained += 1
+        head = self.policy.vla.action_head
+        self.logger.record("train/entropy_loss", np.mean(entropy_losses))
+        self.logger.record("train/policy_gradient_loss", np.mean(pg_losses))
+        self.logger.record("train/value_loss", np.mean(value_losses))
+        self.logger.record("train/approx_kl", np.mean(approx_kl_divs) if approx_kl_divs else 0.0)
+        self.logger.record("train/clip_fraction", np.mean(clip_fractions))
+        self.logger.record("train/loss", loss.item())
+        self.logger.record("train/explained_variance", explained_variance(
+            self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten()))
+        self.logger.record("train/std", (head.log_std.exp() * head.action_std).mean().item())
+        self.logger.record("train/value_warmup", float(warmup))
+        self.logger.record("train/bc_weight", bc_weight)
+        if kl_bc:
+            self.logger.record("train/kl_to_bc", float(np.mean(kl_bc)))
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/clip_range", clip_range)
+
+
+# ------------------------------------------------------------------------------- entry points
+def make_vec_env(cfg: PPOConfig, policy_config: VLAPolicyConfig):
+    """DummyVecEnv (1 env) or SubprocVecEnv (n_envs > 1) of the training env stack."""
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    factory = env_factory(env_id=cfg.env_id, policy_config=config_to_dict(policy_config),
+                          reward=cfg.reward, gamma=cfg.gamma, robot=cfg.robot,
+                          randomization=cfg.randomization, text_encoder=cfg.text_encoder,
+                          max_episode_steps=cfg.max_episode_steps,
+                          torch_threads=1 if cfg.n_envs > 1 else 0)
+    fns = [_monitored(factory, Monitor) for _ in range(cfg.n_envs)]
+    vec = SubprocVecEnv(fns) if cfg.n_envs > 1 else DummyVecEnv(fns)
+    vec.seed(TRAIN_BASE_SEED + 1000 * cfg.seed)
+    return vec
+
+
+def _monitored(factory, monitor_cls):
+    import functools
+
+    return functools.partial(_make_monitored, factory, monitor_cls)
+
+
+def _make_monitored(factory, monitor_cls):
+    return monitor_cls(factory(), info_keywords=("is_success",))
+
+
+def build_ppo(cfg: PPOConfig, init: str | Path | None, env=None, out_dir: Path | None = None
+              ) -> WarmStartPPO:
+    """The warm-started PPO model: policy weights from ``init`` (a BC checkpoint folder)."""
+    bc = load_warm_start(init, VLAPolicyConfig(**cfg.policy) if init is None else None,
+                         cfg.init_log_std, cfg.seed)
+    env = env if env is not None else make_vec_env(cfg, bc.config)
+    model = WarmStartPPO(
+        VLAActorCriticPolicy, env, learning_rate=cfg.lr, n_steps=cfg.n_steps,
+        batch_size=cfg.batch_size, n_epochs=cfg.n_epochs, gamma=cfg.gamma,
+        gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range, ent_coef=cfg.ent_coef,
+        vf_coef=cfg.vf_coef, max_grad_norm=cfg.max_grad_norm, target_kl=cfg.target_kl,
+        tensorboard_log=str(out_dir / "tb") if (out_dir and cfg.tensorboard) else None,
+        policy_kwargs={"vla_config": config_to_dict(bc.config)}, seed=cfg.seed,
+        device=cfg.device, verbose=0,
+        bc_policy=copy.deepcopy(bc), bc_coef=cfg.bc_coef, bc_decay_steps=cfg.bc_decay_steps,
+        value_warmup_rollouts=cfg.value_warmup_rollouts)
+    model.policy.load_vla_state(bc.state_dict())
+    model.policy.vla.text_encoder = make_text_encoder(cfg.text_encoder)
+    return model
+
+
+class _EvalCallback(BaseCallback):
+    """Every ``every`` env steps: success rate of the deterministic policy; best/ is kept."""
+
+    def __init__(self, cfg: PPOConfig, out: Path, meta: dict, every: int):
+        super().__init__()
+        self.cfg, self.out, self.meta, self.every = cfg, out, meta, every
+        self.best: float | None = None
+        self.history: list[tuple[int, float]] = []
+        self._next = every
+
+    def evaluate_now(self) -> float:
+        cfg, vla = self.cfg, self.model.policy.vla
+        rate = success_rate(vla, cfg.env_id, cfg.eval_episodes, EVAL_BASE_SEED, cfg.robot,
+                            cfg.randomization, cfg.max_episode_steps)
+        step = int(self.model.num_timesteps)
+        self.history.append((step, rate))
+        self.logger.record("eval/success_rate", rate)
+        if self.best is None or rate > self.best:
+            self.best = rate
+            save_policy(vla, self.out / "best", meta={**self.meta, "step": step,
+                                                      "best_kind": "success", "best_metric": rate})
+        return rate
+
+    def _on_step(self) -> bool:
+        if self.every and self.num_timesteps >= self._next:
+            self._next += self.every
+            self.evaluate_now()
+        return True
+
+
+@dataclass
+class RLResult:
+    out_dir: Path
+    steps: int
+    wall_s: float
+    eval_history: list[tuple[int, float]]
+    best_success: float | None
+
+
+def train_ppo(cfg: PPOConfig, out_dir: str | Path, init: str | Path | None = None) -> RLResult:
+    """Fine-tune with PPO; writes ``best/`` and ``last/`` (save_policy format), ``tb/`` and
+    ``ppo_config.json`` to ``out_dir``."""
+    out = Path(out_dir)
+    if (out / "last").exists():
+        raise ValueError(f"{out} already holds a run; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    atomic_write_json(out / "ppo_config.json", {**config_to_dict(cfg), "init": str(init)})
+    model = build_ppo(cfg, init, out_dir=out)
+    meta = {"trainer": "ppo", "init": str(init), "reward": cfg.reward, "env_id": cfg.env_id}
+    callback = _EvalCallback(cfg, out, meta, cfg.eval_every)
+    callback.init_callback(model)
+    t0 = time.perf_counter()
+    callback.evaluate_now()  # the warm start's own success rate is the bar to beat
+    model.learn(total_timesteps=cfg.total_steps, callback=callback,
+                progress_bar=cfg.progress, tb_log_name="ppo")
+    callback.evaluate_now()
+    wall = time.perf_counter() - t0
+    save_policy(model.policy.vla, out / "last", meta={**meta, "step": int(model.num_timesteps)})
+    model.get_env().close()
+    return RLResult(out, int(model.num_timesteps), wall, callback.history, callback.best)
+
+
+def add_cli_parser(subparsers) -> None:
+    """Hook read by ``vla_sim.cli.train``: registers ``vla-sim train ppo``."""
+    from vla_sim.cli.train_rl import add_ppo_parser
+
+    add_ppo_parser(subparsers)
+
+
+__all__ = ["PPOConfig", "RLResult", "VLAActorCriticPolicy", "WarmStartPPO", "build_ppo",
+           "make_vec_env", "train_ppo"]

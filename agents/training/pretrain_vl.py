@@ -1,0 +1,411 @@
+"""Vision-language pre-training (CLIP-style) of the policy's vision encoder.
+
+On (frame, text) pairs from demonstrations, where the text is the episode's instruction or a
+scene description built from its randomization record, we train
+
+    image -> ConvEncoder (the policy's own, FiLM held at identity) -> Linear -> unit vector
+    text  -> frozen sentence encoder (pooled)                       -> Linear -> unit vector
+
+with the symmetric InfoNCE loss of CLIP (Radford et al. 2021) and a learned temperature:
+
+    logits = exp(t) * I T^T;  loss = (CE(logits, y) + CE(logits^T, y)) / 2
+
+Several frames of a batch often share a text. Those texts are merged into one column, so
+image -> text is a plain cross-entropy over the distinct texts, and text -> image averages the
+log-probability over every image of that text (both reduce to CLIP's loss when texts are all
+different). Zero-shot retrieval: for a held-out frame, which of K candidate texts (the true one
+and K-1 other distinct texts) is the most similar; chance is 1/K.
+
+The trained ``vision`` weights have the same names and shapes as ``extractor.vision.<cam>`` of a
+:class:`VLAPolicy`, so :func:`init_policy_vision` copies them into a policy before BC.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from vla_sim.agents.policies.config import VLAPolicyConfig
+from vla_sim.agents.policies.vla import ConvEncoder, VLAPolicy
+from vla_sim.config import config_from_dict, config_to_dict
+from vla_sim.utils.io import atomic_write_json
+
+from .bc import BCConfig, DemoArrays, augment, split_episodes
+from .common import resolve_device
+
+TEXT_SOURCES = ("instruction", "description", "both")
+VL_WEIGHTS = "vl_model.safetensors"
+VL_CONFIG = "vl_config.json"
+
+
+@dataclass
+class VLPretrainConfig:
+    """Contrastive (frame, text) pre-training of the policy's vision encoder."""
+
+    # --- Data ---------------------------------------------------------------------------------
+    text: str = "instruction"
+    """Text paired with each frame: ``instruction``, ``description`` (objects in the scene,
+    from the episode's randomization record) or ``both`` (each pair draws one at random)."""
+    camera: str = "front"
+    """Which camera's encoder is pre-trained."""
+    val_fraction: float = 0.1
+    """Whole episodes held out for the retrieval accuracy."""
+    retrieval_k: int = 4
+    """Candidate texts per retrieval query (chance = 1/K)."""
+
+    # --- Model --------------------------------------------------------------------------------
+    proj_dim: int = 128
+    init_temperature: float = 0.07
+    """CLIP's initial temperature; ``learn_temperature`` trains log(1/T), capped at 100 like CLIP."""
+    learn_temperature: bool = True
+    max_logit_scale: float = 100.0
+
+    # --- Optimisation -------------------------------------------------------------------------
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    shift_pad: int = 4
+    color_jitter: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+
+    policy: VLAPolicyConfig = field(default_factory=VLAPolicyConfig)
+    """The policy architecture whose vision encoder is pre-trained."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.policy, dict):
+            self.policy = VLAPolicyConfig(**self.policy)
+        if self.text not in TEXT_SOURCES:
+            raise ValueError(f"text must be one of {TEXT_SOURCES}, got {self.text!r}")
+        if self.camera not in self.policy.cameras:
+            raise ValueError(f"camera {self.camera!r} is not among policy.cameras {self.policy.cameras}")
+        if self.retrieval_k < 2:
+            raise ValueError(f"retrieval_k must be >= 2, got {self.retrieval_k}")
+        if not 0 < self.init_temperature <= 1:
+            raise ValueError(f"init_temperature must be in (0, 1], got {self.init_temperature}")
+        for name in ("steps", "batch_size", "proj_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+# ------------------------------------------------------------------------------------- loss
+def info_nce_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor | float,
+                  text_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE.
+
+    Args:
+        image_emb: (B, P) image embeddings (normalised here).
+        text_emb: (B, P) text embeddings of each image's text, row-aligned (normalised here).
+        logit_scale: 1 / temperature (a scalar, not its log).
+        text_ids: optional (B,) ids; rows with the same id share a text (one column, several
+            positives; their ``text_emb`` rows must be equal). None: every row is its own text.
+    """
+    img = nn.functional.normalize(image_emb, dim=-1)
+    txt = nn.functional.normalize(text_emb, dim=-1)
+    if text_ids is None:
+        text_ids = torch.arange(img.shape[0], device=img.device)
+    uniq, col = torch.unique(text_ids, return_inverse=True)
+    # One representative row per distinct text (rows sharing an id carry the same text).
+    rep = torch.zeros(len(uniq), dtype=torch.long, device=img.device)
+    rep.scatter_(0, col, torch.arange(len(col), device=img.device))
+    logits = logit_scale * img @ txt[rep].T  # (B images, U texts)
+    loss_i2t = nn.functional.cross_entropy(logits, col)
+    log_p_t2i = logits.T.log_softmax(dim=-1)  # (U, B): each text over the images
+    positives = (col[None, :] == torch.arange(len(uniq), device=img.device)[:, None]).float()
+    loss_t2i = -((log_p_t2i * positives).sum(-1) / positives.sum(-1)).mean()
+    return 0.5 * (loss_i2t + loss_t2i)
+
+
+# ------------------------------------------------------------------------------------- model
+class VisionLanguageModel(nn.Module):
+    """The policy's ConvEncoder + image projection, a projection of frozen sentence vectors, and
+    a learned logit scale."""
+
+    def __init__(self, cfg: VLPretrainConfig):
+        super().__init__()
+        pc = cfg.policy
+        self.vision = ConvEncoder(pc)
+        self.lang_features = pc.lang_features
+        self.image_proj = nn.Linear(pc.image_features, cfg.proj_dim)
+        self.text_proj = nn.Linear(pc.text_dim, cfg.proj_dim)
+        init = torch.tensor(math.log(1.0 / cfg.init_temperature))
+        self.log_logit_scale = nn.Parameter(init, requires_grad=cfg.learn_temperature)
+        self.max_log_scale = math.log(cfg.max_logit_scale)
+
+    def logit_scale(self) -> torch.Tensor:
+        return self.log_logit_scale.clamp(max=self.max_log_scale).exp()
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        """Float (B,3,S,S) in [0,1] -> (B, proj_dim) unit vectors. Language input is zero: the
+        FiLM layers stay at identity (they are not trained here)."""
+        lang = image.new_zeros(image.shape[0], self.lang_features)
+        return nn.functional.normalize(self.image_proj(self.vision(image, lang)), dim=-1)
+
+    def encode_text(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(U, text_dim) frozen sentence vectors -> (U, proj_dim) unit vectors."""
+        return nn.functional.normalize(self.text_proj(pooled), dim=-1)
+
+    def trainable(self) -> list[nn.Parameter]:
+        """Everything except the FiLM layers (kept at identity for the policy)."""
+        return [p for n, p in self.named_parameters() if p.requires_grad and ".film." not in f".{n}"]
+
+
+# -------------------------------------------------------------------------------------- data
+@dataclass
+class VLPairs:
+    """Frames with text ids: images (N,S,S,3) uint8, texts (distinct strings), pair_texts: for
+    each frame, the candidate text ids it may be paired with (one or two), episode_index (N,)."""
+
+    images: np.ndarray
+    texts: list[str]
+    pair_texts: list[tuple[int, ...]]
+    episode_index: np.ndarray
+
+    @property
+    def primary(self) -> np.ndarray:
+        """(N,) the first text id of each frame (used for retrieval)."""
+        return np.array([p[0] for p in self.pair_texts], np.int64)
+
+
+def describe_scene(randomization: dict | None) -> str:
+    """A plain scene description from an episode's randomization record: "a table with a red
+    cube, a blue bowl and a green sphere" (objects in recorded order)."""
+    objects = (randomization or {}).get("objects") or []
+    items = [f"a {o.get('color', '')} {o.get('shape', '')}".replace("  ", " ").strip()
+             for o in objects if o.get("color") or o.get("shape")]
+    if not items:
+        return "an empty table"
+    listed = items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+    return "a table with " + listed
+
+
+def make_pairs(demos: DemoArrays, camera_key: str, text: str = "instruction",
+               descriptions: dict[int, str] | None = None) -> VLPairs:
+    """(frame, text) pairs from demonstrations. ``descriptions``: episode -> scene description
+    (needed for ``text`` = ``description`` / ``both``)."""
+    if camera_key not in demos.images:
+        raise ValueError(f"no {camera_key!r} images in the demonstrations ({sorted(demos.images)})")
+    texts = list(demos.instructions)
+    lookup = {s: i for i, s in enumerate(texts)}
+    pairs: list[tuple[int, ...]] = []
+    if text != "instruction":
+        if not descriptions:
+            raise ValueError(f"text={text!r} needs scene descriptions per episode (datasets from "
+                             "vla-sim collect record them)")
+        for s in sorted(set(descriptions.values())):
+            if s not in lookup:
+                lookup[s] = len(texts)
+                texts.append(s)
+    for instr, ep in zip(demos.instruction_index, demos.episode_index):
+        options = []
+        if text in ("instruction", "both"):
+            options.append(int(instr))
+        if text in ("description", "both"):
+            options.append(lookup[descriptions[int(ep)]])
+        pairs.append(tuple(options))
+    return VLPairs(demos.images[camera_key], texts, pairs, np.asarray(demos.episode_index))
+
+
+def pairs_from_dataset(dataset: Any, cfg: VLPretrainConfig) -> VLPairs:
+    """Pairs from a :class:`vla_sim.data.VLADataset`."""
+    demos = DemoArrays.from_dataset(dataset)
+    descriptions = None
+    if cfg.text != "instruction":
+        descriptions = {int(e): describe_scene(dataset.reader.episode_record(int(e))["randomization"])
+                        for e in np.unique(demos.episode_index)}
+    key = cfg.policy.image_keys[cfg.policy.cameras.index(cfg.camera)]
+    return make_pairs(demos, key, cfg.text, descriptions)
+
+
+# ------------------------------------------------------------------------------------ training
+def _images(pairs: VLPairs, ids: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(pairs.images[ids])).to(device) \
+        .permute(0, 3, 1, 2).float().div_(255.0)
+
+
+@torch.no_grad()
+def retrieval_accuracy(model: VisionLanguageModel, pairs: VLPairs, text_feats: torch.Tensor,
+                       ids: np.ndarray, k: int, seed: int = 0) -> float:
+    """Fraction of frames ``ids`` whose true text ranks first among K candidates (the true text
+    and K-1 other distinct texts drawn with a fixed seed)."""
+    if len(ids) == 0 or len(pairs.texts) < 2:
+        return float("nan")
+    model.eval()
+    device = text_feats.device
+    text_emb = model.encode_text(text_feats)
+    rng = np.random.default_rng([seed, 11])
+    true = pairs.primary
+    hits = 0
+    for start in range(0, len(ids), 256):
+        chunk = ids[start:start + 256]
+        img = model.encode_image(_images(pairs, chunk, device))
+        sims = (img @ text_emb.T).cpu().numpy()
+        for row, i in zip(sims, chunk):
+            others = np.setdiff1d(np.arange(len(pairs.texts)), [true[i]])
+            cand = rng.choice(others, size=min(k - 1, len(others)), replace=False)
+            hits += int(row[true[i]] > row[cand].max())
+    model.train()
+    return hits / len(ids)
+
+
+@dataclass
+class VLPretrainResult:
+    model: VisionLanguageModel
+    losses: list[float]
+    retrieval_before: float
+    retrieval_after: float
+    chance: float
+    num_texts: int
+    temperature: float
+
+
+def pretrain_vl(pairs: VLPairs, config: VLPretrainConfig | None = None, encoder: Any = None,
+                log: Callable[[int, float], None] | None = None) -> VLPretrainResult:
+    """Train a :class:`VisionLanguageModel` on ``pairs``; report retrieval accuracy on held-out
+    episodes before and after."""
+    cfg = config or VLPretrainConfig()
+    device = resolve_device(cfg.device)
+    if encoder is None:
+        from vla_sim.language.encoder import get_text_encoder
+
+        encoder = get_text_encoder(cfg.policy.text_encoder)
+    pooled, _, _ = encoder.encode(pairs.texts)
+    if pooled.shape[1] != cfg.policy.text_dim:
+        raise ValueError(f"text encoder gives {pooled.shape[1]}-d vectors, policy.text_dim is "
+                         f"{cfg.policy.text_dim}")
+    text_feats = torch.from_numpy(pooled).to(device)
+    train_ids, val_ids = split_episodes(pairs.episode_index, cfg.val_fraction, cfg.seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = VisionLanguageModel(cfg).to(device)
+    before = retrieval_accuracy(model, pairs, text_feats, val_ids, cfg.retrieval_k, cfg.seed)
+    optimizer = torch.optim.AdamW(model.trainable(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.steps, cfg.lr * 0.05)
+    losses = []
+    model.train()
+    for step in range(cfg.steps):
+        rng = np.random.default_rng([cfg.seed, step])
+        ids = train_ids[rng.integers(0, len(train_ids), cfg.batch_size)]
+        tid = torch.tensor([p[rng.integers(len(p))] for p in (pairs.pair_texts[i] for i in ids)],
+                           device=device)
+        images = augment(_images(pairs, ids, device), rng, cfg.shift_pad, cfg.color_jitter)
+        loss = info_nce_loss(model.encode_image(images), model.encode_text(text_feats[tid]),
+                             model.logit_scale(), tid)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss))
+        if log is not None:
+            log(step + 1, losses[-1])
+    after = retrieval_accuracy(model, pairs, text_feats, val_ids, cfg.retrieval_k, cfg.seed)
+    model.eval()
+    k = min(cfg.retrieval_k, len(pairs.texts))
+    return VLPretrainResult(model, losses, before, after, 1.0 / k, len(pairs.texts),
+                            float(1.0 / model.logit_scale()))
+
+
+# ----------------------------------------------------------------------------- save / init BC
+def save_vl(model: VisionLanguageModel, cfg: VLPretrainConfig, directory: str | Path,
+            meta: dict | None = None) -> Path:
+    """``vl_model.safetensors`` + ``vl_config.json`` (no pickled code)."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+              str(directory / VL_WEIGHTS))
+    atomic_write_json(directory / VL_CONFIG, {"config": config_to_dict(cfg), "meta": meta or {}})
+    return directory
+
+
+def load_vl(directory: str | Path) -> tuple[VisionLanguageModel, VLPretrainConfig]:
+    from safetensors.torch import load_file
+
+    from vla_sim.agents.policies.checkpoint import load_state_strict
+
+    directory = Path(directory)
+    path = directory / VL_CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"no VL pre-training checkpoint at {directory} (missing {VL_CONFIG})")
+    cfg = config_from_dict(VLPretrainConfig, json.loads(path.read_text())["config"])
+    model = VisionLanguageModel(cfg)
+    load_state_strict(model, load_file(str(directory / VL_WEIGHTS)), str(directory))
+    return model.eval(), cfg
+
+
+def init_policy_vision(policy: VLAPolicy, source: VisionLanguageModel | str | Path,
+                       camera: str = "front") -> list[str]:
+    """Copy the pre-trained conv stages and fc (not FiLM) into ``policy.extractor.vision[camera]``.
+    Returns the parameter names copied; shape mismatches raise ValueError."""
+    model = load_vl(source)[0] if isinstance(source, (str, Path)) else source
+    target = policy.extractor.vision[camera]
+    src = {k: v for k, v in model.vision.state_dict().items() if not k.startswith("film.")}
+    own = target.state_dict()
+    bad = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in src.items()
+           if k not in own or own[k].shape != v.shape]
+    if bad:
+        raise ValueError("pre-trained vision encoder does not fit the policy (same image_size, "
+                         f"channels, vision and image_features needed): {bad[:5]}")
+    target.load_state_dict(src, strict=False)
+    return sorted(src)
+
+
+def train_bc_with_init(data: DemoArrays, out_dir: str | Path, config: BCConfig,
+                       init: Callable[[VLAPolicy], Any], encoder: Any = None, **kwargs: Any):
+    """``train_bc`` whose freshly built policy is first passed through ``init`` (e.g. copying a
+    pre-trained vision encoder).
+
+    Uses ``train_bc(init_fn=...)`` when the BC trainer offers it; otherwise it writes a step-0
+    checkpoint (the seeded policy exactly as ``train_bc`` would build it, normalised on the
+    same training split, then ``init``) and resumes from it, which gives the same schedule,
+    batches and budget as a fresh run.
+    """
+    import inspect
+
+    from . import bc as bc_mod
+    from .common import cosine_with_warmup, save_training_checkpoint
+
+    if "init_fn" in inspect.signature(bc_mod.train_bc).parameters:
+        return bc_mod.train_bc(data, out_dir, config, init_fn=init, encoder=encoder, **kwargs)
+    out = Path(out_dir)
+    if (out / "last").exists():
+        raise ValueError(f"{out} already holds a run; choose another out_dir")
+    pcfg = config.policy
+    data.check_fits(pcfg)
+    train_ids, _ = split_episodes(data.episode_index, config.val_fraction, config.seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        policy = VLAPolicy(pcfg)
+    acts = data.actions[train_ids]
+    policy.set_normalization(data.states[train_ids].mean(0), data.states[train_ids].std(0),
+                             acts.mean(0), acts.std(0))
+    init(policy)
+    optimizer = torch.optim.AdamW(bc_mod._param_groups(policy, config.weight_decay), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, cosine_with_warmup(config.warmup_steps, config.steps, config.min_lr_ratio))
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "bc_config.json", config_to_dict(config))
+    state = {"step": 0, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "best_metric": None, "best_kind": "last",
+             "train_losses": torch.zeros(0, dtype=torch.float64)}
+    path = save_training_checkpoint(out / "checkpoints" / "step_000000", policy, state,
+                                    {"trainer": "bc", "step": 0, "init": "custom"})
+    from .common import publish_checkpoint
+
+    publish_checkpoint(path, out / "last")
+    return bc_mod.train_bc(data, out, config, resume=True, encoder=encoder, **kwargs)
+
+
+__all__ = ["TEXT_SOURCES", "VLPairs", "VLPretrainConfig", "VLPretrainResult",
+           "VisionLanguageModel", "describe_scene", "info_nce_loss", "init_policy_vision",
+           "load_vl", "make_pairs", "pairs_from_dataset", "pretrain_vl", "retrieval_accuracy",
+           "save_vl", "train_bc_with_init"]

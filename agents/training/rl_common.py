@@ -1,0 +1,128 @@
+"""Pieces PPO and REINFORCE share: the training env stack, the BC warm start, text encoders by
+name, and the in-training success check.
+
+Training env stack (one per worker): ``gym.make(env_id, ...)`` -> :class:`LanguageRewardWrapper`
+(the reward mode) -> :class:`InstructionEmbedding` (the policy's text features). The policy's
+config decides image size, cameras and token count, so env and checkpoint always agree.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig, load_policy
+
+HASHING_ENCODER = "hashing"  # a text-encoder name for tests and smoke runs (no model load)
+_HASHING: dict[int, Any] = {}
+
+
+def make_text_encoder(name: str) -> Any:
+    """``"hashing"`` -> the process-wide :class:`HashingTextEncoder` (no model); anything else
+    -> :func:`vla_sim.language.encoder.get_text_encoder` (``"default"``: all-MiniLM-L6-v2)."""
+    if name == HASHING_ENCODER:
+        from vla_sim.language.encoder import HashingTextEncoder
+
+        if 0 not in _HASHING:
+            _HASHING[0] = HashingTextEncoder()
+        return _HASHING[0]
+    from vla_sim.language.encoder import get_text_encoder
+
+    return get_text_encoder(name)
+
+
+def load_warm_start(init: str | Path | None, policy_config: VLAPolicyConfig | None = None,
+                    init_log_std: float | None = None, seed: int = 0) -> VLAPolicy:
+    """The BC policy to start from (``init`` checkpoint folder), or a fresh one from
+    ``policy_config`` when ``init`` is None. ``init_log_std`` (normalised action units) replaces
+    the head's log-std: BC never trains it, RL needs a sensible exploration noise."""
+    if init is not None:
+        policy = load_policy(init)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            policy = VLAPolicy(policy_config or VLAPolicyConfig())
+    if policy.config.head != "gaussian":
+        raise ValueError(f"RL fine-tuning needs a gaussian action head, the policy has "
+                         f"head={policy.config.head!r}")
+    if policy.value_head is None:
+        raise ValueError("RL fine-tuning needs a value head: the checkpoint was trained with "
+                         "policy.value_head=false")
+    if init_log_std is not None:
+        with torch.no_grad():
+            policy.action_head.log_std.fill_(float(init_log_std))
+    return policy.train()
+
+
+def make_training_env(env_id: str, policy_config: dict, reward: str = "language",
+                      gamma: float = 0.99, robot: str = "panda", randomization: str = "low",
+                      text_encoder: str = "default", max_episode_steps: int | None = None,
+                      env_kwargs: dict | None = None, torch_threads: int = 1) -> gym.Env:
+    """One training env (picklable through :func:`env_factory` for SubprocVecEnv workers)."""
+    import vla_sim  # noqa: F401  (registers env ids)
+    from vla_sim.envs.wrappers.instruction_embedding import InstructionEmbedding
+    from vla_sim.envs.wrappers.language_reward import LanguageRewardWrapper
+
+    if torch_threads > 0:
+        torch.set_num_threads(torch_threads)  # workers must not oversubscribe the CPU
+    cfg = VLAPolicyConfig(**policy_config)
+    kwargs = dict(robot=robot, image_size=cfg.image_size, cameras=tuple(cfg.cameras),
+                  randomization=randomization, reward_type="dense", **(env_kwargs or {}))
+    if max_episode_steps is not None:
+        kwargs["max_episode_steps"] = max_episode_steps
+    env = gym.make(env_id, **kwargs)
+    encoder = make_text_encoder(text_encoder)
+    language = None
+    if reward in ("language", "mixed"):
+        from vla_sim.language.reward import LanguageReward
+
+        language = LanguageReward(encoder=encoder, gamma=gamma)
+    env = LanguageRewardWrapper(env, mode=reward, reward=language, gamma=gamma)
+    return InstructionEmbedding(env, encoder=encoder, max_tokens=cfg.max_tokens,
+                                tokens=cfg.use_tokens)
+
+
+def env_factory(**kwargs: Any) -> Callable[[], gym.Env]:
+    """A picklable zero-argument constructor of :func:`make_training_env`."""
+    return functools.partial(make_training_env, **kwargs)
+
+
+class ActOnly:
+    """Hide a policy's embedding-space ``observation_space`` from the evaluator's space check:
+    ``VLAPolicy.act`` takes raw env observations (it embeds the instruction itself)."""
+
+    def __init__(self, policy: VLAPolicy):
+        self.policy = policy
+
+    def act(self, obs: dict, deterministic: bool = True) -> np.ndarray:
+        return self.policy.act(obs, deterministic=deterministic)
+
+
+def success_rate(policy: VLAPolicy, env_id: str, episodes: int, base_seed: int,
+                 robot: str = "panda", randomization: str = "low",
+                 max_episode_steps: int | None = None) -> float:
+    """Deterministic success rate over seeded episodes ``episode_seed(base_seed, 0..n-1)``,
+    through :func:`vla_sim.evaluation.evaluate` (train instructions, one worker)."""
+    from vla_sim.evaluation import EvalConfig, evaluate
+
+    cfg = policy.config
+    config = EvalConfig(env_ids=[env_id], robot=robot, episodes=episodes, splits=["train"],
+                        randomization=[randomization], base_seed=base_seed,
+                        image_size=cfg.image_size, cameras=list(cfg.cameras),
+                        max_episode_steps=max_episode_steps, workers=1, alignment=False)
+    was_training = policy.training
+    policy.eval()
+    try:
+        result = evaluate(lambda env: ActOnly(policy), config)
+    finally:
+        policy.train(was_training)
+    return float(result.cells[0].success_rate)
+
+
+__all__ = ["ActOnly", "HASHING_ENCODER", "env_factory", "load_warm_start", "make_text_encoder",
+           "make_training_env", "success_rate"]
