@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default="/tmp/vla_sim_bc_benchmark")
     ap.add_argument("overrides", nargs="*", help="extra BCConfig overrides key=value")
     args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)  # also for evaluation rollouts (shared CPUs thrash)
 
     from vla_sim.agents.training.bc import BCConfig, DemoArrays, train_bc
     from vla_sim.agents.training.common import rollout_success_rate

@@ -138,7 +138,14 @@ class PushExpert(ScriptedExpert):
         if along < -0.025 and abs(lateral) < 0.012 and ee[2] < 0.04:
             # in position behind the object: push toward the zone (slightly past the object)
             tgt = np.r_[obj[:2] + u * min(dist, 0.04), self.PUSH_Z]
-            return _move(ee, tgt, self.max_step, CLOSE)
+            action = _move(ee, tgt, self.max_step, CLOSE)
+            # Push at <= 0.35 m/s, slower near the zone: a full-speed (0.5 m/s) shove sends
+            # low-friction objects sliding past the zone and off the table.
+            speed = float(np.clip(dist / 0.06, 0.3, 0.7))
+            largest = float(np.max(np.abs(action[:2])))
+            if largest > speed:  # scale, don't clip per axis: keep the push direction
+                action[:2] *= speed / largest
+            return action
         if _xy_dist(ee, pre) > 0.015:
             if ee[2] < 0.06 and (along > -0.035 or abs(lateral) > 0.02):
                 return _move(ee, [ee[0], ee[1], 0.08], self.max_step, CLOSE)  # clear the object

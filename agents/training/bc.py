@@ -297,7 +297,7 @@ def _val_loss(policy: VLAPolicy, batches: _Batches, val_ids: np.ndarray, batch_s
 
 def train_bc(data: DemoArrays, out_dir: str | Path, config: BCConfig | None = None,
              resume: bool = False, eval_fn: Callable[[VLAPolicy], float] | None = None,
-             encoder: Any = None) -> BCResult:
+             encoder: Any = None, init_fn: Callable[[VLAPolicy], Any] | None = None) -> BCResult:
     """Train a :class:`VLAPolicy` by behaviour cloning; checkpoints go to ``out_dir``.
 
     Layout: ``checkpoints/step_XXXXXX/`` (policy + ``trainer_state.pt``), ``last/`` (latest),
@@ -309,6 +309,9 @@ def train_bc(data: DemoArrays, out_dir: str | Path, config: BCConfig | None = No
         resume: continue from ``out_dir/last`` (same config required, bar logging/eval knobs).
         eval_fn: ``policy -> success rate in [0, 1]`` run every ``eval_every`` steps and at the end.
         encoder: text encoder with ``features(list[str], max_tokens)``; default the shared one.
+        init_fn: called on the freshly built, normalised policy of a new run before the
+            optimiser exists (e.g. to copy a pre-trained vision encoder); not called on resume,
+            where the weights come from the checkpoint.
     """
     cfg = config or BCConfig()
     pcfg = cfg.policy
@@ -319,14 +322,14 @@ def train_bc(data: DemoArrays, out_dir: str | Path, config: BCConfig | None = No
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     try:
-        return _train(data, out, cfg, resume, eval_fn, encoder, device)
+        return _train(data, out, cfg, resume, eval_fn, encoder, device, init_fn)
     finally:
         torch.set_num_threads(threads_before)
 
 
 def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
            eval_fn: Callable[[VLAPolicy], float] | None, encoder: Any,
-           device: torch.device) -> BCResult:
+           device: torch.device, init_fn: Callable[[VLAPolicy], Any] | None) -> BCResult:
     pcfg = cfg.policy
     if encoder is None:
         from vla_sim.language.encoder import get_text_encoder
@@ -348,6 +351,8 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
     train_actions = data.actions[train_ids]
     policy.set_normalization(data.states[train_ids].mean(0), data.states[train_ids].std(0),
                              train_actions.mean(0), train_actions.std(0))
+    if init_fn is not None and not resume:
+        init_fn(policy)
     policy.to(device).train()
     optimizer = torch.optim.AdamW(_param_groups(policy, cfg.weight_decay), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -372,6 +377,10 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
         step, best_kind = int(state["step"]), str(state["best_kind"])
         best = None if state["best_metric"] is None else float(state["best_metric"])
         losses = [float(x) for x in state["train_losses"]]
+        if step >= cfg.steps:
+            print(f"{out}: run already finished at step {step}; nothing to do")
+            return BCResult(out_dir=out, steps=step, train_losses=losses, val_loss=None,
+                            best_metric=best, best_kind=best_kind, samples_per_s=0.0, wall_s=0.0)
         print(f"resuming from {last} at step {step}/{cfg.steps}")
     else:
         if (out / "last").exists():
@@ -433,8 +442,10 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
 
         progress = tqdm(total=cfg.steps, initial=step, desc="bc", dynamic_ncols=True)
     t0, start_step, vloss = time.perf_counter(), step, None
+    in_update = False  # True while weights and ``step`` may disagree (mid-update)
     try:
         while step < stop_at:
+            in_update = True
             rng = np.random.default_rng([cfg.seed, step])
             ids = train_ids[rng.integers(0, len(train_ids), cfg.batch_size)]
             obs, actions = batches.get(ids, rng, cfg.shift_pad, cfg.color_jitter)
@@ -447,6 +458,7 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
             scheduler.step()
             step += 1
             losses.append(float(loss.detach()))
+            in_update = False
             if step % cfg.log_every == 0 or step == stop_at:
                 logger.scalars({"train/loss": losses[-1], "train/lr": scheduler.get_last_lr()[0],
                                 "train/grad_norm": float(grad_norm)}, step)
@@ -462,7 +474,8 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
             vloss = evaluate(final=True)
         checkpoint()
     except KeyboardInterrupt:
-        checkpoint()  # keep the work done so far; ``--resume`` continues from here
+        if not in_update:  # keep the work done so far; ``--resume`` continues from here
+            checkpoint()
         raise
     finally:
         if progress is not None:

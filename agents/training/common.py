@@ -97,6 +97,10 @@ def rollout_success_rate(policy: Any, env_id: str, episodes: int, base_seed: int
 
     env = gym.make(env_id, **(env_kwargs or {}))
     successes = 0
+    # One observation at a time gains nothing from intra-op threads, and on a busy shared CPU
+    # two threads made act() 5x slower (52 vs 10 ms measured), so roll out single-threaded.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         for i in range(episodes):
             obs, info = env.reset(seed=episode_seed(base_seed, i))
@@ -106,5 +110,6 @@ def rollout_success_rate(policy: Any, env_id: str, episodes: int, base_seed: int
                 done = terminated or truncated
             successes += bool(info.get("is_success", False))
     finally:
+        torch.set_num_threads(threads)
         env.close()
     return successes / max(1, episodes)

@@ -5,8 +5,10 @@
   whatever the order or the length of the stream, in ``capacity`` memory.
 - :func:`finetune_with_replay`: each batch has ``round(replay_ratio * B)`` samples from the
   buffer (earlier tasks' steps) and the rest from the new task; the peak LR is
-  ``lr_scale * bc.lr`` (a lower LR moves the shared weights less). The policy keeps its own
-  normalisation statistics, so old-task inputs mean what they meant before.
+  ``lr_scale * bc.lr`` (a lower LR moves the shared weights less). Normalisation statistics
+  are re-fitted on old + new data by a function-preserving re-parameterisation
+  (:func:`renormalize_policy`), so the fine-tuning loss is well scaled and nothing is forgotten
+  by the change itself.
 - :func:`forgetting_report`: success per task before vs after; forgetting = before - after.
 """
 
@@ -78,6 +80,9 @@ class ContinualConfig:
     """Fine-tuning peak LR = ``lr_scale * bc.lr`` (lower than training from scratch)."""
     steps: int = 1000
     seed: int = 0
+    renormalize: bool = True
+    """Re-fit the normalisation statistics on old + new data, re-parameterising the layers so
+    the policy computes exactly the same actions (see :func:`renormalize_policy`)."""
     bc: BCConfig = field(default_factory=BCConfig)
     """Batch size, augmentation, optimiser settings (``bc.steps`` and ``bc.lr`` are overridden
     by ``steps`` and ``lr_scale``)."""
@@ -122,6 +127,43 @@ def concat_demos(parts: Sequence[DemoArrays]) -> tuple[DemoArrays, list[np.ndarr
     return merged, ids
 
 
+@torch.no_grad()
+def renormalize_policy(policy: VLAPolicy, state_mean, state_std, action_mean, action_std) -> None:
+    """Change the policy's normalisation statistics without changing what it computes.
+
+    A policy trained on one task may have a near-constant dimension there (the gripper in Reach:
+    std floored at 1e-3), so another task's targets would be thousands of "stds" away and its
+    loss would explode. The state MLP's first layer and the Gaussian head's linear layer are
+    re-parameterised so every output stays identical under the new statistics:
+    ``W' = W * sd'/sd`` (columns), ``b' = b + W (m' - m)/sd`` for the state input, and
+    ``W' = W * sd/sd'`` (rows), ``b' = (b * sd + m - m')/sd'`` for the action output.
+    """
+    from vla_sim.agents.policies.vla import GaussianHead
+
+    def t(x):
+        return torch.as_tensor(np.asarray(x, np.float32))
+
+    ext = policy.extractor
+    new_m, new_s = t(state_mean), t(state_std).clamp(min=1e-3)
+    first = ext.state_mlp[0]
+    old_m, old_s = ext.state_mean.clone(), ext.state_std.clone()
+    first.bias.add_(first.weight @ ((new_m - old_m) / old_s))
+    first.weight.mul_((new_s / old_s)[None, :])
+    ext.state_mean.copy_(new_m)
+    ext.state_std.copy_(new_s)
+    heads = getattr(policy, "task_heads", None) or [policy.action_head]
+    for head in heads:
+        if not isinstance(head, GaussianHead):
+            continue  # discrete heads have no action normalisation
+        am, asd = t(action_mean), t(action_std).clamp(min=1e-3)
+        ratio = head.action_std / asd
+        head.mean.bias.copy_((head.mean.bias * head.action_std + head.action_mean - am) / asd)
+        head.mean.weight.mul_(ratio[:, None])
+        head.log_std.add_(torch.log(ratio))  # same std in env units
+        head.action_mean.copy_(am)
+        head.action_std.copy_(asd)
+
+
 @dataclass
 class ContinualResult:
     policy: VLAPolicy
@@ -151,6 +193,10 @@ def finetune_with_replay(policy: VLAPolicy, new: DemoArrays, old: Sequence[DemoA
     text = instruction_features(encoder, merged.instructions, policy.config)
     batches = _Batches(merged, text, policy.config, device)
 
+    if cfg.renormalize:
+        pool = np.concatenate([new_ids, *old_ids])
+        renormalize_policy(policy, merged.states[pool].mean(0), merged.states[pool].std(0),
+                           merged.actions[pool].mean(0), merged.actions[pool].std(0))
     buffer = None
     n_replay = 0
     if old and cfg.replay_ratio > 0:
@@ -189,17 +235,19 @@ def forgetting_report(before: Mapping[str, float], after: Mapping[str, float],
 
 
 def format_forgetting_report(report: Mapping[str, Mapping[str, float]]) -> str:
-    lines = [f"{'task':<16}{'before':>8}{'after':>8}{'change':>12}"]
+    width = max([16] + [len(t) + 2 for t in report])
+    lines = [f"{'task':<{width}}{'before':>8}{'after':>8}  change"]
     for task, row in report.items():
         kind = "gain" if "gain" in row else "forgetting"
         value = row.get(kind)
 
         def fmt(x):
             return "   n/a" if x is None else f"{x:6.2f}"
-        lines.append(f"{task:<16}{fmt(row['before']):>8}{fmt(row['after']):>8}"
-                     f"{'' if value is None else f'{kind} {value:+.2f}':>12}")
+        lines.append(f"{task:<{width}}{fmt(row['before']):>8}{fmt(row['after']):>8}  "
+                     f"{'' if value is None else f'{kind} {value:+.2f}'}")
     return "\n".join(lines)
 
 
 __all__ = ["ContinualConfig", "ContinualResult", "ReservoirReplayBuffer", "concat_demos",
-           "finetune_with_replay", "forgetting_report", "format_forgetting_report"]
+           "finetune_with_replay", "forgetting_report", "format_forgetting_report",
+           "renormalize_policy"]

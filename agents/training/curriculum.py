@@ -8,7 +8,10 @@ Push -> PickPlace). :class:`CurriculumScheduler` holds the current stage and adv
 
 Hooks:
 - BC: :meth:`CurriculumScheduler.bc_eval_fn` wraps ``policy -> success at (env_id, randomization)``
-  into the ``eval_fn`` that ``train_bc`` calls every ``eval_every`` steps.
+  into the ``eval_fn`` that ``train_bc`` calls every ``eval_every`` steps (the demonstrations are
+  fixed, so this moves the evaluation, and ``best/``, to harder settings).
+  :func:`train_bc_curriculum` is the data curriculum: one dataset per stage, batches drawn from
+  the stages reached so far.
 - PPO (SB3): :class:`CurriculumCallback` evaluates every ``eval_freq`` calls (or reads the
   episode success buffer) and pushes the new randomization into the training envs with
   ``env_method("set_randomization", ...)``.
@@ -140,10 +143,13 @@ class CurriculumScheduler:
     def bc_eval_fn(self, evaluate: Callable[[Any, CurriculumStage], float]
                    ) -> Callable[[Any], float]:
         """An ``eval_fn(policy) -> success`` for ``train_bc``: evaluates at the current stage,
-        then updates the scheduler (the step is counted in evaluations)."""
+        then updates the scheduler (``Advance.step`` counts evaluations, 1-based)."""
+        calls = [0]
+
         def eval_fn(policy: Any) -> float:
+            calls[0] += 1
             success = float(evaluate(policy, self.stage))
-            self.update(success, step=len(self.history) + self.evals_at_stage)
+            self.update(success, step=calls[0])  # train_bc does not pass its step: count calls
             return success
         return eval_fn
 
@@ -164,6 +170,71 @@ def rollout_stage_success(policy: Any, stage: CurriculumStage, episodes: int, ba
 
     kwargs = {**(env_kwargs or {}), "randomization": stage.randomization()}
     return rollout_success_rate(policy, stage.env_id or env_id, episodes, base_seed, kwargs)
+
+
+@dataclass
+class CurriculumBCResult:
+    policy: Any
+    train_losses: list[float]
+    evaluations: list[tuple[int, int, float]]
+    """(step, stage index, success) of every evaluation."""
+    scheduler: "CurriculumScheduler"
+
+
+def train_bc_curriculum(stage_data: Sequence[Any], scheduler: "CurriculumScheduler",
+                        evaluate: Callable[[Any, CurriculumStage], float], bc_config: Any,
+                        eval_every: int = 100, encoder: Any = None) -> CurriculumBCResult:
+    """Behaviour cloning with a data curriculum: ``stage_data[i]`` (a ``DemoArrays``) holds the
+    demonstrations of stage ``i``; batches come from the stages reached so far, and every
+    ``eval_every`` steps ``evaluate(policy, stage)`` at the current stage may advance it.
+
+    Normalisation statistics come from all stages' data (so they do not jump on an advance);
+    optimiser, schedule and batches are those of :func:`multitask.train_steps`.
+    """
+    import numpy as np
+    import torch
+
+    from vla_sim.agents.policies.vla import VLAPolicy
+
+    from .bc import _Batches, instruction_features
+    from .common import resolve_device
+    from .continual import concat_demos
+    from .multitask import train_steps
+
+    if len(stage_data) != len(scheduler.config.stages):
+        raise ValueError(f"{len(stage_data)} datasets for {len(scheduler.config.stages)} stages")
+    cfg = bc_config
+    device = resolve_device(cfg.device)
+    if encoder is None:
+        from vla_sim.language.encoder import get_text_encoder
+
+        encoder = get_text_encoder(cfg.policy.text_encoder)
+    merged, ids = concat_demos(list(stage_data))
+    merged.check_fits(cfg.policy)
+    batches = _Batches(merged, instruction_features(encoder, merged.instructions, cfg.policy),
+                       cfg.policy, device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        policy = VLAPolicy(cfg.policy)
+    policy.set_normalization(merged.states.mean(0), merged.states.std(0),
+                             merged.actions.mean(0), merged.actions.std(0))
+    policy.to(device)
+    evaluations: list[tuple[int, int, float]] = []
+
+    def sample(rng: np.random.Generator):
+        pool = np.concatenate(ids[: scheduler.stage_index + 1])
+        obs, actions = batches.get(pool[rng.integers(0, len(pool), cfg.batch_size)], rng,
+                                   cfg.shift_pad, cfg.color_jitter)
+        return obs, actions, {}
+
+    def after_step(step: int, loss: float) -> None:
+        if step % eval_every == 0 and step < cfg.steps:
+            success = float(evaluate(policy, scheduler.stage))
+            evaluations.append((step, scheduler.stage_index, success))
+            scheduler.update(success, step)
+
+    losses = train_steps(policy, sample, lambda p, b: p.bc_loss(b[0], b[1]), cfg, log=after_step)
+    return CurriculumBCResult(policy, losses, evaluations, scheduler)
 
 
 try:  # SB3 is a dependency, but keep this module importable without it
@@ -223,5 +294,5 @@ class CurriculumCallback(BaseCallback):  # type: ignore[misc,valid-type]
         return True
 
 
-__all__ = ["Advance", "CurriculumCallback", "CurriculumConfig", "CurriculumScheduler",
-           "CurriculumStage", "rollout_stage_success", "strength_stages"]
+__all__ = ["Advance", "CurriculumBCResult", "CurriculumCallback", "CurriculumConfig", "CurriculumScheduler",
+           "CurriculumStage", "rollout_stage_success", "strength_stages", "train_bc_curriculum"]

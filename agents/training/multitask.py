@@ -109,6 +109,17 @@ class MultiTaskData:
         lookup = {t: i for i, t in enumerate(tasks)}
         return cls(demos, tasks, np.array([lookup[names[int(e)]] for e in demos.episode_index]))
 
+    @classmethod
+    def concat(cls, parts: Sequence["MultiTaskData"]) -> "MultiTaskData":
+        """Several datasets (e.g. one per task) as one; task names are merged by name."""
+        from .continual import concat_demos
+
+        demos, _ = concat_demos([p.demos for p in parts])
+        tasks = sorted({t for p in parts for t in p.task_names})
+        index = np.concatenate([np.array([tasks.index(p.task_names[i]) for i in p.task_index],
+                                         np.int64) for p in parts])
+        return cls(demos, tasks, index)
+
 
 # ------------------------------------------------------------------------------------- policy
 class MultiHeadVLAPolicy(VLAPolicy):
@@ -262,7 +273,7 @@ def train_steps(policy: nn.Module, sample_batch: Callable[[np.random.Generator],
                                        cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
         optimizer.step()
         scheduler.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if log is not None:
             log(step + 1, losses[-1])
     policy.eval()

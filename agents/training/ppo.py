@@ -15,6 +15,7 @@ a small initial exploration noise (``init_log_std``).
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,7 @@ from vla_sim.config import config_to_dict
 from vla_sim.utils.io import atomic_write_json
 from vla_sim.utils.seeding import EVAL_BASE_SEED, TRAIN_BASE_SEED
 
-from .rl_common import env_factory, load_warm_start, make_text_encoder, success_rate
+from .rl_common import RLResult, env_factory, load_warm_start, make_text_encoder, success_rate
 
 REWARDS = ("sparse", "dense", "language", "mixed")
 
@@ -216,7 +217,7 @@ class WarmStartPPO(PPO):
                 policy_loss_2 = advantages * torch.clamp(ratio, 1 - clip_range, 1 + clip_range)
                 policy_loss = -torch.min(policy_loss_1, policy_loss_2).mean()
                 pg_losses.append(policy_loss.item())
-                clip_fractions.append(torch.mean((torch.abs(ratio - 1) > clip_range).float()).item())
+                clip_fractions.append(((ratio - 1).abs() > clip_range).float().mean().item())
                 value_loss = F.mse_loss(rollout_data.returns, values)
                 value_losses.append(value_loss.item())
                 entropy_loss = -torch.mean(entropy)
@@ -281,8 +282,7 @@ def make_vec_env(cfg: PPOConfig, policy_config: VLAPolicyConfig):
 
 
 def _monitored(factory, monitor_cls):
-    import functools
-
+    """Picklable constructor of ``Monitor(factory())`` (episode return, length, success)."""
     return functools.partial(_make_monitored, factory, monitor_cls)
 
 
@@ -327,7 +327,8 @@ class _EvalCallback(BaseCallback):
                             cfg.randomization, cfg.max_episode_steps)
         step = int(self.model.num_timesteps)
         self.history.append((step, rate))
-        self.logger.record("eval/success_rate", rate)
+        if hasattr(self.model, "_logger"):  # the logger exists once learn() has started
+            self.logger.record("eval/success_rate", rate)
         if self.best is None or rate > self.best:
             self.best = rate
             save_policy(vla, self.out / "best", meta={**self.meta, "step": step,
@@ -339,15 +340,6 @@ class _EvalCallback(BaseCallback):
             self._next += self.every
             self.evaluate_now()
         return True
-
-
-@dataclass
-class RLResult:
-    out_dir: Path
-    steps: int
-    wall_s: float
-    eval_history: list[tuple[int, float]]
-    best_success: float | None
 
 
 def train_ppo(cfg: PPOConfig, out_dir: str | Path, init: str | Path | None = None) -> RLResult:

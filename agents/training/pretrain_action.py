@@ -47,6 +47,8 @@ class ActionAEConfig:
     weight_decay: float = 0.0
     val_fraction: float = 0.1
     seed: int = 0
+    num_threads: int = 0
+    """torch CPU threads; 0 keeps torch's default."""
 
     def __post_init__(self) -> None:
         self.hidden = [int(h) for h in self.hidden]
@@ -134,6 +136,8 @@ def train_action_ae(actions: np.ndarray, episode_index: np.ndarray,
     actions = np.asarray(actions, np.float32)
     if actions.ndim != 2 or actions.shape[1] != cfg.action_dim:
         raise ValueError(f"actions must be (N, {cfg.action_dim}), got {actions.shape}")
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
     chunks = action_chunks(actions, episode_index, cfg.chunk)
     train_ids, val_ids = split_episodes(np.asarray(episode_index), cfg.val_fraction, cfg.seed)
     with torch.random.fork_rng(devices=[]):
@@ -153,7 +157,7 @@ def train_action_ae(actions: np.ndarray, episode_index: np.ndarray,
         loss.backward()
         optimizer.step()
         scheduler.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     model.eval()
     held = val_ids if len(val_ids) else train_ids
     baseline = float(((chunks[held] - chunks[train_ids].mean(0)) ** 2).mean())

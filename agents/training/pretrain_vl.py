@@ -55,8 +55,8 @@ class VLPretrainConfig:
     from the episode's randomization record) or ``both`` (each pair draws one at random)."""
     camera: str = "front"
     """Which camera's encoder is pre-trained."""
-    val_fraction: float = 0.1
-    """Whole episodes held out for the retrieval accuracy."""
+    val_fraction: float = 0.2
+    """Whole episodes held out for the zero-shot retrieval accuracy."""
     retrieval_k: int = 4
     """Candidate texts per retrieval query (chance = 1/K)."""
 
@@ -76,6 +76,8 @@ class VLPretrainConfig:
     color_jitter: float = 0.1
     seed: int = 0
     device: str = "auto"
+    num_threads: int = 0
+    """torch CPU threads; 0 keeps torch's default."""
 
     policy: VLAPolicyConfig = field(default_factory=VLAPolicyConfig)
     """The policy architecture whose vision encoder is pre-trained."""
@@ -214,13 +216,21 @@ def make_pairs(demos: DemoArrays, camera_key: str, text: str = "instruction",
     return VLPairs(demos.images[camera_key], texts, pairs, np.asarray(demos.episode_index))
 
 
-def pairs_from_dataset(dataset: Any, cfg: VLPretrainConfig) -> VLPairs:
-    """Pairs from a :class:`vla_sim.data.VLADataset`."""
-    demos = DemoArrays.from_dataset(dataset)
+def pairs_from_datasets(datasets: Sequence[Any], cfg: VLPretrainConfig) -> VLPairs:
+    """Pairs from one or more :class:`vla_sim.data.VLADataset` (episodes kept apart)."""
+    from .continual import concat_demos
+
+    parts = [DemoArrays.from_dataset(d) for d in datasets]
+    demos, _ = concat_demos(parts)
     descriptions = None
     if cfg.text != "instruction":
-        descriptions = {int(e): describe_scene(dataset.reader.episode_record(int(e))["randomization"])
-                        for e in np.unique(demos.episode_index)}
+        descriptions, offset = {}, 0
+        for d, part in zip(datasets, parts):  # same episode renumbering as concat_demos
+            eps = np.unique(part.episode_index)
+            for e in eps:
+                descriptions[int(e - eps.min() + offset)] = describe_scene(
+                    d.reader.episode_record(int(e))["randomization"])
+            offset += int(eps.max() - eps.min()) + 1
     key = cfg.policy.image_keys[cfg.policy.cameras.index(cfg.camera)]
     return make_pairs(demos, key, cfg.text, descriptions)
 
@@ -233,27 +243,32 @@ def _images(pairs: VLPairs, ids: np.ndarray, device: torch.device) -> torch.Tens
 
 @torch.no_grad()
 def retrieval_accuracy(model: VisionLanguageModel, pairs: VLPairs, text_feats: torch.Tensor,
-                       ids: np.ndarray, k: int, seed: int = 0) -> float:
-    """Fraction of frames ``ids`` whose true text ranks first among K candidates (the true text
-    and K-1 other distinct texts drawn with a fixed seed)."""
-    if len(ids) == 0 or len(pairs.texts) < 2:
-        return float("nan")
+                       ids: np.ndarray, k: int, seed: int = 0) -> tuple[float, float]:
+    """(accuracy, chance): the fraction of frames ``ids`` whose true text ranks first among K
+    candidates, the true text and K-1 other distinct texts *of the same frames* (for held-out
+    episodes: texts the model never trained on, so no seen text can win by familiarity), drawn
+    with a fixed seed. Chance is 1 / min(K, distinct texts)."""
+    true = pairs.primary
+    pool = np.unique(true[ids]) if len(ids) else np.zeros(0, np.int64)
+    if len(pool) < 2:
+        return float("nan"), float("nan")
+    was_training = model.training
     model.eval()
     device = text_feats.device
     text_emb = model.encode_text(text_feats)
     rng = np.random.default_rng([seed, 11])
-    true = pairs.primary
+    kk = min(k, len(pool))
     hits = 0
     for start in range(0, len(ids), 256):
         chunk = ids[start:start + 256]
         img = model.encode_image(_images(pairs, chunk, device))
         sims = (img @ text_emb.T).cpu().numpy()
         for row, i in zip(sims, chunk):
-            others = np.setdiff1d(np.arange(len(pairs.texts)), [true[i]])
-            cand = rng.choice(others, size=min(k - 1, len(others)), replace=False)
+            others = pool[pool != true[i]]
+            cand = rng.choice(others, size=kk - 1, replace=False)
             hits += int(row[true[i]] > row[cand].max())
-    model.train()
-    return hits / len(ids)
+    model.train(was_training)
+    return hits / len(ids), 1.0 / kk
 
 
 @dataclass
@@ -261,8 +276,13 @@ class VLPretrainResult:
     model: VisionLanguageModel
     losses: list[float]
     retrieval_before: float
+    """Held-out episodes (texts never trained on), before training."""
     retrieval_after: float
+    """Held-out episodes, after training: the zero-shot figure."""
     chance: float
+    retrieval_train: float
+    """Frames and texts of training episodes, after training (did it fit the pairs?)."""
+    chance_train: float
     num_texts: int
     temperature: float
 
@@ -273,6 +293,8 @@ def pretrain_vl(pairs: VLPairs, config: VLPretrainConfig | None = None, encoder:
     episodes before and after."""
     cfg = config or VLPretrainConfig()
     device = resolve_device(cfg.device)
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
     if encoder is None:
         from vla_sim.language.encoder import get_text_encoder
 
@@ -286,7 +308,7 @@ def pretrain_vl(pairs: VLPairs, config: VLPretrainConfig | None = None, encoder:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = VisionLanguageModel(cfg).to(device)
-    before = retrieval_accuracy(model, pairs, text_feats, val_ids, cfg.retrieval_k, cfg.seed)
+    before, chance = retrieval_accuracy(model, pairs, text_feats, val_ids, cfg.retrieval_k, cfg.seed)
     optimizer = torch.optim.AdamW(model.trainable(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.steps, cfg.lr * 0.05)
     losses = []
@@ -303,14 +325,16 @@ def pretrain_vl(pairs: VLPairs, config: VLPretrainConfig | None = None, encoder:
         loss.backward()
         optimizer.step()
         scheduler.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if log is not None:
             log(step + 1, losses[-1])
-    after = retrieval_accuracy(model, pairs, text_feats, val_ids, cfg.retrieval_k, cfg.seed)
+    after, _ = retrieval_accuracy(model, pairs, text_feats, val_ids, cfg.retrieval_k, cfg.seed)
+    sub = np.random.default_rng([cfg.seed, 12]).permutation(train_ids)[:1024]
+    on_train, chance_train = retrieval_accuracy(model, pairs, text_feats, np.sort(sub),
+                                                cfg.retrieval_k, cfg.seed)
     model.eval()
-    k = min(cfg.retrieval_k, len(pairs.texts))
-    return VLPretrainResult(model, losses, before, after, 1.0 / k, len(pairs.texts),
-                            float(1.0 / model.logit_scale()))
+    return VLPretrainResult(model, losses, before, after, chance, on_train, chance_train,
+                            len(pairs.texts), float(1.0 / model.logit_scale().detach()))
 
 
 # ----------------------------------------------------------------------------- save / init BC
@@ -407,5 +431,5 @@ def train_bc_with_init(data: DemoArrays, out_dir: str | Path, config: BCConfig,
 
 __all__ = ["TEXT_SOURCES", "VLPairs", "VLPretrainConfig", "VLPretrainResult",
            "VisionLanguageModel", "describe_scene", "info_nce_loss", "init_policy_vision",
-           "load_vl", "make_pairs", "pairs_from_dataset", "pretrain_vl", "retrieval_accuracy",
+           "load_vl", "make_pairs", "pairs_from_datasets", "pretrain_vl", "retrieval_accuracy",
            "save_vl", "train_bc_with_init"]

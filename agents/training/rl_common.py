@@ -9,6 +9,7 @@ config decides image size, cameras and token count, so env and checkpoint always
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -92,6 +93,17 @@ def env_factory(**kwargs: Any) -> Callable[[], gym.Env]:
     return functools.partial(make_training_env, **kwargs)
 
 
+@dataclass
+class RLResult:
+    """What an RL run did: env steps used, wall-clock, (env step, success rate) evaluations."""
+
+    out_dir: Path
+    steps: int
+    wall_s: float
+    eval_history: list[tuple[int, float]]
+    best_success: float | None
+
+
 class ActOnly:
     """Hide a policy's embedding-space ``observation_space`` from the evaluator's space check:
     ``VLAPolicy.act`` takes raw env observations (it embeds the instruction itself)."""
@@ -124,5 +136,5 @@ def success_rate(policy: VLAPolicy, env_id: str, episodes: int, base_seed: int,
     return float(result.cells[0].success_rate)
 
 
-__all__ = ["ActOnly", "HASHING_ENCODER", "env_factory", "load_warm_start", "make_text_encoder",
-           "make_training_env", "success_rate"]
+__all__ = ["ActOnly", "HASHING_ENCODER", "RLResult", "env_factory", "load_warm_start",
+           "make_text_encoder", "make_training_env", "success_rate"]

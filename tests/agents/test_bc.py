@@ -85,6 +85,8 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, demos, encoder):
     resumed = train_bc(demos, tmp_path / "part", config(), resume=True, encoder=encoder)
     assert resumed.steps == 8
     assert resumed.train_losses == full.train_losses
+    again = train_bc(demos, tmp_path / "part", config(), resume=True, encoder=encoder)
+    assert again.steps == 8 and again.wall_s == 0.0  # a finished run is left alone
     sd_full = load_policy(tmp_path / "full" / "last").state_dict()
     sd_res = load_policy(tmp_path / "part" / "last").state_dict()
     for key in sd_full:
@@ -156,3 +158,18 @@ def test_cli_rejects_an_unknown_override(tmp_path, capsys):
     rc = main(["train", "bc", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "lrr=1"])
     assert rc == 2
     assert "lrr" in capsys.readouterr().err
+
+
+def test_init_fn_runs_on_a_fresh_run_only(tmp_path, demos, encoder):
+    calls = []
+
+    def init(policy):
+        calls.append(policy)
+        with torch.no_grad():
+            policy.action_head.log_std.fill_(-2.0)
+
+    train_bc(demos, tmp_path / "run", config(steps_this_run=4), encoder=encoder, init_fn=init)
+    train_bc(demos, tmp_path / "run", config(), resume=True, encoder=encoder, init_fn=init)
+    assert len(calls) == 1
+    log_std = load_policy(tmp_path / "run" / "last").action_head.log_std
+    torch.testing.assert_close(log_std, torch.full((4,), -2.0))  # BC loss leaves log_std alone

@@ -8,11 +8,20 @@ from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig
 from vla_sim.agents.training.bc import BCConfig, DemoArrays
 from vla_sim.agents.training.continual import (ContinualConfig, ReservoirReplayBuffer,
                                                concat_demos, finetune_with_replay,
-                                               forgetting_report)
+                                               forgetting_report, renormalize_policy)
 from vla_sim.language.encoder import HashingTextEncoder
 
 SMALL = dict(image_size=16, channels=[8, 16], image_features=32, attn_dim=16, attn_heads=2,
              lang_features=16, state_hidden=16, trunk_hidden=[32], max_tokens=8)
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny nets on a shared 2-core machine: one thread is ~10x faster than two contended."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
 
 
 def test_reservoir_keeps_each_seen_item_with_probability_k_over_n():
@@ -59,7 +68,7 @@ def test_finetune_with_replay_mixes_batches_and_keeps_normalisation():
     policy = VLAPolicy(VLAPolicyConfig(**SMALL))
     policy.set_normalization(np.zeros(22), np.ones(22), [0.0] * 4, [1.0] * 4)
     before = policy.normalization()
-    cfg = ContinualConfig(replay_size=16, replay_ratio=0.5, lr_scale=0.5, steps=3,
+    cfg = ContinualConfig(renormalize=False, replay_size=16, replay_ratio=0.5, lr_scale=0.5, steps=3,
                           bc=BCConfig(batch_size=8, device="cpu", tensorboard=False, progress=False,
                                       policy=VLAPolicyConfig(**SMALL)))
     res = finetune_with_replay(policy, new, [old], cfg, encoder=HashingTextEncoder())
@@ -72,3 +81,30 @@ def test_forgetting_report():
     rep = forgetting_report({"reach": 0.9, "push": 0.1}, {"reach": 0.6, "push": 0.7}, new_task="push")
     assert rep["reach"]["forgetting"] == pytest.approx(0.3)
     assert rep["push"]["gain"] == pytest.approx(0.6)
+
+
+def test_renormalize_keeps_the_policys_actions_exactly():
+    from vla_sim.agents.training.multitask import MultiHeadVLAPolicy
+
+    rng = np.random.default_rng(0)
+    obs = {"image": torch.from_numpy(rng.integers(0, 255, (6, 16, 16, 3), dtype=np.uint8)),
+           "state": torch.from_numpy(rng.normal(size=(6, 22)).astype(np.float32))}
+    feats = HashingTextEncoder().features(["reach the red cube"] * 6, 8)
+    obs.update({k: torch.from_numpy(v) for k, v in feats.items()})
+    for policy in (VLAPolicy(VLAPolicyConfig(**SMALL)),
+                   MultiHeadVLAPolicy(VLAPolicyConfig(**SMALL), ["a", "b"])):
+        # gripper std floored (a constant dimension in the old task)
+        policy.set_normalization(rng.normal(size=22), rng.uniform(0.5, 2, 22), [0.1, 0, 0, 1.0],
+                                 [0.3, 0.2, 0.2, 1e-6])
+        with torch.no_grad():
+            for p in policy.parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+        policy.eval()
+        dist = policy.distribution(obs)
+        mean, std = dist.mode().clone(), dist.dist.stddev.clone()
+        renormalize_policy(policy, rng.normal(size=22), rng.uniform(0.5, 2, 22), [0, 0, 0, 0],
+                           [0.5, 0.5, 0.5, 0.9])
+        dist = policy.distribution(obs)
+        assert torch.allclose(dist.mode(), mean, atol=1e-4, rtol=1e-4)
+        assert torch.allclose(dist.dist.stddev, std, atol=1e-5, rtol=1e-4)
+        assert policy.normalization()["action_std"][3] == pytest.approx(0.9)

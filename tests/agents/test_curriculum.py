@@ -4,10 +4,20 @@ import logging
 
 import numpy as np
 import pytest
+import torch
 
 from vla_sim.agents.training.curriculum import (CurriculumCallback, CurriculumConfig,
                                                 CurriculumScheduler, CurriculumStage,
                                                 strength_stages)
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny nets on a shared 2-core machine: one thread is ~10x faster than two contended."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
 
 
 def test_advances_at_threshold_not_below_and_stops_at_last_stage(caplog):
@@ -60,12 +70,15 @@ def test_bc_eval_fn_and_sb3_callback_push_the_new_randomization():
     venv, extra = _FakeVecEnv(), _FakeEnv()
     cb = CurriculumCallback(sched, eval_freq=2, extra_envs=[extra])
 
-    class Model:
+    class Model:  # the parts of an SB3 algorithm the callback touches
         ep_success_buffer = [1.0, 1.0, 0.0]
         num_timesteps = 0
+        logger = type("Logger", (), {"record": lambda *a, **k: None})()
 
-    cb.model, cb.training_env, cb.n_calls = Model(), venv, 0
-    cb.logger = type("L", (), {"record": lambda *a, **k: None})()
+        def get_env(self):
+            return venv
+
+    cb.init_callback(Model())
     cb._on_training_start()
     assert venv.envs[0].randomization.name == "none"
     cb.n_calls = 1
@@ -83,3 +96,32 @@ def test_stage_validation():
         CurriculumStage("extreme")
     with pytest.raises(ValueError, match="threshold"):
         CurriculumConfig(threshold=1.5)
+
+
+def test_bc_data_curriculum_evaluates_at_the_current_stage_and_advances():
+    import torch
+
+    from vla_sim.agents.policies import VLAPolicyConfig
+    from vla_sim.agents.training.bc import BCConfig, DemoArrays
+    from vla_sim.agents.training.curriculum import train_bc_curriculum
+    from vla_sim.language.encoder import HashingTextEncoder
+
+    small = dict(image_size=16, channels=[8], image_features=16, attn_dim=16, attn_heads=2,
+                 lang_features=16, state_hidden=16, trunk_hidden=[16], max_tokens=8)
+    rng = np.random.default_rng(0)
+
+    def demos(instr):
+        return DemoArrays.from_steps({"image": rng.integers(0, 255, (8, 16, 16, 3), dtype=np.uint8)},
+                                     rng.normal(size=(8, 22)), rng.uniform(-1, 1, (8, 4)),
+                                     [instr] * 8, np.repeat([0, 1], 4))
+
+    sched = CurriculumScheduler(CurriculumConfig(stages=[CurriculumStage("none"),
+                                                         CurriculumStage("low")], threshold=0.5))
+    seen = []
+    bc = BCConfig(steps=6, batch_size=4, device="cpu", warmup_steps=0, policy=VLAPolicyConfig(**small))
+    res = train_bc_curriculum([demos("stage zero"), demos("stage one")], sched,
+                              lambda p, stage: seen.append(stage.level) or 1.0, bc, eval_every=2,
+                              encoder=HashingTextEncoder())
+    assert seen == ["none", "low"] and sched.stage_index == 1
+    assert [e[:2] for e in res.evaluations] == [(2, 0), (4, 1)]
+    assert sched.history[0].step == 2 and len(res.train_losses) == 6

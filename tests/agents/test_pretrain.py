@@ -20,6 +20,15 @@ from vla_sim.language.encoder import HashingTextEncoder
 SMALL = dict(image_size=16, channels=[8, 16], image_features=32, attn_dim=16, attn_heads=2,
              lang_features=16, state_hidden=16, trunk_hidden=[32], max_tokens=8)
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny nets on a shared 2-core machine: one thread is ~10x faster than two contended."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 
 def test_info_nce_identity_case_matches_hand_computation():
     # Identity similarities, T = 0.5: each row's logits are 2 on the diagonal and 0 elsewhere, so
@@ -65,12 +74,13 @@ def _colour_demos(n_eps=8, steps=6, size=16):
 
 
 def test_vl_pretraining_learns_retrieval_and_initialises_policy(tmp_path):
-    demos = _colour_demos()
-    cfg = VLPretrainConfig(steps=60, batch_size=16, lr=3e-3, proj_dim=16, val_fraction=0.25,
+    demos = _colour_demos(n_eps=16, steps=4)
+    cfg = VLPretrainConfig(steps=60, batch_size=16, lr=3e-3, proj_dim=16, val_fraction=0.5,
                            retrieval_k=4, device="cpu", policy=VLAPolicyConfig(**SMALL))
     res = pretrain_vl(make_pairs(demos, "image"), cfg, encoder=HashingTextEncoder(384))
     assert res.losses[-1] < res.losses[0]
-    assert res.retrieval_after == 1.0 and res.chance == 0.25
+    assert res.retrieval_train == 1.0 and res.chance_train == 0.25
+    assert res.retrieval_after == 1.0 and res.chance >= 0.25
     save_vl(res.model, cfg, tmp_path / "vl")
     policy = VLAPolicy(VLAPolicyConfig(**SMALL))
     copied = init_policy_vision(policy, tmp_path / "vl")
@@ -117,3 +127,23 @@ def test_action_autoencoder_reconstructs_a_tiny_set(tmp_path):
     again = load_latent_policy(tmp_path / "lat")
     again.policy.text_encoder = HashingTextEncoder()
     assert np.allclose(again.act(obs), a, atol=1e-6)
+
+
+def test_bc_starts_from_the_pretrained_vision_encoder(tmp_path):
+    from vla_sim.agents.policies import load_policy
+    from vla_sim.agents.training.bc import BCConfig
+    from vla_sim.agents.training.pretrain_vl import VisionLanguageModel, train_bc_with_init
+
+    demos = _colour_demos()
+    pcfg = VLAPolicyConfig(**SMALL)
+    torch.manual_seed(3)
+    vl = VisionLanguageModel(VLPretrainConfig(policy=pcfg, device="cpu"))
+    bc = BCConfig(steps=2, batch_size=4, lr=1e-9, warmup_steps=0, device="cpu", tensorboard=False,
+                  progress=False, val_every=1000, checkpoint_every=1000, policy=pcfg)
+    res = train_bc_with_init(demos, tmp_path / "run", bc, lambda p: init_policy_vision(p, vl),
+                             encoder=HashingTextEncoder())
+    assert res.steps == 2
+    trained = load_policy(tmp_path / "run" / "last")
+    # lr ~0: the conv weights are still the pre-trained ones, not train_bc's own init.
+    w = trained.extractor.vision["front"].stages[0]["conv"].weight
+    assert torch.allclose(w, vl.vision.stages[0]["conv"].weight, atol=1e-6)

@@ -4,7 +4,8 @@
 
 Overrides are dotted BCConfig keys, e.g. ``steps=2000 policy.head=discrete``. Other trainers
 (PPO, REINFORCE) plug in as ``vla-sim train <name>`` when their module in
-``vla_sim.agents.training`` defines ``add_cli_parser(subparsers)``.
+``vla_sim.agents.training`` defines ``add_cli_parser(subparsers)``; ``vla_sim.cli.train_extra``
+(if present) adds continual/multitask/latent and bc's ``--init-vision``/``--curriculum``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,14 @@ def add_parser(subparsers) -> None:
     bc.add_argument("--eval-episodes", type=int, default=10,
                     help="episodes per in-sim check (eval seeds, train instructions)")
     bc.set_defaults(func=run_bc)
+    try:  # continual / multitask / latent trainers and bc's --init-vision / --curriculum
+        from vla_sim.cli import train_extra
+    except ImportError:
+        train_extra = None
+    if train_extra is not None:
+        train_extra.add_bc_options(bc)
+        bc.set_defaults(func=train_extra.run_bc_extra)
+        train_extra.add_extra_trainers(sub)
     for name in OPTIONAL_TRAINERS:
         try:
             module = importlib.import_module(f"vla_sim.agents.training.{name}")

@@ -8,6 +8,8 @@ own child generator, so switching one factor on changes that factor and nothing 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from vla_sim.randomization.colors import COLOR_NAMES, SHAPES, nominal_rgb, sample_rgb
@@ -140,7 +142,7 @@ def sample_randomization(config: RandomizationConfig, items: list[Placement],
 def _sample_layout(items: list[Placement], c: RandomizationConfig,
                    g: np.random.Generator) -> tuple[list[np.ndarray], list[float]]:
     """Non-overlapping positions: a canonical layout, jittered by ``position_range``."""
-    canonical = _rejection_layout(items, np.random.default_rng(_CANONICAL_SEED), None, 0.0)
+    canonical = _canonical_layout(tuple(it.radius for it in items))
     if not c.poses:
         return canonical, [0.0] * len(items)
     positions = _rejection_layout(items, g, canonical, c.position_range)
@@ -148,29 +150,43 @@ def _sample_layout(items: list[Placement], c: RandomizationConfig,
     return positions, yaws
 
 
+_CANONICAL_CACHE: dict[tuple[float, ...], list[np.ndarray]] = {}
+
+
+def _canonical_layout(radii: tuple[float, ...]) -> list[np.ndarray]:
+    """The fixed layout for items of these footprint radii (same every call; cached)."""
+    if radii not in _CANONICAL_CACHE:
+        items = [Placement(f"item_{i}", "", "", r) for i, r in enumerate(radii)]
+        _CANONICAL_CACHE[radii] = _rejection_layout(
+            items, np.random.default_rng(_CANONICAL_SEED), None, 0.0)
+    return [xy.copy() for xy in _CANONICAL_CACHE[radii]]
+
+
 def _rejection_layout(items: list[Placement], g: np.random.Generator,
                       centres: list[np.ndarray] | None, spread: float,
                       attempts: int = 200) -> list[np.ndarray]:
     half = (REGION_HIGH - REGION_LOW) / 2
-    mid = (REGION_HIGH + REGION_LOW) / 2
     for _ in range(20):
         placed: list[np.ndarray] = []
         for i, it in enumerate(items):
             lo = REGION_LOW + it.radius * 0.6
             hi = REGION_HIGH - it.radius * 0.6
+            # (x, y, min distance) of every placed item, as floats: the check runs hundreds of
+            # times per sample and numpy per-call overhead dominated reset time.
+            others = [(float(q[0]), float(q[1]), it.radius + items[j].radius + 0.01)
+                      for j, q in enumerate(placed)]
             for _ in range(attempts):
                 if centres is None:
                     xy = g.uniform(lo, hi)
                 else:
                     xy = np.clip(centres[i] + g.uniform(-1, 1, 2) * half * spread, lo, hi)
-                if all(np.linalg.norm(xy - q) >= it.radius + items[j].radius + 0.01
-                       for j, q in enumerate(placed)):
+                x, y = float(xy[0]), float(xy[1])
+                if all(math.hypot(x - qx, y - qy) >= d for qx, qy, d in others):
                     placed.append(xy)
                     break
             else:
                 break
         if len(placed) == len(items):
             return placed
-    del mid
     raise LayoutError(f"could not place {len(items)} items without overlap: "
                       f"{[it.name for it in items]}")

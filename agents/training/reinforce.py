@@ -1,0 +1,294 @@
+"""REINFORCE with a learned baseline (actor-critic flavour) on the VLA policy, CleanRL style.
+
+One iteration, top to bottom:
+  1. rollout: ``n_envs`` seeded episodes at once from a gymnasium vector env, actions sampled
+     from the Gaussian head; steps after an env's episode ended are masked out;
+  2. returns: discounted Monte-Carlo ``returns`` G_t = r_t + gamma * G_{t+1} (no bootstrap at the
+     time limit: classic REINFORCE);
+  3. advantages: ``returns - V(s_t)`` (if ``baseline``), optionally normalised;
+  4. loss: -log_probs * advantages + vf_coef * value MSE - ent_coef * entropy
+     (+ a decaying KL toward the frozen BC policy), one Adam step with gradient clipping.
+The policy is the same :class:`VLAPolicy` BC trains, and checkpoints are ``save_policy`` folders.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig, save_policy
+from vla_sim.config import config_to_dict
+from vla_sim.utils.io import atomic_write_json
+from vla_sim.utils.seeding import EVAL_BASE_SEED, TRAIN_BASE_SEED, episode_seed
+
+from .common import ScalarLogger
+from .rl_common import RLResult, env_factory, load_warm_start, make_text_encoder, success_rate
+
+REWARDS = ("sparse", "dense", "language", "mixed")
+VECTORS = ("sync", "async")
+
+
+@dataclass
+class ReinforceConfig:
+    """REINFORCE / actor-critic fine-tuning from a BC warm start."""
+
+    # --- Environment ------------------------------------------------------------------------
+    env_id: str = "vla_sim/PickPlace-v0"
+    robot: str = "panda"
+    randomization: str = "medium"
+    reward: str = "language"
+    """``sparse`` | ``dense`` | ``language`` | ``mixed`` (see LanguageRewardWrapper)."""
+    n_envs: int = 4
+    """Episodes per batch, run side by side in a gymnasium vector env."""
+    vector: str = "sync"
+    """``sync`` (SyncVectorEnv, one process) or ``async`` (AsyncVectorEnv, a process per env)."""
+    max_episode_steps: int | None = None
+    text_encoder: str = "default"
+
+    # --- Optimisation -------------------------------------------------------------------------
+    total_steps: int = 20_000
+    """Env steps (of live episodes) in total; the run stops after the batch that crosses it."""
+    lr: float = 3e-5
+    """Small: one noisy Monte-Carlo step per batch on top of a BC solution."""
+    gamma: float = 0.99
+    baseline: bool = True
+    """Subtract the value head's V(s) from the returns (the actor-critic variant)."""
+    normalize_advantages: bool = True
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    init_log_std: float | None = -1.25
+    """Log-std of the Gaussian head (normalised units) at the start; None keeps the checkpoint's."""
+    value_warmup_batches: int = 2
+    """First batches train only the value head (detached features)."""
+    bc_coef: float = 1.0
+    """Weight of KL(pi || pi_BC), decaying linearly to 0 over ``total_steps``."""
+
+    # --- Evaluation, logging ------------------------------------------------------------------
+    eval_every: int = 0
+    """Env steps between success evaluations; 0 = only at start and end."""
+    eval_episodes: int = 10
+    tensorboard: bool = True
+    progress: bool = True
+    seed: int = 0
+    device: str = "cpu"
+    num_threads: int = 0
+
+    policy: dict = field(default_factory=dict)
+    """VLAPolicyConfig fields for a fresh policy when no ``--init`` checkpoint is given."""
+
+    def __post_init__(self) -> None:
+        if self.reward not in REWARDS:
+            raise ValueError(f"reward must be one of {REWARDS}, got {self.reward!r}")
+        if self.vector not in VECTORS:
+            raise ValueError(f"vector must be one of {VECTORS}, got {self.vector!r}")
+        for name in ("n_envs", "total_steps", "eval_episodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("value_warmup_batches", "eval_every", "num_threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 < self.gamma <= 1.0:
+            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
+
+
+def make_vector_env(cfg: ReinforceConfig, policy_config: VLAPolicyConfig) -> gym.vector.VectorEnv:
+    factory = env_factory(env_id=cfg.env_id, policy_config=config_to_dict(policy_config),
+                          reward=cfg.reward, gamma=cfg.gamma, robot=cfg.robot,
+                          randomization=cfg.randomization, text_encoder=cfg.text_encoder,
+                          max_episode_steps=cfg.max_episode_steps,
+                          torch_threads=1 if cfg.vector == "async" else 0)
+    fns = [factory] * cfg.n_envs
+    if cfg.vector == "async":
+        return gym.vector.AsyncVectorEnv(fns, context="spawn")
+    return gym.vector.SyncVectorEnv(fns)
+
+
+def _to_tensors(obs: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: torch.as_tensor(np.asarray(v)).to(device) for k, v in obs.items()}
+
+
+def discounted_returns(rewards: torch.Tensor, alive: torch.Tensor, gamma: float) -> torch.Tensor:
+    """G_t = r_t + gamma * G_{t+1} along time (dim 0) of (T, N) tensors; masked steps are 0."""
+    returns = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        running = (rewards[t] + gamma * running) * alive[t]
+        returns[t] = running
+    return returns
+
+
+def collect_episodes(envs: gym.vector.VectorEnv, policy: VLAPolicy, seeds: list[int],
+                     device: torch.device) -> dict[str, Any]:
+    """One episode per sub-env from ``reset(seed=seeds)``. Returns stacked ``obs`` (T*N dicts
+    flattened lazily), ``actions`` (T,N,A), ``rewards`` (T,N), ``alive`` (T,N) and per-episode
+    ``success`` (N,) and ``length`` (N,)."""
+    obs, _ = envs.reset(seed=seeds)
+    n = envs.num_envs
+    alive = np.ones(n, bool)
+    success = np.zeros(n, bool)
+    length = np.zeros(n, np.int64)
+    steps_obs, steps_act, steps_rew, steps_alive = [], [], [], []
+    policy.eval()
+    while alive.any():
+        batch = _to_tensors(obs, device)
+        with torch.no_grad():
+            actions = policy.distribution(batch).sample()
+        next_obs, rewards, terminated, truncated, infos = envs.step(actions.cpu().numpy())
+        steps_obs.append(obs)
+        steps_act.append(actions)
+        steps_rew.append(np.where(alive, rewards, 0.0))
+        steps_alive.append(alive.copy())
+        if "is_success" in infos:
+            success |= alive & np.asarray(infos["is_success"], bool)
+        length += alive
+        alive = alive & ~(np.asarray(terminated) | np.asarray(truncated))
+        obs = next_obs
+    policy.train()
+    return {"obs": steps_obs, "actions": torch.stack(steps_act),
+            "rewards": torch.as_tensor(np.stack(steps_rew), dtype=torch.float32),
+            "alive": torch.as_tensor(np.stack(steps_alive), dtype=torch.float32),
+            "success": success, "length": length}
+
+
+def _flat_obs(steps_obs: list[dict[str, np.ndarray]], keep: np.ndarray, device: torch.device
+              ) -> dict[str, torch.Tensor]:
+    """(T, N) observation dicts -> one (K, ...) batch of the live steps ``keep`` (T*N bool)."""
+    return {k: torch.as_tensor(np.concatenate([o[k] for o in steps_obs])[keep]).to(device)
+            for k in steps_obs[0]}
+
+
+def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path | None = None
+                    ) -> RLResult:
+    """Fine-tune with REINFORCE (+ baseline); writes ``best/``, ``last/`` (save_policy format),
+    ``tb/`` and ``reinforce_config.json`` to ``out_dir``."""
+    out = Path(out_dir)
+    if (out / "last").exists():
+        raise ValueError(f"{out} already holds a run; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    atomic_write_json(out / "reinforce_config.json", {**config_to_dict(cfg), "init": str(init)})
+    device = torch.device(cfg.device)
+    torch.manual_seed(cfg.seed)
+
+    # ---- policy, frozen BC copy, optimiser, env --------------------------------------------------
+    policy = load_warm_start(init, VLAPolicyConfig(**cfg.policy) if init is None else None,
+                             cfg.init_log_std, cfg.seed).to(device)
+    policy.text_encoder = make_text_encoder(cfg.text_encoder)
+    bc_policy = copy.deepcopy(policy).eval().requires_grad_(False)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr, eps=1e-5)
+    envs = make_vector_env(cfg, policy.config)
+    logger = ScalarLogger(out / "tb" if cfg.tensorboard else None)
+    meta = {"trainer": "reinforce", "init": str(init), "reward": cfg.reward, "env_id": cfg.env_id}
+    history: list[tuple[int, float]] = []
+    best: float | None = None
+
+    def evaluate(step: int) -> None:
+        nonlocal best
+        rate = success_rate(policy, cfg.env_id, cfg.eval_episodes, EVAL_BASE_SEED, cfg.robot,
+                            cfg.randomization, cfg.max_episode_steps)
+        history.append((step, rate))
+        logger.scalars({"eval/success_rate": rate}, step)
+        if best is None or rate > best:
+            best = rate
+            save_policy(policy, out / "best", meta={**meta, "step": step, "best_kind": "success",
+                                                    "best_metric": rate})
+
+    progress = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=cfg.total_steps, desc="reinforce", dynamic_ncols=True)
+    t0 = time.perf_counter()
+    step, batch_index, next_eval = 0, 0, cfg.eval_every
+    evaluate(0)
+    try:
+        while step < cfg.total_steps:
+            # ---- 1. rollout: a batch of whole episodes -------------------------------------------
+            seeds = [episode_seed(TRAIN_BASE_SEED + 1000 * cfg.seed, batch_index * cfg.n_envs + i)
+                     for i in range(cfg.n_envs)]
+            batch = collect_episodes(envs, policy, seeds, device)
+            alive = batch["alive"]
+            live = int(alive.sum())
+
+            # ---- 2. discounted returns -----------------------------------------------------------
+            returns = discounted_returns(batch["rewards"], alive, cfg.gamma)
+
+            # ---- 3. log_probs, values, advantages (live steps only) ------------------------------
+            keep = alive.flatten().bool()
+            obs = _flat_obs(batch["obs"], keep.numpy(), device)
+            actions = batch["actions"].flatten(0, 1)[keep].to(device)
+            returns = returns.flatten()[keep].to(device)
+            warmup = batch_index < cfg.value_warmup_batches
+            features = policy.extractor(obs)
+            dist = policy.action_head.distribution(features)
+            log_probs, entropy = dist.log_prob(actions), dist.entropy()
+            values = policy.value_head(features.detach() if warmup else features).squeeze(-1)
+            advantages = returns - values.detach() if cfg.baseline else returns.clone()
+            if cfg.normalize_advantages and len(advantages) > 1:
+                advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+            # ---- 4. loss and one Adam step -------------------------------------------------------
+            policy_loss = -(log_probs * advantages).mean()
+            value_loss = 0.5 * ((values - returns) ** 2).mean()
+            entropy_loss = -entropy.mean()
+            bc_weight = 0.0 if warmup else cfg.bc_coef * max(0.0, 1.0 - step / cfg.total_steps)
+            kl = torch.zeros(())
+            if bc_weight > 0:
+                with torch.no_grad():
+                    bc_dist = bc_policy.action_head.distribution(bc_policy.extractor(obs))
+                kl = torch.distributions.kl_divergence(dist.dist, bc_dist.dist).sum(-1).mean()
+            if warmup:
+                loss = cfg.vf_coef * value_loss
+            else:
+                loss = (policy_loss + cfg.vf_coef * value_loss + cfg.ent_coef * entropy_loss
+                        + bc_weight * kl)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+
+            # ---- logging, evaluation ------------------------------------------------------------
+            step += live
+            batch_index += 1
+            logger.scalars({
+                "train/policy_loss": policy_loss.item(), "train/value_loss": value_loss.item(),
+                "train/entropy": -entropy_loss.item(), "train/kl_to_bc": kl.item(),
+                "train/bc_weight": bc_weight, "train/grad_norm": float(grad_norm),
+                "train/value_warmup": float(warmup),
+                "rollout/success_rate": float(batch["success"].mean()),
+                "rollout/ep_len_mean": float(batch["length"].mean()),
+                "rollout/ep_rew_mean": float(batch["rewards"].sum(0).mean())}, step)
+            if progress is not None:
+                progress.update(live)
+                progress.set_postfix(success=f"{batch['success'].mean():.2f}")
+            if cfg.eval_every and step >= next_eval and step < cfg.total_steps:
+                next_eval += cfg.eval_every
+                evaluate(step)
+        evaluate(step)
+        save_policy(policy, out / "last", meta={**meta, "step": step})
+    finally:
+        if progress is not None:
+            progress.close()
+        logger.close()
+        envs.close()
+    return RLResult(out, step, time.perf_counter() - t0, history, best)
+
+
+def add_cli_parser(subparsers) -> None:
+    """Hook read by ``vla_sim.cli.train``: registers ``vla-sim train reinforce``."""
+    from vla_sim.cli.train_rl import add_reinforce_parser
+
+    add_reinforce_parser(subparsers)
+
+
+__all__ = ["ReinforceConfig", "collect_episodes", "discounted_returns", "make_vector_env",
+           "train_reinforce"]

@@ -1,0 +1,169 @@
+"""RL fine-tuning benchmark: language-reward cost and quality, then BC vs BC+PPO / BC+REINFORCE.
+
+Part 1 (no checkpoint needed): the language reward's step-time overhead, and the correlation of
+its potential with the task's dense reward along scripted-expert and random trajectories, for
+each grounding (``roles`` is the default; ``instruction`` is the naive pooled baseline).
+
+Part 2 (``--bc CHECKPOINT``): success of the BC policy, then of BC+PPO and BC+REINFORCE after
+the same env-step budget for each reward (sparse, dense, language), with wall-clock. Evaluation:
+``--eval-seeds x --eval-repeats`` episodes from ``EVAL_BASE_SEED`` (train instructions).
+
+    python benchmarks/rl_benchmark.py --part reward --episodes 4
+    python benchmarks/rl_benchmark.py --part rl --bc runs/bc/best --steps 20000 --n-envs 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import vla_sim  # noqa: F401
+from vla_sim.agents.experts import make_expert
+from vla_sim.envs.wrappers.language_reward import LanguageRewardWrapper
+from vla_sim.language.reward import GROUNDINGS, LanguageReward
+from vla_sim.utils.seeding import EVAL_BASE_SEED, TRAIN_BASE_SEED, episode_seed
+
+
+def reward_part(args: argparse.Namespace) -> None:
+    from vla_sim.language.encoder import get_text_encoder
+
+    encoder = get_text_encoder()
+    rewards = {g: LanguageReward(encoder, grounding=g) for g in GROUNDINGS}
+    make = lambda: gym.make(args.env, robot="panda", image_size=args.image_size,  # noqa: E731
+                            randomization=args.randomization)
+    # ---- correlation of phi with the dense reward ----------------------------------------------
+    for kind in ("expert", "random"):
+        env = make()
+        phis = {g: [] for g in GROUNDINGS}
+        dense, rng = [], np.random.default_rng(0)
+        for i in range(args.episodes):
+            obs, _ = env.reset(seed=episode_seed(TRAIN_BASE_SEED, i))
+            expert = make_expert(env)
+            done = False
+            while not done:
+                action = expert.act(obs) if kind == "expert" else rng.uniform(-1, 1, 4)
+                obs, r, terminated, truncated, _ = env.step(action)
+                state = env.unwrapped.privileged_state()
+                for g in GROUNDINGS:
+                    phis[g].append(rewards[g].potential(state))
+                dense.append(r)
+                done = terminated or truncated
+        env.close()
+        for g in GROUNDINGS:
+            p = np.asarray(phis[g])
+            corr = float(np.corrcoef(p, dense)[0, 1]) if p.std() > 0 else float("nan")
+            print(f"corr(phi, dense) {kind:6s} grounding={g:11s} pearson={corr:+.3f} "
+                  f"phi mean={p.mean():.3f} ({len(p)} steps, {args.episodes} episodes)")
+    # ---- step-time overhead -----------------------------------------------------------------
+    for mode in ("dense", "language"):
+        env = LanguageRewardWrapper(make(), mode=mode, reward=rewards["roles"])
+        env.reset(seed=0)
+        for _ in range(5):  # warm caches
+            env.step(np.zeros(4, np.float32))
+        rng = np.random.default_rng(1)
+        n, t0 = 0, time.perf_counter()
+        for i in range(args.timing_episodes):
+            env.reset(seed=episode_seed(TRAIN_BASE_SEED, 100 + i))
+            done = False
+            while not done:
+                _, _, terminated, truncated, _ = env.step(rng.uniform(-1, 1, 4))
+                n += 1
+                done = terminated or truncated
+        wall = time.perf_counter() - t0
+        print(f"step time mode={mode:8s}: {1000 * wall / n:.2f} ms/step over {n} steps "
+              f"(includes resets; language encodes each new instruction's sentences once)")
+        env.close()
+    reward = rewards["roles"]
+    env = make()
+    env.reset(seed=0)
+    state = env.unwrapped.privileged_state()
+    reward.potential(state)
+    t0 = time.perf_counter()
+    for _ in range(200):
+        reward.potential(env.unwrapped.privileged_state())
+    print(f"potential() incl. privileged_state(): {(time.perf_counter() - t0) / 200 * 1000:.3f} "
+          "ms/call (cached embeddings)")
+    env.close()
+
+
+def evaluate(policy_dir: Path, args: argparse.Namespace) -> tuple[float, float, float]:
+    from vla_sim.agents.policies import load_policy
+    from vla_sim.agents.training.rl_common import success_rate
+    from vla_sim.evaluation.stats import wilson_interval
+
+    n = args.eval_seeds * args.eval_repeats
+    rate = success_rate(load_policy(policy_dir), args.env, n, EVAL_BASE_SEED, "panda",
+                        args.randomization)
+    lo, hi = wilson_interval(int(round(rate * n)), n)
+    return rate, lo, hi
+
+
+def rl_part(args: argparse.Namespace) -> None:
+    from vla_sim.agents.training.ppo import PPOConfig, train_ppo
+    from vla_sim.agents.training.reinforce import ReinforceConfig, train_reinforce
+
+    n_eval = args.eval_seeds * args.eval_repeats
+    out = Path(args.out)
+    rate, lo, hi = evaluate(Path(args.bc), args)
+    print(f"BC                      success {rate:.3f} [{lo:.3f}, {hi:.3f}] ({n_eval} episodes)",
+          flush=True)
+    common = dict(env_id=args.env, randomization=args.randomization, total_steps=args.steps,
+                  n_envs=args.n_envs, eval_episodes=args.train_eval_episodes,
+                  progress=False, num_threads=args.threads)
+    for algo in args.algos:
+        for reward in args.rewards:
+            run = out / f"{algo}_{reward}"
+            t0 = time.perf_counter()
+            if algo == "ppo":
+                res = train_ppo(PPOConfig(reward=reward, **common), run, init=args.bc)
+            else:
+                res = train_reinforce(ReinforceConfig(reward=reward, **common), run,
+                                      init=args.bc)
+            wall = time.perf_counter() - t0
+            rate_l, lo_l, hi_l = evaluate(run / "last", args)
+            line = (f"BC+{algo:9s} {reward:8s} {res.steps} env steps, {wall:7.1f} s train+eval "
+                    f" last {rate_l:.3f} [{lo_l:.3f}, {hi_l:.3f}]")
+            if args.eval_best:
+                rate_b, lo_b, hi_b = evaluate(run / "best", args)
+                line += f"  best {rate_b:.3f} [{lo_b:.3f}, {hi_b:.3f}]"
+            print(line + f"  in-training evals {res.eval_history}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--part", choices=("reward", "rl", "all"), default="all")
+    parser.add_argument("--env", default="vla_sim/PickPlace-v0")
+    parser.add_argument("--randomization", default="medium")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--episodes", type=int, default=5, help="trajectories per kind (part 1)")
+    parser.add_argument("--timing-episodes", type=int, default=3)
+    parser.add_argument("--bc", default=None, help="BC checkpoint folder (part 2)")
+    parser.add_argument("--out", default="runs/rl_benchmark")
+    parser.add_argument("--steps", type=int, default=20_000, help="env-step budget per run")
+    parser.add_argument("--n-envs", type=int, default=4)
+    parser.add_argument("--algos", nargs="+", default=["ppo", "reinforce"])
+    parser.add_argument("--rewards", nargs="+", default=["sparse", "dense", "language"])
+    parser.add_argument("--eval-seeds", type=int, default=20)
+    parser.add_argument("--eval-repeats", type=int, default=5)
+    parser.add_argument("--train-eval-episodes", type=int, default=10)
+    parser.add_argument("--eval-best", action="store_true",
+                        help="also evaluate best/ (chosen by the in-training evaluations)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.part in ("reward", "all"):
+        reward_part(args)
+    if args.part in ("rl", "all"):
+        if args.bc is None:
+            print("part rl skipped: pass --bc CHECKPOINT (a `vla-sim train bc` best/ folder)")
+        else:
+            rl_part(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""PPO warm start: before any update the SB3 policy acts exactly like the BC policy; a tiny run
+writes a checkpoint that load_policy reloads."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import vla_sim  # noqa: F401
+from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig, load_policy, save_policy
+from vla_sim.agents.training.ppo import PPOConfig, build_ppo, train_ppo
+from vla_sim.agents.training.rl_common import make_text_encoder, make_training_env
+
+TINY = dict(image_size=32, channels=[8, 16], image_features=32, attn_dim=16, attn_heads=2,
+            lang_features=16, state_hidden=16, trunk_hidden=[32], num_queries=2)
+
+
+def tiny_bc_checkpoint(path):
+    """A randomly initialised policy with non-trivial action head and normalisation stats."""
+    torch.manual_seed(0)
+    policy = VLAPolicy(VLAPolicyConfig(**TINY))
+    with torch.no_grad():
+        policy.action_head.mean.weight.normal_(0.0, 0.3)
+        policy.action_head.mean.bias.normal_(0.0, 0.1)
+    policy.set_normalization(np.zeros(22), np.full(22, 0.5), [0.1, -0.1, 0.0, 0.2],
+                             [0.5, 0.5, 0.4, 0.9])
+    return save_policy(policy, path)
+
+
+@pytest.fixture(scope="module")
+def bc_dir(tmp_path_factory):
+    torch.set_num_threads(1)
+    return tiny_bc_checkpoint(tmp_path_factory.mktemp("bc") / "bc")
+
+
+def _cfg(**kw):
+    base = dict(env_id="vla_sim/Reach-v0", randomization="low", reward="dense",
+                text_encoder="hashing", n_steps=32, batch_size=16, n_epochs=1, total_steps=64,
+                eval_episodes=1, progress=False, max_episode_steps=12, value_warmup_rollouts=1)
+    base.update(kw)
+    return PPOConfig(**base)
+
+
+def test_warm_started_ppo_acts_exactly_like_bc(bc_dir):
+    model = build_ppo(_cfg(), bc_dir, env=None)
+    bc = load_policy(bc_dir)
+    bc.text_encoder = make_text_encoder("hashing")
+    wrapped = make_training_env("vla_sim/Reach-v0", TINY, reward="sparse", text_encoder="hashing")
+    raw = gym.make("vla_sim/Reach-v0", image_size=32)
+    for seed in range(3):
+        obs, _ = wrapped.reset(seed=seed)
+        raw_obs, _ = raw.reset(seed=seed)
+        ppo_action, _ = model.predict(obs, deterministic=True)
+        # Same tensors in (SB3 hands the network contiguous CHW images): bit-identical.
+        tensors, _ = model.policy.obs_to_tensor(obs)
+        with torch.no_grad():
+            sb3_mean = model.policy.get_distribution(tensors).mode()
+            batch, _ = bc.prepare_obs(obs)
+            batch["image"] = batch["image"].permute(0, 3, 1, 2).contiguous().float() / 255.0
+            bc_mean = bc.distribution(batch).mode()
+        assert torch.equal(sb3_mean, bc_mean)
+        assert np.array_equal(ppo_action, np.clip(bc_mean[0].numpy(), -1, 1))
+        # BC's own act() on the raw env obs (HWC layout: float rounding only).
+        np.testing.assert_allclose(ppo_action, bc.act(raw_obs), atol=1e-5)
+        assert np.abs(ppo_action).max() > 1e-3  # not trivially zero
+    # The exploration noise is the configured log-std, in env units via the BC action stats.
+    head = model.policy.vla.action_head
+    torch.testing.assert_close(head.log_std, torch.full((4,), -1.25))
+    model.get_env().close()
+    wrapped.close()
+    raw.close()
+
+
+def test_ppo_short_run_writes_loadable_checkpoint(bc_dir, tmp_path):
+    result = train_ppo(_cfg(), tmp_path / "run", init=bc_dir)
+    assert result.steps == 64
+    for name in ("best", "last"):
+        policy = load_policy(tmp_path / "run" / name)
+        policy.text_encoder = make_text_encoder("hashing")
+        env = gym.make("vla_sim/Reach-v0", image_size=32)
+        obs, _ = env.reset(seed=0)
+        action = policy.act(obs)
+        assert action.shape == (4,) and np.all(np.abs(action) <= 1)
+        env.close()
+    # One value warm-up rollout, then one PPO update: the actor moved, the BC stats did not.
+    bc, last = load_policy(bc_dir), load_policy(tmp_path / "run" / "last")
+    assert not torch.equal(bc.action_head.mean.weight, last.action_head.mean.weight)
+    assert torch.equal(bc.action_head.action_std, last.action_head.action_std)
+    assert (tmp_path / "run" / "tb").is_dir()
+
+
+def test_value_warmup_leaves_the_actor_alone(bc_dir, tmp_path):
+    cfg = _cfg(total_steps=32, value_warmup_rollouts=5)
+    train_ppo(cfg, tmp_path / "run", init=bc_dir)
+    bc, last = load_policy(bc_dir), load_policy(tmp_path / "run" / "last")
+    for key, value in bc.state_dict().items():
+        if key.startswith("value_head") or key == "action_head.log_std":
+            continue
+        assert torch.equal(value, last.state_dict()[key]), key
+    assert not torch.equal(bc.value_head.weight, last.value_head.weight)
