@@ -8,7 +8,7 @@ from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig
 from vla_sim.agents.training.bc import BCConfig, DemoArrays
 from vla_sim.agents.training.multitask import (MultiHeadVLAPolicy, MultiTaskConfig, MultiTaskData,
                                                load_multitask_policy, per_sample_bc_loss,
-                                               read_task_weights, save_multitask_policy,
+                                               read_task_weights,
                                                task_weighted_loss, train_multitask)
 from vla_sim.language.encoder import HashingTextEncoder
 
