@@ -251,8 +251,11 @@ def section_multitask(b: Bench) -> None:
     out = {}
     for heads in ("shared", "per-task"):
         res = train_multitask(data, MultiTaskConfig(heads=heads, bc=bc_config(b.size)))
-        out[heads] = {task: fmt_rate(b.success(res.policy, env))
-                      for env, task in (("Reach", "reach"), ("Push", "push"))}
+        out[heads] = {}
+        for env, task in (("Reach", "reach"), ("Push", "push")):
+            if heads == "per-task":
+                res.policy.set_task(task)  # the task id is known; the classifier is reported below
+            out[heads][task] = fmt_rate(b.success(res.policy, env))
         out[heads]["val_loss"] = res.val_loss_per_task
         print(f"  multi-task BC, {heads} head(s), {b.size.bc_steps} steps: Reach {out[heads]['reach']}; "
               f"Push {out[heads]['push']}; val loss {json.dumps({k: round(v, 4) for k, v in res.val_loss_per_task.items()})}"

@@ -77,17 +77,24 @@ def test_roles_grounding_ranks_right_bowl_over_wrong_bowl(encoder):
 
 def test_minilm_potential_orders_progress():
     """With the real encoder: nothing < near the cube < cube in the right bowl."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a few short sentences: more threads only contend on a busy CPU
     try:
         from vla_sim.language.encoder import get_text_encoder
 
-        enc = get_text_encoder()
-        enc.encode(["probe"])
-    except Exception as exc:  # pragma: no cover - depends on the packaged weights
-        pytest.skip(f"default text encoder unavailable: {exc}")
-    reward = LanguageReward(encoder=enc)
-    far = reward.potential(_pick_state((0.25, 0.0)))
-    near = reward.potential(_pick_state((0.25, 0.0), ee=(0.25, 0.0, 0.05)))
-    done = reward.potential(_pick_state((0.1, 0.1)))
+        try:
+            enc = get_text_encoder()
+            enc.encode(["probe"])
+        except Exception as exc:  # pragma: no cover - depends on the packaged weights
+            pytest.skip(f"default text encoder unavailable: {exc}")
+        reward = LanguageReward(encoder=enc)
+        far = reward.potential(_pick_state((0.25, 0.0)))
+        near = reward.potential(_pick_state((0.25, 0.0), ee=(0.25, 0.0, 0.05)))
+        done = reward.potential(_pick_state((0.1, 0.1)))
+    finally:
+        torch.set_num_threads(threads)
     assert far < near < done
 
 
