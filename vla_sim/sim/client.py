@@ -7,6 +7,8 @@ metres, kilograms and seconds; positions are world-frame (x, y, z); quaternions 
 from __future__ import annotations
 
 import functools
+import os
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -60,12 +62,33 @@ class _CachingBulletClient(BulletClient):
             p.disconnect(physicsClientId=client)
 
 
+@contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """Silence the C-level stdout (file descriptor 1) for the duration of the block."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # e.g. pytest capture without a real fd
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
+
+
 class Simulation:
     """Owns a private ``BulletClient`` (DIRECT by default) and the named bodies in it."""
 
     def __init__(self, config: SimConfig = SimConfig()) -> None:
         self.config = config
-        self.client = _CachingBulletClient(connection_mode=p.GUI if config.gui else p.DIRECT)
+        with _quiet_stdout():  # PyBullet's C code prints "argv[0]=" on every connect
+            self.client = _CachingBulletClient(connection_mode=p.GUI if config.gui else p.DIRECT)
         self.client.setAdditionalSearchPath(pybullet_data.getDataPath())
         self.client.setTimeStep(1.0 / config.physics_hz)
         self.client.setGravity(0, 0, -9.81)

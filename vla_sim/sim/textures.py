@@ -29,6 +29,8 @@ def texture_image(index: int, size: int = TEXTURE_SIZE) -> np.ndarray:
     scale = (2, 4, 8, 16)[(index // len(_KINDS)) % 4]
     c1 = rng.uniform(0.2, 0.95, 3)
     c2 = rng.uniform(0.05, 0.7, 3)
+    # Half-desaturate: surfaces should not out-shout the named object colours.
+    c1, c2 = (0.5 * c + 0.5 * c.mean() for c in (c1, c2))
     yy, xx = np.mgrid[0:size, 0:size] / size
     if kind == "checker":
         m = ((np.floor(xx * scale) + np.floor(yy * scale)) % 2)[..., None]
@@ -58,7 +60,7 @@ def _cached_png(name: str, make) -> Path:
 
 def texture_file(index: int) -> Path:
     """PNG of texture ``index`` in the cache folder, written once (atomically)."""
-    return _cached_png(f"tex_{index:02d}_{TEXTURE_SIZE}.png", lambda: texture_image(index))
+    return _cached_png(f"tex_v2_{index:02d}_{TEXTURE_SIZE}.png", lambda: texture_image(index))
 
 
 def white_texture_file() -> Path:
