@@ -385,48 +385,12 @@ def init_policy_vision(policy: VLAPolicy, source: VisionLanguageModel | str | Pa
 
 def train_bc_with_init(data: DemoArrays, out_dir: str | Path, config: BCConfig,
                        init: Callable[[VLAPolicy], Any], encoder: Any = None, **kwargs: Any):
-    """``train_bc`` whose freshly built policy is first passed through ``init`` (e.g. copying a
-    pre-trained vision encoder).
+    """``train_bc`` whose freshly built, normalised policy first goes through ``init`` (e.g.
+    :func:`init_policy_vision`); everything else (seed, schedule, batches, budget) is that of a
+    plain ``train_bc`` run, so the two are comparable step for step."""
+    from .bc import train_bc
 
-    Uses ``train_bc(init_fn=...)`` when the BC trainer offers it; otherwise it writes a step-0
-    checkpoint (the seeded policy exactly as ``train_bc`` would build it, normalised on the
-    same training split, then ``init``) and resumes from it, which gives the same schedule,
-    batches and budget as a fresh run.
-    """
-    import inspect
-
-    from . import bc as bc_mod
-    from .common import cosine_with_warmup, save_training_checkpoint
-
-    if "init_fn" in inspect.signature(bc_mod.train_bc).parameters:
-        return bc_mod.train_bc(data, out_dir, config, init_fn=init, encoder=encoder, **kwargs)
-    out = Path(out_dir)
-    if (out / "last").exists():
-        raise ValueError(f"{out} already holds a run; choose another out_dir")
-    pcfg = config.policy
-    data.check_fits(pcfg)
-    train_ids, _ = split_episodes(data.episode_index, config.val_fraction, config.seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        policy = VLAPolicy(pcfg)
-    acts = data.actions[train_ids]
-    policy.set_normalization(data.states[train_ids].mean(0), data.states[train_ids].std(0),
-                             acts.mean(0), acts.std(0))
-    init(policy)
-    optimizer = torch.optim.AdamW(bc_mod._param_groups(policy, config.weight_decay), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, cosine_with_warmup(config.warmup_steps, config.steps, config.min_lr_ratio))
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "bc_config.json", config_to_dict(config))
-    state = {"step": 0, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "best_metric": None, "best_kind": "last",
-             "train_losses": torch.zeros(0, dtype=torch.float64)}
-    path = save_training_checkpoint(out / "checkpoints" / "step_000000", policy, state,
-                                    {"trainer": "bc", "step": 0, "init": "custom"})
-    from .common import publish_checkpoint
-
-    publish_checkpoint(path, out / "last")
-    return bc_mod.train_bc(data, out, config, resume=True, encoder=encoder, **kwargs)
+    return train_bc(data, out_dir, config, init_fn=init, encoder=encoder, **kwargs)
 
 
 __all__ = ["TEXT_SOURCES", "VLPairs", "VLPretrainConfig", "VLPretrainResult",

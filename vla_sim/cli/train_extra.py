@@ -247,7 +247,6 @@ def run_bc_extra(args: argparse.Namespace) -> int:
     if init is None and not getattr(args, "curriculum", None):
         return train_cli.run_bc(args)
     from vla_sim.agents.training.bc import BCConfig, DemoArrays, train_bc
-    from vla_sim.agents.training.pretrain_vl import train_bc_with_init
     from vla_sim.config import load_config
     from vla_sim.utils.io import atomic_write_json
 
@@ -268,10 +267,7 @@ def run_bc_extra(args: argparse.Namespace) -> int:
         kwargs = {"image_size": cfg.policy.image_size, "cameras": tuple(cfg.policy.cameras)}
         eval_fn = scheduler.bc_eval_fn(lambda policy, stage: rollout_stage_success(
             policy, stage, args.eval_episodes, EVAL_BASE_SEED, _env_id(env_id), kwargs))
-    if init is not None:
-        result = train_bc_with_init(data, args.out, cfg, init, eval_fn=eval_fn)
-    else:
-        result = train_bc(data, args.out, cfg, resume=args.resume, eval_fn=eval_fn)
+    result = train_bc(data, args.out, cfg, resume=args.resume, eval_fn=eval_fn, init_fn=init)
     if scheduler is not None:
         atomic_write_json(Path(args.out) / "curriculum.json", scheduler.state_dict())
         print(f"curriculum: stage {scheduler.stage_index} ({scheduler.stage.name}); advances "
