@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--head", default="gaussian", choices=["gaussian", "discrete"])
     ap.add_argument("--eval-episodes", type=int, default=100)
     ap.add_argument("--collect-workers", type=int, default=1)
+    ap.add_argument("--noise", type=float, default=0.3,
+                    help="DART noise std on executed expert actions (labels stay clean)")
     ap.add_argument("--work", default="/tmp/vla_sim_bc_benchmark")
     ap.add_argument("overrides", nargs="*", help="extra BCConfig overrides key=value")
     args = ap.parse_args(argv)
@@ -53,11 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     from vla_sim.utils.seeding import EVAL_BASE_SEED
 
     work = Path(args.work)
-    data_dir, run_dir = work / f"data_{args.env}_{args.episodes}", work / "run"
+    data_dir, run_dir = work / f"data_{args.env}_{args.episodes}_n{args.noise}", work / "run"
     t0 = time.perf_counter()
     result = collect(CollectConfig(out=str(data_dir), env=args.env, robot=args.robot,
                                    episodes=args.episodes, randomization=args.randomization,
-                                   workers=args.collect_workers, image_size=64, progress=False))
+                                   workers=args.collect_workers, image_size=64, progress=False,
+                                   noise=args.noise))
     collect_s = time.perf_counter() - t0
     print(f"collect: {result.episodes} episodes ({result.successes} successful, expert success "
           f"{result.success_rate:.2f}) in {collect_s:.1f} s")

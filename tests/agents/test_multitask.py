@@ -87,5 +87,9 @@ def test_train_multitask_per_task_and_shared_and_checkpoint(tmp_path):
     assert res.train_losses[-1] < res.train_losses[0]
     loaded = load_multitask_policy(tmp_path / "mt")
     assert isinstance(loaded, MultiHeadVLAPolicy) and loaded.tasks == ["push", "reach"]
+    # the evaluator's checkpoint loader recognises per-task heads too
+    from vla_sim.evaluation.policies import load_checkpoint_policy
+
+    assert isinstance(load_checkpoint_policy(tmp_path / "mt"), MultiHeadVLAPolicy)
     shared = train_multitask(data, MultiTaskConfig(heads="shared", bc=bc), encoder=HashingTextEncoder())
     assert type(shared.policy) is VLAPolicy and set(shared.val_loss_per_task) <= {"push", "reach"}

@@ -148,8 +148,11 @@ def rollout_episode(env, expert, seed: int, cameras: tuple[str, ...] = ("front",
                     randomization: dict | None = None, attempt_index: int = 0) -> Episode:
     """Run the expert for one episode from ``env.reset(seed)`` and record it.
 
-    Records obs (images, state) at step t, the executed action (expert + N(0, noise), clipped to
-    [-1, 1]), the reward after it and whether the episode ended after it. ``randomization`` replays
+    Records obs (images, state) at step t, the expert's action for it, the reward after it and
+    whether the episode ended after it. With ``noise > 0`` the env executes the expert's action
+    plus N(0, noise) (DART, Laskey et al. 2017): the demonstrations visit the off-course states a
+    learned policy drifts into, labelled with the expert's correction. The executed actions are
+    recomputed exactly by :func:`executed_actions` (the noise stream is seeded by the episode). ``randomization`` replays
     a recorded sample through ``reset(options=...)``.
     """
     options = {"randomization": randomization} if randomization is not None else None
@@ -166,13 +169,12 @@ def rollout_episode(env, expert, seed: int, cameras: tuple[str, ...] = ("front",
         for cam, key in zip(cameras, keys):
             images[cam].append(np.asarray(obs[key], dtype=np.uint8))
         states.append(np.asarray(obs["state"], dtype=np.float32))
-        action = np.asarray(expert.act(obs, deterministic=True), dtype=np.float32)
-        if noise > 0:
-            action = action + noise_rng.normal(0.0, noise, size=action.shape).astype(np.float32)
-        action = np.clip(action, -1.0, 1.0).astype(np.float32)
-        obs, reward, terminated, truncated, step_info = env.step(action)
+        label = np.clip(np.asarray(expert.act(obs, deterministic=True), dtype=np.float32),
+                        -1.0, 1.0)
+        executed = _perturb(label, noise, noise_rng)
+        obs, reward, terminated, truncated, step_info = env.step(executed)
         done = bool(terminated or truncated)
-        actions.append(action)
+        actions.append(label)
         rewards.append(float(reward))
         dones.append(done)
     meta = {"seed": int(seed), "randomization": info.get("randomization"),
@@ -182,6 +184,20 @@ def rollout_episode(env, expert, seed: int, cameras: tuple[str, ...] = ("front",
     return Episode(images={c: np.stack(v) for c, v in images.items()}, states=np.stack(states),
                    actions=np.stack(actions), rewards=np.asarray(rewards, np.float32),
                    dones=np.asarray(dones, bool), instruction=instruction, metadata=meta)
+
+
+def _perturb(label: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
+    if noise <= 0:
+        return label
+    return np.clip(label + rng.normal(0.0, noise, size=label.shape).astype(np.float32),
+                   -1.0, 1.0).astype(np.float32)
+
+
+def executed_actions(actions: np.ndarray, seed: int, noise: float) -> np.ndarray:
+    """The actions the env executed while recording an episode whose labels are ``actions``
+    (identical to them when ``noise`` is 0): replaying these reproduces the episode."""
+    rng = np.random.default_rng([int(seed), 0x5EED])
+    return np.stack([_perturb(np.asarray(a, np.float32), noise, rng) for a in actions])
 
 
 # ------------------------------------------------------------------- worker (own process, own env)

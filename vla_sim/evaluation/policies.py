@@ -57,9 +57,25 @@ class PolicySpec:
             return import_object(expert_factory)(env)
         if self.kind == "import":
             return import_object(self.target)(env)
-        from vla_sim.agents.policies import load_policy  # torch import only when needed
+        return load_checkpoint_policy(self.target)
 
-        return load_policy(self.target)
+
+def load_checkpoint_policy(directory: str | Path) -> Policy:
+    """A VLA checkpoint, dispatching on what it holds: a plain VLA policy, per-task heads
+    (``meta.multitask``) or a latent-action policy (``meta.latent_action``)."""
+    from vla_sim.agents.policies import load_policy  # torch import only when needed
+    from vla_sim.agents.policies.checkpoint import read_checkpoint_config
+
+    meta = read_checkpoint_config(directory).get("meta", {})
+    if meta.get("multitask"):
+        from vla_sim.agents.training.multitask import load_multitask_policy
+
+        return load_multitask_policy(directory)
+    if meta.get("latent_action"):
+        from vla_sim.agents.training.pretrain_action import load_latent_policy
+
+        return load_latent_policy(directory)
+    return load_policy(directory)
 
 
 def parse_policy(text: str | Path) -> PolicySpec:
