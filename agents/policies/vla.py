@@ -87,6 +87,13 @@ def _group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(groups, channels)
 
 
+
+# Normalisation floors. States in SI units: 1 cm / 0.01 rad is "barely moving". Actions live in
+# [-1, 1]: a constant action dim (the gripper during Reach) is predicted in units of 0.05.
+STATE_STD_FLOOR = 0.01
+ACTION_STD_FLOOR = 0.05
+STATE_CLIP = 10.0
+
 class ResidualBlock(nn.Module):
     """Two 3x3 convs with a skip connection (a small ResNet basic block)."""
 
@@ -232,7 +239,10 @@ class VLAFeaturesExtractor(BaseFeaturesExtractor):
         for cam, key in zip(cfg.cameras, cfg.image_keys):
             image = self.image_to_float(observations[key], cfg.image_size)
             feats.append(self.vision[cam](image, lang))
-        state = (observations["state"].float() - self.state_mean) / self.state_std
+        # Clipped like SB3's VecNormalize: a dim that barely moved in the demonstrations (the
+        # gripper quaternion) must not turn small test-time drift into huge inputs.
+        state = ((observations["state"].float() - self.state_mean) / self.state_std).clamp(
+            -STATE_CLIP, STATE_CLIP)
         feats += [lang, self.state_mlp(state)]
         return self.trunk(torch.cat(feats, dim=-1))
 
@@ -358,15 +368,15 @@ class VLAPolicy(nn.Module):
 
     # --- normalisation ----------------------------------------------------------------------
     def set_normalization(self, state_mean, state_std, action_mean=None, action_std=None) -> None:
-        """Store dataset statistics (std floored at 1e-3 so constant dims do not blow up)."""
+        """Store dataset statistics (std floored so near-constant dims do not blow up)."""
         def t(x):
             return torch.as_tensor(np.asarray(x, np.float32))
 
         self.extractor.state_mean.copy_(t(state_mean))
-        self.extractor.state_std.copy_(t(state_std).clamp(min=1e-3))
+        self.extractor.state_std.copy_(t(state_std).clamp(min=STATE_STD_FLOOR))
         if isinstance(self.action_head, GaussianHead) and action_mean is not None:
             self.action_head.action_mean.copy_(t(action_mean))
-            self.action_head.action_std.copy_(t(action_std).clamp(min=1e-3))
+            self.action_head.action_std.copy_(t(action_std).clamp(min=ACTION_STD_FLOOR))
 
     def normalization(self) -> dict[str, list[float]]:
         out = {"state_mean": self.extractor.state_mean.tolist(),

@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+from vla_sim.agents.policies.vla import ACTION_STD_FLOOR, STATE_STD_FLOOR  # noqa: F401
+
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -144,7 +146,7 @@ def renormalize_policy(policy: VLAPolicy, state_mean, state_std, action_mean, ac
         return torch.as_tensor(np.asarray(x, np.float32))
 
     ext = policy.extractor
-    new_m, new_s = t(state_mean), t(state_std).clamp(min=1e-3)
+    new_m, new_s = t(state_mean), t(state_std).clamp(min=STATE_STD_FLOOR)
     first = ext.state_mlp[0]
     old_m, old_s = ext.state_mean.clone(), ext.state_std.clone()
     first.bias.add_(first.weight @ ((new_m - old_m) / old_s))
@@ -155,7 +157,7 @@ def renormalize_policy(policy: VLAPolicy, state_mean, state_std, action_mean, ac
     for head in heads:
         if not isinstance(head, GaussianHead):
             continue  # discrete heads have no action normalisation
-        am, asd = t(action_mean), t(action_std).clamp(min=1e-3)
+        am, asd = t(action_mean), t(action_std).clamp(min=ACTION_STD_FLOOR)
         ratio = head.action_std / asd
         head.mean.bias.copy_((head.mean.bias * head.action_std + head.action_mean - am) / asd)
         head.mean.weight.mul_(ratio[:, None])

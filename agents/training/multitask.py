@@ -21,6 +21,8 @@ batch sampler differ, which ``train_bc`` has no hooks for.
 
 from __future__ import annotations
 
+from vla_sim.agents.policies.vla import ACTION_STD_FLOOR, STATE_STD_FLOOR  # noqa: F401
+
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,11 +189,11 @@ class MultiHeadVLAPolicy(VLAPolicy):
             return torch.as_tensor(np.asarray(x, np.float32))
 
         self.extractor.state_mean.copy_(t(state_mean))
-        self.extractor.state_std.copy_(t(state_std).clamp(min=1e-3))
+        self.extractor.state_std.copy_(t(state_std).clamp(min=STATE_STD_FLOOR))
         if action_mean is not None:
             for head in self.task_heads:
                 head.action_mean.copy_(t(action_mean))
-                head.action_std.copy_(t(action_std).clamp(min=1e-3))
+                head.action_std.copy_(t(action_std).clamp(min=ACTION_STD_FLOOR))
 
     def normalization(self) -> dict[str, list[float]]:
         head = self.task_heads[0]

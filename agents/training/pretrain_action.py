@@ -12,6 +12,8 @@ predicted latent into a chunk and executes its first ``execute_steps`` actions.
 
 from __future__ import annotations
 
+from vla_sim.agents.policies.vla import ACTION_STD_FLOOR, STATE_STD_FLOOR  # noqa: F401
+
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,7 +146,7 @@ def train_action_ae(actions: np.ndarray, episode_index: np.ndarray,
         torch.manual_seed(cfg.seed)
         model = ActionChunkAE(cfg)
     model.action_mean.copy_(torch.from_numpy(actions[train_ids].mean(0)))
-    model.action_std.copy_(torch.from_numpy(actions[train_ids].std(0)).clamp(min=1e-3))
+    model.action_std.copy_(torch.from_numpy(actions[train_ids].std(0)).clamp(min=ACTION_STD_FLOOR))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.steps, cfg.lr * 0.05)
     data = torch.from_numpy(chunks)
