@@ -51,9 +51,22 @@ class ScriptedExpert:
 
 
 class ReachExpert(ScriptedExpert):
+    """Travel above the target at a safe height, then descend onto the hover point.
+
+    Separating travel from descent gives demonstrations a clear structure (height is decided by
+    the height, direction by the image) that behaviour cloning learns far more easily than one
+    diagonal sweep ending the moment it is within tolerance.
+    """
+
+    TRAVEL_CLEARANCE = 0.05  # travel this far above the hover point (m)
+
     def plan(self, s: dict) -> np.ndarray:
-        obj = np.asarray(s["objects"][s["roles"]["object"]]["position"])
-        return _move(np.asarray(s["ee_position"]), obj + [0, 0, 0.05], self.max_step, OPEN)
+        ee = np.asarray(s["ee_position"])
+        goal = np.asarray(s["objects"][s["roles"]["object"]]["position"]) + [0, 0, 0.05]
+        if _xy_dist(ee, goal) > 0.02:
+            travel_z = max(goal[2] + self.TRAVEL_CLEARANCE, min(ee[2], 0.2))
+            return _move(ee, [goal[0], goal[1], travel_z], self.max_step, OPEN)
+        return _move(ee, goal, self.max_step, OPEN)
 
 
 class PickPlaceExpert(ScriptedExpert):
