@@ -7,8 +7,6 @@ metres, kilograms and seconds; positions are world-frame (x, y, z); quaternions 
 from __future__ import annotations
 
 import functools
-import os
-import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -17,6 +15,8 @@ import numpy as np
 import pybullet as p
 import pybullet_data
 from pybullet_utils.bullet_client import BulletClient
+
+from vla_sim.utils.quiet import quiet_stdout as _quiet_stdout
 
 
 @dataclass(frozen=True)
@@ -60,26 +60,6 @@ class _CachingBulletClient(BulletClient):
         client, self._client = self._client, -1
         if client >= 0:
             p.disconnect(physicsClientId=client)
-
-
-@contextmanager
-def _quiet_stdout() -> Iterator[None]:
-    """Silence the C-level stdout (file descriptor 1) for the duration of the block."""
-    try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):  # e.g. pytest capture without a real fd
-        yield
-        return
-    sys.stdout.flush()
-    saved = os.dup(fd)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
-        yield
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)
-        os.close(devnull)
 
 
 class Simulation:

@@ -1,0 +1,37 @@
+"""Silence C-level stdout: PyBullet prints banners ("argv[0]=", its build time) from C."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+
+def _flush_c_stdout() -> None:
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):  # no C library to flush (non-POSIX)
+        pass
+
+
+@contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """Silence the C-level stdout (file descriptor 1) for the duration of the block."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # e.g. pytest capture without a real fd
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        yield
+    finally:
+        _flush_c_stdout()  # C stdio buffers; flush them while they still point at devnull
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
