@@ -17,15 +17,6 @@ import time
 from pathlib import Path
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--env", default="PickPlace")
@@ -52,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from vla_sim.config import load_config
     from vla_sim.data.collect import CollectConfig, collect
     from vla_sim.data.torch_dataset import VLADataset
+    from vla_sim.evaluation.stats import wilson_interval
     from vla_sim.utils.seeding import EVAL_BASE_SEED
 
     work = Path(args.work)
@@ -92,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         rate = rollout_success_rate(policy, resolve_env_id(args.env), args.eval_episodes,
                                     EVAL_BASE_SEED, {**env_kwargs, "instruction_split": split})
         k = round(rate * args.eval_episodes)
-        lo, hi = wilson(k, args.eval_episodes)
+        lo, hi = wilson_interval(k, args.eval_episodes)
         print(f"eval[{split}]: success {rate:.2f} ({k}/{args.eval_episodes}, 95% CI "
               f"{lo:.2f}-{hi:.2f}) in {time.perf_counter() - t0:.1f} s")
     return 0

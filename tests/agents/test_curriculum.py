@@ -10,15 +10,6 @@ from vla_sim.agents.training.curriculum import (CurriculumCallback, CurriculumCo
                                                 CurriculumScheduler, CurriculumStage,
                                                 strength_stages)
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny nets on a shared 2-core machine: one thread is ~10x faster than two contended."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 
 def test_advances_at_threshold_not_below_and_stops_at_last_stage(caplog):
     sched = CurriculumScheduler(CurriculumConfig(stages=strength_stages("high", [0.0, 0.5, 1.0]),

@@ -12,17 +12,7 @@ from vla_sim.agents.training.multitask import (MultiHeadVLAPolicy, MultiTaskConf
                                                task_weighted_loss, train_multitask)
 from vla_sim.language.encoder import HashingTextEncoder
 
-SMALL = dict(image_size=16, channels=[8, 16], image_features=32, attn_dim=16, attn_heads=2,
-             lang_features=16, state_hidden=16, trunk_hidden=[32], max_tokens=8)
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny nets on a shared 2-core machine: one thread is ~10x faster than two contended."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
+from tiny_policy import SMALL
 
 
 def _obs(b, rng):

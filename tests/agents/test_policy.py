@@ -12,8 +12,7 @@ from vla_sim.agents.policies import (CheckpointMismatchError, VLAFeaturesExtract
 from vla_sim.config import ConfigError, config_from_dict
 from vla_sim.language.encoder import HashingTextEncoder
 
-SMALL = dict(image_size=16, channels=[8, 16], image_features=32, attn_dim=16, attn_heads=2,
-             lang_features=16, state_hidden=16, trunk_hidden=[32], max_tokens=8)
+from tiny_policy import SMALL
 
 
 def make_policy(**overrides) -> VLAPolicy:
