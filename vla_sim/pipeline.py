@@ -20,15 +20,16 @@ from vla_sim.utils.io import atomic_write_json, atomic_write_text
 
 @dataclass
 class DataStage:
-    episodes: int = 60
+    episodes: int = 600
     """Successful expert demonstrations to collect."""
     workers: int = 1
-    noise: float = 0.0
+    noise: float = 0.3
+    """DART noise: the env executes expert action + N(0, noise); the label stays the expert's."""
 
 
 @dataclass
 class BCStage:
-    steps: int = 3000
+    steps: int = 4000
     batch_size: int = 64
     lr: float = 3e-4
     eval_episodes: int = 0
