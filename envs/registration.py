@@ -15,6 +15,19 @@ ENV_IDS: dict[str, dict] = {
 }
 
 
+def resolve_env_id(name: str) -> str:
+    """``reach`` / ``Reach`` / ``PickPlace`` / ``pick_place`` / ``Reach-v0`` / ``vla_sim/Reach-v0``
+    -> ``vla_sim/Reach-v0``. Names with ``/`` or ``:`` (other namespaces) pass unchanged."""
+    if "/" in name or ":" in name:
+        return name
+    short = {env_id.split("/")[1].rsplit("-v", 1)[0].lower(): env_id for env_id in ENV_IDS}
+    key = name.rsplit("-v", 1)[0].lower().replace("_", "")
+    if key not in short:
+        raise ValueError(f"unknown env {name!r}; choose one of "
+                         f"{[k.split('/')[1].rsplit('-v', 1)[0] for k in ENV_IDS]} or a full id")
+    return short[key]
+
+
 def max_steps(task: str) -> int:
     if task == "multitask":
         return max(t.max_episode_steps for t in TASKS.values())

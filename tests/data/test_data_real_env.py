@@ -17,7 +17,10 @@ def test_reach_episode_replays_from_recorded_seed_and_sample(tmp_path):
                               noise=0.1, progress=False))
     assert r.successes == 2
     ds = open_dataset(tmp_path / "reach")
-    assert ds.info["vla_sim"]["fingerprint"]["renderer"] == "ER_TINY_RENDERER"
+    fp = ds.info["vla_sim"]["fingerprint"]
+    assert fp["renderer"] == "ER_TINY_RENDERER"
+    assert {"vla_sim", "pybullet", "numpy", "torch", "gymnasium"} <= set(fp["versions"])
+    assert "git_revision" in fp
     env = gymnasium.make("vla_sim/Reach-v0", image_size=32, randomization="low")
     for i in range(ds.num_episodes):
         rec, arr = ds.episode_record(i), ds.episode_arrays(i)

@@ -24,3 +24,13 @@ def test_vector_env_carries_images_and_instructions(mode: str, kwargs: dict) -> 
         assert rew.shape == (2,) and obs["state"].shape == (2, 22)
     finally:
         envs.close()
+
+
+def test_short_env_names_resolve_to_registered_ids() -> None:
+    from vla_sim.envs.registration import resolve_env_id
+
+    for name in ("PickPlace", "pickplace", "pick_place", "PickPlace-v0", "vla_sim/PickPlace-v0"):
+        assert resolve_env_id(name) == "vla_sim/PickPlace-v0"
+    assert resolve_env_id("MultiTask") == "vla_sim/MultiTask-v0"
+    with pytest.raises(ValueError, match="unknown env 'Fly'"):
+        resolve_env_id("Fly")

@@ -15,13 +15,6 @@ def _split_list(values: Optional[list[str]]) -> Optional[list[str]]:
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
 
-def normalize_env_id(name: str) -> str:
-    """``Reach`` / ``Reach-v0`` / ``vla_sim/Reach-v0`` -> ``vla_sim/Reach-v0``."""
-    if "/" in name or ":" in name:
-        return name
-    return f"vla_sim/{name if '-v' in name else name + '-v0'}"
-
-
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "eval", help="evaluate a policy: success rates, videos, report",
@@ -57,6 +50,7 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from vla_sim.envs.registration import resolve_env_id
     from vla_sim.evaluation.evaluator import EvalConfig, evaluate
     from vla_sim.evaluation.policies import POLICY_KINDS, PolicySpec, parse_policy
     from vla_sim.evaluation.reference import (check_scenes, compare_results,
@@ -67,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     envs = _split_list(args.env)
     overrides = dict(
-        env_ids=[normalize_env_id(e) for e in envs] if envs else None,
+        env_ids=[resolve_env_id(e) for e in envs] if envs else None,
         robot=args.robot, episodes=args.episodes, splits=_split_list(args.split),
         randomization=_split_list(args.randomization), base_seed=args.seed,
         workers=args.workers, image_size=args.image_size, max_episode_steps=args.max_steps,

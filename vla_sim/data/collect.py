@@ -21,12 +21,12 @@ import numpy as np
 
 from vla_sim.data import format as fmt
 from vla_sim.data.writer import EncodedEpisode, Episode, LeRobotDatasetWriter, encode_episode
+from vla_sim.envs.registration import resolve_env_id
 from vla_sim.utils.io import atomic_write_json
+from vla_sim.utils.fingerprint import fingerprint
 from vla_sim.utils.seeding import TRAIN_BASE_SEED, episode_seed
 
 DEFAULT_EXPERT = "vla_sim.agents.experts:make_expert"
-ENV_NAMES = {"reach": "Reach", "push": "Push", "pickplace": "PickPlace", "pick_place": "PickPlace",
-             "stack": "Stack", "multitask": "MultiTask", "multi_task": "MultiTask"}
 
 
 @dataclass
@@ -93,31 +93,6 @@ class CollectResult:
 
     def __post_init__(self) -> None:
         self.success_rate = self.successes / self.attempts if self.attempts else 0.0
-
-
-def resolve_env_id(name: str) -> str:
-    """"reach" / "Reach" / "vla_sim/Reach-v0" -> "vla_sim/Reach-v0"; ids with "/" or ":" pass."""
-    if "/" in name or ":" in name:
-        return name
-    key = name.lower().replace("-", "_")
-    if key not in ENV_NAMES:
-        raise ValueError(f"unknown env {name!r}; choose one of Reach, Push, PickPlace, Stack, MultiTask")
-    return f"vla_sim/{ENV_NAMES[key]}-v0"
-
-
-def fingerprint() -> dict[str, str]:
-    """Versions of the software that produced the data (rendering and physics change with them)."""
-    from importlib import metadata
-
-    def version(dist: str) -> str:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return "not installed"
-
-    return {"vla_sim": version("vla-sim"), "pybullet": version("pybullet"), "numpy": np.__version__,
-            "torch": version("torch"), "gymnasium": version("gymnasium"),
-            "renderer": "ER_TINY_RENDERER"}
 
 
 # --------------------------------------------------------------------------------------- rollout
