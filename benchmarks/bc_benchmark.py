@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--collect-workers", type=int, default=1)
     ap.add_argument("--noise", type=float, default=0.3,
                     help="DART noise std on executed expert actions (labels stay clean)")
+    ap.add_argument("--cameras", default="front",
+                    help="comma-separated cameras for collection, policy and evaluation "
+                         "(front | front,wrist)")
     ap.add_argument("--work", default="/tmp/vla_sim_bc_benchmark")
     ap.add_argument("overrides", nargs="*", help="extra BCConfig overrides key=value")
     args = ap.parse_args(argv)
@@ -46,13 +49,16 @@ def main(argv: list[str] | None = None) -> int:
     from vla_sim.evaluation.stats import wilson_interval
     from vla_sim.utils.seeding import EVAL_BASE_SEED
 
+    cameras = tuple(c.strip() for c in args.cameras.split(",") if c.strip())
+    cam_tag = "" if cameras == ("front",) else "_" + "+".join(cameras)
     work = Path(args.work)
-    data_dir, run_dir = work / f"data_{args.env}_{args.episodes}_n{args.noise}", work / "run"
+    data_dir = work / f"data_{args.env}_{args.episodes}_n{args.noise}{cam_tag}"
+    run_dir = work / "run"
     t0 = time.perf_counter()
     result = collect(CollectConfig(out=str(data_dir), env=args.env, robot=args.robot,
                                    episodes=args.episodes, randomization=args.randomization,
                                    workers=args.collect_workers, image_size=64, progress=False,
-                                   noise=args.noise))
+                                   noise=args.noise, cameras=cameras))
     collect_s = time.perf_counter() - t0
     print(f"collect: {result.episodes} episodes ({result.successes} successful, expert success "
           f"{result.success_rate:.2f}) in {collect_s:.1f} s")
@@ -65,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = load_config(BCConfig, overrides=[
         f"steps={args.steps}", f"batch_size={args.batch_size}", f"num_threads={args.threads}",
-        f"policy.head={args.head}", "checkpoint_every=1000000", "progress=false",
+        f"policy.head={args.head}", f"policy.cameras=[{','.join(cameras)}]",
+        "checkpoint_every=1000000", "progress=false",
         *args.overrides])
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -78,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     from vla_sim.data.collect import resolve_env_id
 
     policy = load_policy(run_dir / "last")
-    env_kwargs = {"robot": args.robot, "randomization": args.randomization, "image_size": 64}
+    env_kwargs = {"robot": args.robot, "randomization": args.randomization, "image_size": 64,
+                  "cameras": cameras}
     for split in ("train", "heldout"):
         t0 = time.perf_counter()
         rate = rollout_success_rate(policy, resolve_env_id(args.env), args.eval_episodes,

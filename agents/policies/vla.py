@@ -14,7 +14,8 @@ Two pieces, separable on purpose:
     extractor.state_mean, extractor.state_std        (state_dim,) normalisation buffers
     extractor.language.*                              instruction tokens/pooled -> lang vector
     extractor.vision.<cam>.stages.<i>.*               conv stages; .film.<i>.* FiLM layers
-    extractor.vision.<cam>.fc.*                       flattened conv map -> image features
+    extractor.vision.<cam>.keypoints.*, .temperature  (pool=spatial_softmax) 1x1 conv, softmax temp
+    extractor.vision.<cam>.fc.*                       pooled conv map -> image features
     extractor.state_mlp.*, extractor.trunk.*          state MLP, fusion trunk
     action_head.mean.{weight,bias}, action_head.log_std,
     action_head.action_mean, action_head.action_std   (gaussian; mean is in normalised units)
@@ -119,8 +120,10 @@ class ConvEncoder(nn.Module):
     def __init__(self, config: VLAPolicyConfig):
         super().__init__()
         self.use_film = config.film
+        self.coord_conv = config.coord_conv
+        self.pool = config.pool
         stages, films = [], []
-        c_in = 3
+        c_in = 5 if config.coord_conv else 3
         for c in config.channels:
             stages.append(nn.ModuleDict({"conv": nn.Conv2d(c_in, c, 3, stride=2, padding=1),
                                          "norm": _group_norm(c)}))
@@ -135,11 +138,32 @@ class ConvEncoder(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.film = nn.ModuleList(films)
         side = config.image_size // 2 ** len(config.channels)
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(c_in * side * side, config.image_features),
+        if config.pool == "spatial_softmax":
+            self.keypoints = nn.Conv2d(c_in, config.keypoints, 1)
+            # Learned softmax temperature (log scale), as in Levine et al.; starts at 1.
+            self.temperature = nn.Parameter(torch.zeros(()))
+            coords = torch.linspace(-1.0, 1.0, side)
+            ys, xs = torch.meshgrid(coords, coords, indexing="ij")
+            self.register_buffer("grid", torch.stack([xs.flatten(), ys.flatten()], -1),
+                                 persistent=False)
+            n_pooled = 2 * config.keypoints
+        else:
+            n_pooled = c_in * side * side
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(n_pooled, config.image_features),
                                 nn.ReLU())
+
+    def spatial_softmax(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,C,H,W) map -> (B, 2K) expected x/y in [-1, 1] of each keypoint channel."""
+        logits = self.keypoints(x).flatten(2) / self.temperature.exp()  # (B, K, H*W)
+        return torch.softmax(logits, dim=-1) @ self.grid  # (B, K, 2)
 
     def forward(self, image: torch.Tensor, lang: torch.Tensor) -> torch.Tensor:
         x = image - 0.5
+        if self.coord_conv:
+            b, _, h, w = x.shape
+            ys = torch.linspace(-1.0, 1.0, h, device=x.device).view(1, 1, h, 1).expand(b, 1, h, w)
+            xs = torch.linspace(-1.0, 1.0, w, device=x.device).view(1, 1, 1, w).expand(b, 1, h, w)
+            x = torch.cat([x, xs, ys], dim=1)
         for i, stage in enumerate(self.stages):
             x = stage["norm"](stage["conv"](x))
             if self.use_film:
@@ -148,6 +172,8 @@ class ConvEncoder(nn.Module):
             x = torch.relu(x)
             if "block" in stage:
                 x = stage["block"](x)
+        if self.pool == "spatial_softmax":
+            x = self.spatial_softmax(x)
         return self.fc(x)
 
 

@@ -90,6 +90,35 @@ def test_stochastic_actions_vary_and_deterministic_do_not():
                               policy.act(obs, deterministic=False))
 
 
+def test_spatial_softmax_returns_the_coordinates_of_the_hottest_cell():
+    policy = make_policy(pool="spatial_softmax", keypoints=16)
+    enc = policy.extractor.vision["front"]
+    with torch.no_grad():
+        enc.keypoints.weight.copy_(torch.eye(16)[:, :, None, None])  # keypoint k = channel k
+        enc.keypoints.bias.zero_()
+        enc.temperature.fill_(-5.0)  # sharp softmax
+    side = 4  # 16 px, two stride-2 stages
+    x = torch.zeros(1, 16, side, side)
+    x[0, 3, 1, 2] = 10.0  # channel 3 peaks at row 1, column 2
+    coords = enc.spatial_softmax(x)[0, 3]
+    grid = torch.linspace(-1, 1, side)
+    torch.testing.assert_close(coords, torch.stack([grid[2], grid[1]]), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("pool", ["flatten", "spatial_softmax"])
+def test_coord_conv_and_pooling_variants_train_and_reload(tmp_path, pool):
+    policy = make_policy(pool=pool, coord_conv=True)
+    assert policy.extractor.vision["front"].stages[0]["conv"].in_channels == 5
+    obs = raw_obs(np.random.default_rng(6), batch=4)
+    batch, _ = policy.prepare_obs(obs)
+    policy.bc_loss(batch, torch.zeros(4, 4)).backward()
+    assert policy.extractor.vision["front"].stages[0]["conv"].weight.grad.abs().sum() > 0
+    save_policy(policy, tmp_path / "ckpt")
+    loaded = load_policy(tmp_path / "ckpt")
+    loaded.text_encoder = policy.text_encoder
+    np.testing.assert_array_equal(loaded.act(obs), policy.act(obs))
+
+
 @pytest.mark.parametrize("head", ["gaussian", "discrete"])
 def test_checkpoint_reloads_to_identical_actions(tmp_path, head):
     policy = make_policy(head=head)
@@ -126,6 +155,8 @@ def test_checkpoint_config_with_unknown_key_is_rejected(tmp_path):
 @pytest.mark.parametrize("bad, message", [
     (dict(vision="vit"), "vision must be one of"),
     (dict(head="mdn"), "head must be one of"),
+    (dict(pool="max"), "pool must be one of"),
+    (dict(keypoints=0), "keypoints must be >= 1"),
     (dict(cameras=["top"]), "unknown cameras"),
     (dict(image_size=18), "image_size 18"),
     (dict(attn_dim=10, attn_heads=4), "attn_dim"),
