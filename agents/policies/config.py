@@ -78,6 +78,10 @@ class VLAPolicyConfig:
     it alone, PPO/REINFORCE learn it."""
     value_head: bool = True
     """Build the critic (a linear layer on the trunk features) for actor-critic fine-tuning."""
+    aux_dim: int = 0
+    """Size of an auxiliary regression head on the trunk features, trained by BC to predict the
+    demonstration's goal state (``observation.environment_state``: the instructed object's and
+    destination's positions) when ``BCConfig.aux_weight > 0``. Never used to act. 0 = none."""
 
     def __post_init__(self) -> None:
         self.cameras = list(self.cameras)
@@ -110,6 +114,8 @@ class VLAPolicyConfig:
         if self.attn_dim % self.attn_heads:
             raise ValueError(
                 f"attn_dim ({self.attn_dim}) must be divisible by attn_heads ({self.attn_heads})")
+        if self.aux_dim < 0:
+            raise ValueError(f"aux_dim must be >= 0, got {self.aux_dim}")
         if self.num_bins < 2:
             raise ValueError(f"num_bins must be >= 2, got {self.num_bins}")
 

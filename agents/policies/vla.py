@@ -21,6 +21,7 @@ Two pieces, separable on purpose:
     action_head.action_mean, action_head.action_std   (gaussian; mean is in normalised units)
     action_head.logits.{weight,bias}, action_head.bin_centers   (discrete)
     value_head.{weight,bias}                          (if config.value_head)
+    aux_head.linear.*, aux_head.target_mean, .target_std   (if config.aux_dim)
 
 Images: a ``uint8`` tensor is read as 0..255 and divided by 255; a floating tensor is taken as
 already in [0, 1], which is what SB3 hands over (its ``preprocess_obs`` divides uint8 image
@@ -334,6 +335,25 @@ class DiscreteHead(nn.Module):
         return DiscreteDistribution(self(features), self)
 
 
+class AuxHead(nn.Module):
+    """Features -> normalised auxiliary target (B, aux_dim): BC's goal-state prediction.
+
+    Predicting where the instructed object and its destination are forces the trunk to
+    represent exactly what grounding needs (privileged supervision in training only, as in
+    James et al. 2017 / Zhu et al. 2018); the head is ignored when acting.
+    """
+
+    def __init__(self, features_dim: int, aux_dim: int):
+        super().__init__()
+        self.linear = nn.Linear(features_dim, aux_dim)
+        self.register_buffer("target_mean", torch.zeros(aux_dim))
+        self.register_buffer("target_std", torch.ones(aux_dim))
+
+    def loss(self, features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.mse_loss(
+            self.linear(features), (target - self.target_mean) / self.target_std)
+
+
 class GaussianDistribution:
     """Diagonal Gaussian; ``log_prob``/``entropy`` are summed over action dimensions."""
 
@@ -390,6 +410,7 @@ class VLAPolicy(nn.Module):
         self.action_head = (GaussianHead(f, self.config) if self.config.head == "gaussian"
                             else DiscreteHead(f, self.config))
         self.value_head = nn.Linear(f, 1) if self.config.value_head else None
+        self.aux_head = AuxHead(f, self.config.aux_dim) if self.config.aux_dim else None
         self.text_encoder: Any = None  # lazily the shared TextEncoder; tests may inject one
 
     # --- normalisation ----------------------------------------------------------------------
@@ -403,6 +424,14 @@ class VLAPolicy(nn.Module):
         if isinstance(self.action_head, GaussianHead) and action_mean is not None:
             self.action_head.action_mean.copy_(t(action_mean))
             self.action_head.action_std.copy_(t(action_std).clamp(min=ACTION_STD_FLOOR))
+
+    def set_aux_normalization(self, target_mean, target_std) -> None:
+        """Store the auxiliary target's statistics (std floored at 1 cm, like the state)."""
+        if self.aux_head is None:
+            raise ValueError("this policy has no auxiliary head (policy.aux_dim = 0)")
+        self.aux_head.target_mean.copy_(torch.as_tensor(np.asarray(target_mean, np.float32)))
+        self.aux_head.target_std.copy_(torch.as_tensor(np.asarray(target_std, np.float32))
+                                       .clamp(min=STATE_STD_FLOOR))
 
     def normalization(self) -> dict[str, list[float]]:
         out = {"state_mean": self.extractor.state_mean.tolist(),
@@ -430,17 +459,26 @@ class VLAPolicy(nn.Module):
         value = self.value_head(features).squeeze(-1) if self.value_head is not None else None
         return dist.log_prob(actions), dist.entropy(), value
 
-    def bc_loss(self, obs: Mapping[str, torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
+    def bc_loss(self, obs: Mapping[str, torch.Tensor], actions: torch.Tensor,
+                aux_target: torch.Tensor | None = None, aux_weight: float = 0.0) -> torch.Tensor:
         """Behaviour-cloning loss: MSE in normalised action units (gaussian) or bin
-        cross-entropy averaged over dimensions (discrete)."""
+        cross-entropy averaged over dimensions (discrete); plus ``aux_weight`` times the
+        auxiliary head's normalised MSE to ``aux_target`` when both are given."""
         features = self.extractor(obs)
         head = self.action_head
         if isinstance(head, GaussianHead):
             target = (actions - head.action_mean) / head.action_std
-            return torch.nn.functional.mse_loss(head.normalized_mean(features), target)
-        logits = head(features)
-        return torch.nn.functional.cross_entropy(
-            logits.reshape(-1, head.num_bins), head.to_bins(actions).reshape(-1))
+            loss = torch.nn.functional.mse_loss(head.normalized_mean(features), target)
+        else:
+            logits = head(features)
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, head.num_bins), head.to_bins(actions).reshape(-1))
+        if aux_target is not None and aux_weight > 0:
+            if self.aux_head is None:
+                raise ValueError("aux_target given but the policy has no auxiliary head "
+                                 "(policy.aux_dim = 0)")
+            loss = loss + aux_weight * self.aux_head.loss(features, aux_target)
+        return loss
 
     # --- inference on env observations -------------------------------------------------------
     def prepare_obs(self, obs: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], bool]:

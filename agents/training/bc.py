@@ -52,6 +52,10 @@ class BCConfig:
     """The cosine ends at ``lr * min_lr_ratio``."""
     grad_clip: float = 1.0
     """Max global grad norm; 0 disables clipping."""
+    aux_weight: float = 0.0
+    """Weight of the auxiliary goal-state loss (predict the instructed object's and destination's
+    positions, ``observation.environment_state``, from the policy's features). Needs a dataset
+    that records them; sets ``policy.aux_dim`` to their size when it is 0."""
 
     # --- Augmentation ---------------------------------------------------------------------------
     shift_pad: int = 4
@@ -97,6 +101,8 @@ class BCConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.aux_weight < 0:
+            raise ValueError(f"aux_weight must be >= 0, got {self.aux_weight}")
         if not 0.0 <= self.color_jitter < 1.0:
             raise ValueError(f"color_jitter must be in [0, 1), got {self.color_jitter}")
         if self.lr <= 0:
@@ -112,6 +118,8 @@ class DemoArrays:
     states: (N, state_dim) float32. actions: (N, action_dim) float32 in [-1, 1].
     instructions: the distinct instruction strings; instruction_index: (N,) into them.
     episode_index: (N,) int, used to split train/val by whole episodes.
+    env_states: optional (N, E) float32 privileged goal state (``observation.environment_state``),
+    the target of the auxiliary loss (``BCConfig.aux_weight``).
     """
 
     images: dict[str, np.ndarray]
@@ -120,12 +128,15 @@ class DemoArrays:
     instructions: list[str]
     instruction_index: np.ndarray
     episode_index: np.ndarray
+    env_states: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.states)
         sizes = {"states": n, "actions": len(self.actions),
                  "instruction_index": len(self.instruction_index),
                  "episode_index": len(self.episode_index)}
+        if self.env_states is not None:
+            sizes["env_states"] = len(self.env_states)
         sizes.update({f"images[{k}]": len(v) for k, v in self.images.items()})
         if len(set(sizes.values())) != 1:
             raise ValueError(f"demonstration arrays disagree on the number of steps: {sizes}")
@@ -161,7 +172,9 @@ class DemoArrays:
                    actions=np.asarray(a["action"][ids], np.float32),
                    instructions=list(dataset.instructions),
                    instruction_index=np.asarray(a["task_index"][ids], np.int64),
-                   episode_index=np.asarray(a["episode_index"][ids], np.int64))
+                   episode_index=np.asarray(a["episode_index"][ids], np.int64),
+                   env_states=np.asarray(a["env_state"][ids], np.float32)
+                   if "env_state" in a else None)
 
     def check_fits(self, cfg: VLAPolicyConfig) -> None:
         """Raise ValueError naming every way these arrays do not fit the policy config."""
@@ -235,6 +248,8 @@ class _Batches:
         self.states = torch.from_numpy(np.ascontiguousarray(data.states, np.float32))
         self.actions = torch.from_numpy(np.ascontiguousarray(data.actions, np.float32))
         self.instr = torch.from_numpy(np.asarray(data.instruction_index, np.int64))
+        self.env_states = (None if data.env_states is None else
+                           torch.from_numpy(np.ascontiguousarray(data.env_states, np.float32)))
         self.text = text
         self.image_keys, self.device = cfg.image_keys, device
 
@@ -250,6 +265,12 @@ class _Batches:
         for key, value in self.text.items():
             obs[key] = value[t].to(self.device)
         return obs, self.actions[idx].to(self.device)
+
+    def env_state(self, ids: np.ndarray) -> torch.Tensor | None:
+        """Goal-state targets of the auxiliary loss (None when the data has none)."""
+        if self.env_states is None:
+            return None
+        return self.env_states[torch.from_numpy(ids)].to(self.device)
 
 
 # ----------------------------------------------------------------------------------- training
@@ -316,6 +337,16 @@ def train_bc(data: DemoArrays, out_dir: str | Path, config: BCConfig | None = No
     cfg = config or BCConfig()
     pcfg = cfg.policy
     out = Path(out_dir)
+    if cfg.aux_weight > 0:
+        if data.env_states is None:
+            raise ValueError("aux_weight > 0 needs demonstrations with a goal state "
+                             "(observation.environment_state); this dataset has none - "
+                             "recollect it with `vla-sim collect`")
+        if pcfg.aux_dim == 0:
+            pcfg.aux_dim = int(data.env_states.shape[1])
+        elif pcfg.aux_dim != data.env_states.shape[1]:
+            raise ValueError(f"policy.aux_dim {pcfg.aux_dim} != the dataset's goal-state size "
+                             f"{data.env_states.shape[1]}")
     data.check_fits(pcfg)
     device = resolve_device(cfg.device)
     threads_before = torch.get_num_threads()
@@ -351,6 +382,9 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
     train_actions = data.actions[train_ids]
     policy.set_normalization(data.states[train_ids].mean(0), data.states[train_ids].std(0),
                              train_actions.mean(0), train_actions.std(0))
+    if policy.aux_head is not None and data.env_states is not None:
+        targets = data.env_states[train_ids]
+        policy.set_aux_normalization(targets.mean(0), targets.std(0))
     if init_fn is not None and not resume:
         init_fn(policy)
     policy.to(device).train()
@@ -449,7 +483,7 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
             rng = np.random.default_rng([cfg.seed, step])
             ids = train_ids[rng.integers(0, len(train_ids), cfg.batch_size)]
             obs, actions = batches.get(ids, rng, cfg.shift_pad, cfg.color_jitter)
-            loss = policy.bc_loss(obs, actions)
+            loss = policy.bc_loss(obs, actions, batches.env_state(ids), cfg.aux_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(

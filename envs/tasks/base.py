@@ -20,6 +20,8 @@ from vla_sim.sim.client import Simulation
 from vla_sim.sim.robots import Robot
 from vla_sim.sim.scene import FOOTPRINT, half_height
 
+GOAL_STATE_DIM = 6  # Task.goal_state(): object xyz | destination xyz
+
 
 @dataclass(frozen=True)
 class SceneObject:
@@ -106,6 +108,17 @@ class Task:
         raise NotImplementedError
 
     # -- privileged state ----------------------------------------------------------------------
+    def goal_state(self) -> np.ndarray:
+        """float32 (6,): the instructed object's position | the destination's (the object's
+        again when the task has none, e.g. Reach), metres, world frame. Recorded in datasets as
+        ``observation.environment_state`` (never a policy input; BC may predict it as an
+        auxiliary target that teaches *which* object the instruction names)."""
+        assert self.instance is not None, "reset() first"
+        roles = self.instance.roles
+        obj = self.position(roles["object"])
+        dest = self.position(roles["destination"]) if "destination" in roles else obj
+        return np.concatenate([obj, dest]).astype(np.float32)
+
     def privileged_state(self) -> dict:
         """Plain data for scripted experts and state describers.
 

@@ -173,3 +173,43 @@ def test_init_fn_runs_on_a_fresh_run_only(tmp_path, demos, encoder):
     assert len(calls) == 1
     log_std = load_policy(tmp_path / "run" / "last").action_head.log_std
     torch.testing.assert_close(log_std, torch.full((4,), -2.0))  # BC loss leaves log_std alone
+
+
+def with_goal_states(demos: DemoArrays) -> DemoArrays:
+    """Goal state learnable from the inputs: instruction side (x) and image brightness (y)."""
+    side = np.where(demos.actions[:, 0] > 0, 0.3, -0.3)
+    goal = np.stack([side, demos.actions[:, 1] * 0.2, np.full_like(side, 0.02)] * 2, axis=1)
+    return DemoArrays(images=demos.images, states=demos.states, actions=demos.actions,
+                      instructions=demos.instructions, instruction_index=demos.instruction_index,
+                      episode_index=demos.episode_index, env_states=goal.astype(np.float32))
+
+
+def test_aux_goal_state_loss_trains_a_head_that_predicts_the_goal(tmp_path, demos, encoder):
+    data = with_goal_states(demos)
+    train_bc(data, tmp_path / "run", config(steps=120, val_every=60, aux_weight=1.0),
+             encoder=encoder)
+    policy = load_policy(tmp_path / "run" / "last")
+    assert policy.config.aux_dim == 6 and policy.aux_head is not None
+    policy.text_encoder = encoder
+    obs = {"image": torch.from_numpy(data.images["image"]),
+           "state": torch.from_numpy(data.states),
+           **{k: v[torch.from_numpy(data.instruction_index)]
+              for k, v in encoder_features(encoder, data, policy).items()}}
+    with torch.no_grad():
+        pred = policy.aux_head.linear(policy.extractor(obs))
+    target = (torch.from_numpy(data.env_states) - policy.aux_head.target_mean) \
+        / policy.aux_head.target_std
+    # x (instruction side) and y (brightness) are predicted well below their variance (1).
+    mse = ((pred - target) ** 2).mean(0)
+    assert mse[0] < 0.3 and mse[1] < 0.5, mse
+
+
+def encoder_features(encoder, data, policy):
+    from vla_sim.agents.training.bc import instruction_features
+
+    return instruction_features(encoder, data.instructions, policy.config)
+
+
+def test_aux_weight_without_goal_states_names_the_missing_feature(tmp_path, demos, encoder):
+    with pytest.raises(ValueError, match="observation.environment_state"):
+        train_bc(demos, tmp_path / "run", config(aux_weight=1.0), encoder=encoder)

@@ -28,12 +28,18 @@ def test_reach_episode_replays_from_recorded_seed_and_sample(tmp_path):
         obs, _ = env.reset(seed=rec["seed"], options={"randomization": rec["randomization"]})
         assert frame_sha256(obs["image"]) == rec["first_frame_sha256"]
         assert obs["instruction"] == rec["instruction"]
-        states = []
+        states, goals = [], []
         executed = executed_actions(arr["actions"], rec["seed"], 0.1)
         assert not np.allclose(executed, arr["actions"])  # labels are the clean expert actions
         for action in executed:
             states.append(obs["state"])
+            goals.append(env.unwrapped.task.goal_state())
             obs, _, terminated, truncated, info = env.step(action)
         np.testing.assert_allclose(np.stack(states), arr["states"], atol=1e-5)
+        # observation.environment_state: the instructed object's position (twice for Reach).
+        np.testing.assert_allclose(arr["env_states"], np.stack(goals), atol=1e-5)
+        target = env.unwrapped.task.position(env.unwrapped.instance.roles["object"])
+        np.testing.assert_allclose(arr["env_states"][-1, :3], target, atol=1e-5)
+        np.testing.assert_allclose(arr["env_states"][:, :3], arr["env_states"][:, 3:])
         assert info["is_success"] and terminated
     env.close()

@@ -137,13 +137,16 @@ def rollout_episode(env, expert, seed: int, cameras: tuple[str, ...] = ("front",
     noise_rng = np.random.default_rng([int(seed), 0x5EED])  # independent of the env's generator
     keys = [obs_image_key(c, i) for i, c in enumerate(cameras)]
     images: dict[str, list[np.ndarray]] = {c: [] for c in cameras}
-    states, actions, rewards, dones = [], [], [], []
+    states, actions, rewards, dones, env_states = [], [], [], [], []
+    task = goal_state_source(env)
     instruction = str(obs.get("instruction", info.get("instruction", "")))
     done, step_info = False, info
     while not done:
         for cam, key in zip(cameras, keys):
             images[cam].append(np.asarray(obs[key], dtype=np.uint8))
         states.append(np.asarray(obs["state"], dtype=np.float32))
+        if task is not None:
+            env_states.append(task.goal_state())
         label = np.clip(np.asarray(expert.act(obs, deterministic=True), dtype=np.float32),
                         -1.0, 1.0)
         executed = _perturb(label, noise, noise_rng)
@@ -158,7 +161,15 @@ def rollout_episode(env, expert, seed: int, cameras: tuple[str, ...] = ("front",
             "truncated": bool(truncated) and not bool(terminated)}
     return Episode(images={c: np.stack(v) for c, v in images.items()}, states=np.stack(states),
                    actions=np.stack(actions), rewards=np.asarray(rewards, np.float32),
-                   dones=np.asarray(dones, bool), instruction=instruction, metadata=meta)
+                   dones=np.asarray(dones, bool), instruction=instruction, metadata=meta,
+                   env_states=np.stack(env_states) if env_states else None)
+
+
+def goal_state_source(env) -> Any:
+    """The env's task when it offers ``goal_state()`` (our envs), else None (a ``module:Id``
+    env records no ``observation.environment_state``)."""
+    task = getattr(env.unwrapped, "task", None)
+    return task if callable(getattr(task, "goal_state", None)) else None
 
 
 def _perturb(label: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
@@ -198,6 +209,12 @@ def _fps(env) -> int:
     return int(env.unwrapped.metadata.get("render_fps", 20))
 
 
+def _env_state_dim(env) -> int:
+    from vla_sim.envs.tasks.base import GOAL_STATE_DIM
+
+    return GOAL_STATE_DIM if goal_state_source(env) is not None else 0
+
+
 # --------------------------------------------------------------------------------------- driver
 
 def collect(cfg: CollectConfig) -> CollectResult:
@@ -207,20 +224,23 @@ def collect(cfg: CollectConfig) -> CollectResult:
     prev = _load_state(out)
     if prev is not None:
         _check_resume(prev["config"], cfg.identity(), out)
-    # fps comes from the env: the in-process worker's, or a probe env before starting a pool.
+    # fps and whether goal states are recorded come from the env (the in-process worker's, or a
+    # probe env before starting a pool); a dataset being resumed keeps its own features.
     if cfg.workers == 1:
         _init_worker(cfg)
-        fps = _fps(_WORKER["env"])
+        fps, env_state_dim = _fps(_WORKER["env"]), _env_state_dim(_WORKER["env"])
     elif prev is None:
         probe_env = make_env(cfg)
-        fps = _fps(probe_env)
+        fps, env_state_dim = _fps(probe_env), _env_state_dim(probe_env)
         probe_env.close()
-    else:
-        fps = int(json.loads((out / fmt.INFO_PATH).read_text())["fps"])
+    if (out / fmt.INFO_PATH).exists():
+        info = json.loads((out / fmt.INFO_PATH).read_text())
+        fps = int(info["fps"])
+        env_state_dim = int((info["features"].get(fmt.ENV_STATE_KEY) or {"shape": [0]})["shape"][0])
     try:
         writer = LeRobotDatasetWriter(
             out, fps=fps, robot_type=cfg.robot, cameras=cfg.cameras, state_dim=22, action_dim=4,
-            image_size=cfg.image_size,
+            image_size=cfg.image_size, env_state_dim=env_state_dim,
             extra_info={"fingerprint": fingerprint(), "collect": cfg.identity()})
     except BaseException:
         if "env" in _WORKER:

@@ -32,6 +32,7 @@ VIDEO_PATH = "videos/{video_key}/" + CHUNK_FILE_PATTERN + ".mp4"
 CACHE_DIR = ".cache"
 
 STATE_KEY = "observation.state"
+ENV_STATE_KEY = "observation.environment_state"  # LeRobot's name for privileged sim state
 ACTION_KEY = "action"
 REWARD_KEY = "next.reward"
 DONE_KEY = "next.done"
@@ -46,6 +47,8 @@ VLA_COLUMNS = ("vla_sim/seed", "vla_sim/randomization", "vla_sim/instruction", "
 STATE_NAMES_22 = (["ee_x", "ee_y", "ee_z", "ee_qx", "ee_qy", "ee_qz", "ee_qw", "gripper_opening"]
                   + [f"joint_pos_{i}" for i in range(7)] + [f"joint_vel_{i}" for i in range(7)])
 ACTION_NAMES_4 = ["delta_x", "delta_y", "delta_z", "gripper"]
+ENV_STATE_NAMES_6 = ["object_x", "object_y", "object_z", "destination_x", "destination_y",
+                     "destination_z"]
 
 QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)  # LeRobot's DEFAULT_QUANTILES
 
@@ -71,7 +74,7 @@ def video_file(camera: str, episode_index: int, chunks_size: int) -> str:
 
 
 def build_features(cameras: tuple[str, ...], image_size: tuple[int, int], state_dim: int,
-                   action_dim: int, fps: int) -> dict[str, dict]:
+                   action_dim: int, fps: int, env_state_dim: int = 0) -> dict[str, dict]:
     """The ``features`` block of info.json, LeRobot's conventions (video features carry ``info``)."""
     height, width = image_size
     features: dict[str, dict] = {}
@@ -85,6 +88,10 @@ def build_features(cameras: tuple[str, ...], image_size: tuple[int, int], state_
     state_names = STATE_NAMES_22 if state_dim == 22 else [f"state_{i}" for i in range(state_dim)]
     action_names = ACTION_NAMES_4 if action_dim == 4 else [f"action_{i}" for i in range(action_dim)]
     features[STATE_KEY] = {"dtype": "float32", "shape": [state_dim], "names": list(state_names)}
+    if env_state_dim:
+        names = (ENV_STATE_NAMES_6 if env_state_dim == 6
+                 else [f"env_state_{i}" for i in range(env_state_dim)])
+        features[ENV_STATE_KEY] = {"dtype": "float32", "shape": [env_state_dim], "names": names}
     features[ACTION_KEY] = {"dtype": "float32", "shape": [action_dim], "names": list(action_names)}
     features[REWARD_KEY] = {"dtype": "float32", "shape": [1], "names": None}
     features[DONE_KEY] = {"dtype": "bool", "shape": [1], "names": None}

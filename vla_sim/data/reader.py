@@ -256,7 +256,8 @@ class DatasetReader:
         }
 
     def episode_arrays(self, episode_index: int) -> dict[str, Any]:
-        """One episode's states, actions, rewards, dones and decoded images (camera -> array)."""
+        """One episode's states, actions, rewards, dones, decoded images (camera -> array) and,
+        where recorded, ``env_states`` (goal state per step)."""
         ep = self.episodes[episode_index]
         table = _read_parquet(self.root / self.data_path(episode_index))
         table = table.filter(pc.equal(table.column("episode_index"), episode_index))
@@ -264,10 +265,14 @@ class DatasetReader:
         action = np.asarray(table.column(fmt.ACTION_KEY).combine_chunks().flatten().to_numpy()).reshape(len(table), -1)
         images = {cam: decode_video(self.root / self.video_path(cam, episode_index))
                   for cam in self.cameras}
-        return {"states": state, "actions": action,
-                "rewards": table.column(fmt.REWARD_KEY).to_numpy(),
-                "dones": table.column(fmt.DONE_KEY).to_numpy(zero_copy_only=False),
-                "instruction": (ep.get("tasks") or [""])[0], "images": images}
+        out = {"states": state, "actions": action,
+               "rewards": table.column(fmt.REWARD_KEY).to_numpy(),
+               "dones": table.column(fmt.DONE_KEY).to_numpy(zero_copy_only=False),
+               "instruction": (ep.get("tasks") or [""])[0], "images": images}
+        if fmt.ENV_STATE_KEY in table.column_names:
+            out["env_states"] = np.asarray(table.column(fmt.ENV_STATE_KEY).combine_chunks()
+                                           .flatten().to_numpy()).reshape(len(table), -1)
+        return out
 
     def summary(self) -> dict[str, Any]:
         """Counts for ``vla-sim dataset info``."""

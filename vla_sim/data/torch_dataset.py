@@ -93,7 +93,8 @@ class VLADataset(Dataset):
         """Whole-dataset arrays for trainers that sample batches themselves (all episodes, index
         order): "state" (N, 22) f32, "action" (N, 4) f32, "reward" (N,), "done" (N,), "episode_index",
         "frame_index", "task_index" (N,) int64, "<camera>_image" / "image" (N, H, W, 3) uint8 memmaps,
-        "episode_from"/"episode_to" (E,) frame ranges and "frame_ids" (selected split's frames)."""
+        "episode_from"/"episode_to" (E,) frame ranges and "frame_ids" (selected split's frames);
+        "env_state" (N, E) f32 when the dataset records ``observation.environment_state``."""
         a = self._arrays
         out = {
             "state": a[fmt.STATE_KEY].astype(np.float32), "action": a[fmt.ACTION_KEY].astype(np.float32),
@@ -101,6 +102,8 @@ class VLADataset(Dataset):
             "frame_index": a["frame_index"], "task_index": a["task_index"],
             "episode_from": self._ep_from, "episode_to": self._ep_to, "frame_ids": self._frame_ids,
         }
+        if fmt.ENV_STATE_KEY in a:
+            out["env_state"] = a[fmt.ENV_STATE_KEY].astype(np.float32)
         for i, (cam, frames) in enumerate(self._open_frames().items()):
             out[_image_name(cam, i)] = frames
         return out

@@ -35,6 +35,7 @@ class Episode:
     actions: (T, action_dim) float32 action taken at step t.
     rewards: (T,) reward received after action t; dones: (T,) episode ended after action t.
     metadata: replay record: seed, randomization (plain dict), task, success, attempt_index, ...
+    env_states: optional (T, E) float32 privileged state at step t (``observation.environment_state``).
     """
 
     images: dict[str, np.ndarray]
@@ -44,6 +45,7 @@ class Episode:
     dones: np.ndarray
     instruction: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    env_states: np.ndarray | None = None
 
     @property
     def length(self) -> int:
@@ -63,6 +65,7 @@ class EncodedEpisode:
     metadata: dict[str, Any]
     image_stats: dict[str, dict[str, np.ndarray]]  # camera -> LeRobot image stats
     first_frame_sha256: str
+    env_states: np.ndarray | None = None
 
     @property
     def length(self) -> int:
@@ -83,7 +86,10 @@ def encode_episode(episode: Episode | Mapping[str, Any], fps: int) -> EncodedEpi
     t = ep.length
     if t == 0:
         raise ValueError("episode has 0 frames")
-    for name, arr in (("actions", ep.actions), ("rewards", ep.rewards), ("dones", ep.dones)):
+    named = [("actions", ep.actions), ("rewards", ep.rewards), ("dones", ep.dones)]
+    if ep.env_states is not None:
+        named.append(("env_states", ep.env_states))
+    for name, arr in named:
         if len(arr) != t:
             raise ValueError(f"episode {name} has {len(arr)} rows, states have {t}")
     videos, image_stats = {}, {}
@@ -102,7 +108,8 @@ def encode_episode(episode: Episode | Mapping[str, Any], fps: int) -> EncodedEpi
         actions=np.asarray(ep.actions, np.float32), rewards=np.asarray(ep.rewards, np.float32).reshape(t),
         dones=np.asarray(ep.dones, bool).reshape(t), instruction=str(ep.instruction),
         metadata=dict(ep.metadata), image_stats=image_stats,
-        first_frame_sha256=frame_sha256(ep.images[first_cam][0]))
+        first_frame_sha256=frame_sha256(ep.images[first_cam][0]),
+        env_states=None if ep.env_states is None else np.asarray(ep.env_states, np.float32))
 
 
 class LeRobotDatasetWriter:
@@ -112,18 +119,23 @@ class LeRobotDatasetWriter:
     robot_type: e.g. "panda". cameras: camera names ("front", "wrist"); the first is the policy
     image. state_dim / action_dim: vector sizes. image_size: (H, W) or an int for square frames.
     extra_info: JSON data stored under info.json["vla_sim"] (fingerprint, collection settings).
+    env_state_dim: size of ``observation.environment_state`` (0: not recorded); when set, every
+    episode must carry ``env_states``.
     """
 
     def __init__(self, root: str | Path, fps: int, robot_type: str, cameras: tuple[str, ...] | list[str],
                  state_dim: int = 22, action_dim: int = 4, image_size: int | tuple[int, int] = 64,
-                 chunks_size: int = fmt.DEFAULT_CHUNK_SIZE, extra_info: dict | None = None):
+                 chunks_size: int = fmt.DEFAULT_CHUNK_SIZE, extra_info: dict | None = None,
+                 env_state_dim: int = 0):
         self.root = Path(root)
         hw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         self.fps, self.robot_type, self.cameras = int(fps), robot_type, tuple(cameras)
         self.state_dim, self.action_dim, self.image_size = int(state_dim), int(action_dim), hw
         if not self.cameras:
             raise ValueError("at least one camera is needed")
-        features = fmt.build_features(self.cameras, hw, self.state_dim, self.action_dim, self.fps)
+        self.env_state_dim = int(env_state_dim)
+        features = fmt.build_features(self.cameras, hw, self.state_dim, self.action_dim, self.fps,
+                                      self.env_state_dim)
         info_path = self.root / fmt.INFO_PATH
         if info_path.exists():
             self.info = json.loads(info_path.read_text())
@@ -227,6 +239,11 @@ class LeRobotDatasetWriter:
         if enc.states.shape != (t, self.state_dim) or enc.actions.shape != (t, self.action_dim):
             raise ValueError(f"states {enc.states.shape} / actions {enc.actions.shape} do not match "
                              f"state_dim={self.state_dim}, action_dim={self.action_dim}")
+        if self.env_state_dim and (enc.env_states is None
+                                   or enc.env_states.shape != (t, self.env_state_dim)):
+            got = None if enc.env_states is None else enc.env_states.shape
+            raise ValueError(f"episode env_states {got} do not match env_state_dim="
+                             f"{self.env_state_dim} ({t} steps)")
         ep_index, start = self.num_episodes, self.num_frames
         new_task = enc.instruction not in self.tasks
         task_index = self.tasks.setdefault(enc.instruction, len(self.tasks))
@@ -234,8 +251,11 @@ class LeRobotDatasetWriter:
 
         # 1. frame data
         frame = np.arange(t)
+        env_state = {fmt.ENV_STATE_KEY: enc.env_states} if self.env_state_dim else {}
         table = pa.table({
-            fmt.STATE_KEY: _fixed_list(enc.states), fmt.ACTION_KEY: _fixed_list(enc.actions),
+            fmt.STATE_KEY: _fixed_list(enc.states),
+            **{k: _fixed_list(v) for k, v in env_state.items()},
+            fmt.ACTION_KEY: _fixed_list(enc.actions),
             fmt.REWARD_KEY: pa.array(enc.rewards, pa.float32()),
             fmt.DONE_KEY: pa.array(enc.dones, pa.bool_()),
             "timestamp": pa.array((frame / self.fps).astype(np.float32), pa.float32()),
@@ -256,7 +276,7 @@ class LeRobotDatasetWriter:
                    fmt.REWARD_KEY: enc.rewards, fmt.DONE_KEY: enc.dones.astype(np.float32),
                    "timestamp": frame / self.fps, "frame_index": frame,
                    "episode_index": np.full(t, ep_index), "index": start + frame,
-                   "task_index": np.full(t, task_index)}
+                   "task_index": np.full(t, task_index), **env_state}
         stats = {k: fmt.feature_stats(np.asarray(v)) for k, v in low_dim.items()}
         for cam in self.cameras:
             stats[fmt.video_key(cam)] = enc.image_stats[cam]
