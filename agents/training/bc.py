@@ -63,6 +63,12 @@ class BCConfig:
     color_jitter: float = 0.1
     """Brightness and contrast factors drawn from [1 - j, 1 + j]. No hue jitter: colour words
     ("red cube") must stay groundable in the pixels."""
+    instruction_aug: int = 0
+    """Language augmentation: per episode, this many other train-split wordings of the same
+    task and objects (templates and synonyms, seeded); each sample then uses one of them with
+    probability ``instruction_aug_prob``. Needs datasets that record the roles (collected by
+    this version). 0 = off."""
+    instruction_aug_prob: float = 0.5
 
     # --- Validation, evaluation, checkpoints ----------------------------------------------------
     val_fraction: float = 0.1
@@ -101,6 +107,11 @@ class BCConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.instruction_aug < 0:
+            raise ValueError(f"instruction_aug must be >= 0, got {self.instruction_aug}")
+        if not 0.0 <= self.instruction_aug_prob <= 1.0:
+            raise ValueError(f"instruction_aug_prob must be in [0, 1], got "
+                             f"{self.instruction_aug_prob}")
         if self.aux_weight < 0:
             raise ValueError(f"aux_weight must be >= 0, got {self.aux_weight}")
         if not 0.0 <= self.color_jitter < 1.0:
@@ -120,6 +131,8 @@ class DemoArrays:
     episode_index: (N,) int, used to split train/val by whole episodes.
     env_states: optional (N, E) float32 privileged goal state (``observation.environment_state``),
     the target of the auxiliary loss (``BCConfig.aux_weight``).
+    episode_roles: optional episode index -> {"task": name, "roles": {"object": "red_cube", ...}},
+    what language augmentation (``BCConfig.instruction_aug``) rephrases.
     """
 
     images: dict[str, np.ndarray]
@@ -129,6 +142,7 @@ class DemoArrays:
     instruction_index: np.ndarray
     episode_index: np.ndarray
     env_states: np.ndarray | None = None
+    episode_roles: dict[int, dict] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.states)
@@ -166,6 +180,11 @@ class DemoArrays:
         memory). Only the dataset's selected episodes are used."""
         a = dataset.arrays()
         ids = np.asarray(a["frame_ids"], np.int64)
+        roles, reader = {}, getattr(dataset, "reader", None)
+        for ep in np.unique(np.asarray(a["episode_index"])[ids]) if reader is not None else []:
+            rec = reader.episode_record(int(ep))
+            if rec["metadata"].get("roles") and rec.get("task"):
+                roles[int(ep)] = {"task": rec["task"], "roles": rec["metadata"]["roles"]}
         image_keys = [k for k in a if k == "image" or k.endswith("_image")]
         return cls(images={k: np.ascontiguousarray(a[k][ids]) for k in image_keys},
                    states=np.asarray(a["state"][ids], np.float32),
@@ -174,7 +193,8 @@ class DemoArrays:
                    instruction_index=np.asarray(a["task_index"][ids], np.int64),
                    episode_index=np.asarray(a["episode_index"][ids], np.int64),
                    env_states=np.asarray(a["env_state"][ids], np.float32)
-                   if "env_state" in a else None)
+                   if "env_state" in a else None,
+                   episode_roles=roles or None)
 
     def check_fits(self, cfg: VLAPolicyConfig) -> None:
         """Raise ValueError naming every way these arrays do not fit the policy config."""
@@ -205,6 +225,35 @@ def split_episodes(episode_index: np.ndarray, val_fraction: float, seed: int
     val_eps = np.random.default_rng([seed, 7]).permutation(episodes)[:n_val]
     is_val = np.isin(episode_index, val_eps)
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def instruction_alternatives(data: DemoArrays, k: int, seed: int
+                             ) -> tuple[list[str], np.ndarray]:
+    """(instructions extended with the new wordings, (N, k) ids of each step's alternatives,
+    -1 where fewer than k distinct ones exist). Seeded per episode, so a resumed run rebuilds
+    the same table."""
+    from vla_sim.language.instructions import paraphrases
+
+    if not data.episode_roles:
+        raise ValueError("instruction_aug > 0 needs the episodes' roles (which objects each "
+                         "instruction names); this dataset was collected without them - "
+                         "recollect it with `vla-sim collect`")
+    instructions = list(data.instructions)
+    lookup = {s: i for i, s in enumerate(instructions)}
+    per_episode: dict[int, list[int]] = {}
+    for ep in np.unique(data.episode_index):
+        info = data.episode_roles.get(int(ep))
+        if info is None:
+            raise ValueError(f"episode {int(ep)} has no recorded roles; instruction_aug needs "
+                             "them for every episode")
+        texts = paraphrases(info["task"], info["roles"], k,
+                            np.random.default_rng([seed, 9, int(ep)]))
+        per_episode[int(ep)] = [lookup.setdefault(s, len(lookup)) for s in texts]
+    instructions = list(lookup)
+    table = np.full((len(data.episode_index), k), -1, np.int64)
+    for ep, ids in per_episode.items():
+        table[data.episode_index == ep, :len(ids)] = ids
+    return instructions, table
 
 
 def instruction_features(encoder: Any, instructions: Sequence[str], cfg: VLAPolicyConfig
@@ -242,7 +291,8 @@ class _Batches:
     """Index arrays into batches of policy-ready tensors on ``device``."""
 
     def __init__(self, data: DemoArrays, text: dict[str, torch.Tensor], cfg: VLAPolicyConfig,
-                 device: torch.device):
+                 device: torch.device, alternatives: np.ndarray | None = None,
+                 alt_prob: float = 0.0):
         self.images = {k: torch.from_numpy(np.ascontiguousarray(data.images[k]))
                        for k in cfg.image_keys}
         self.states = torch.from_numpy(np.ascontiguousarray(data.states, np.float32))
@@ -252,6 +302,8 @@ class _Batches:
                            torch.from_numpy(np.ascontiguousarray(data.env_states, np.float32)))
         self.text = text
         self.image_keys, self.device = cfg.image_keys, device
+        # (N, K) instruction ids of other wordings per step (-1 = none), for augmentation.
+        self.alternatives, self.alt_prob = alternatives, alt_prob
 
     def get(self, ids: np.ndarray, rng: np.random.Generator | None = None,
             shift_pad: int = 0, jitter: float = 0.0) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -262,9 +314,19 @@ class _Batches:
             obs[key] = augment(img, rng, shift_pad, jitter) if rng is not None else img
         obs["state"] = self.states[idx].to(self.device)
         t = self.instr[idx]
+        if rng is not None and self.alternatives is not None and self.alt_prob > 0:
+            t = torch.from_numpy(self._augment_instructions(ids, t.numpy(), rng))
         for key, value in self.text.items():
             obs[key] = value[t].to(self.device)
         return obs, self.actions[idx].to(self.device)
+
+    def _augment_instructions(self, ids: np.ndarray, t: np.ndarray, rng: np.random.Generator
+                              ) -> np.ndarray:
+        alts = self.alternatives[ids]  # (B, K)
+        col = rng.integers(0, alts.shape[1], size=len(ids))
+        pick = alts[np.arange(len(ids)), col]
+        use = (rng.random(len(ids)) < self.alt_prob) & (pick >= 0)
+        return np.where(use, pick, t)
 
     def env_state(self, ids: np.ndarray) -> torch.Tensor | None:
         """Goal-state targets of the auxiliary loss (None when the data has none)."""
@@ -368,8 +430,11 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
         encoder = get_text_encoder(pcfg.text_encoder)
 
     # Data: instruction features once per distinct instruction; split by whole episodes.
-    text = instruction_features(encoder, data.instructions, pcfg)
-    batches = _Batches(data, text, pcfg, device)
+    instructions, alternatives = list(data.instructions), None
+    if cfg.instruction_aug > 0:
+        instructions, alternatives = instruction_alternatives(data, cfg.instruction_aug, cfg.seed)
+    text = instruction_features(encoder, instructions, pcfg)
+    batches = _Batches(data, text, pcfg, device, alternatives, cfg.instruction_aug_prob)
     train_ids, val_ids = split_episodes(data.episode_index, cfg.val_fraction, cfg.seed)
     if len(val_ids) > cfg.val_max_samples:
         val_ids = np.sort(np.random.default_rng([cfg.seed, 8]).choice(

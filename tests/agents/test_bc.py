@@ -213,3 +213,36 @@ def encoder_features(encoder, data, policy):
 def test_aux_weight_without_goal_states_names_the_missing_feature(tmp_path, demos, encoder):
     with pytest.raises(ValueError, match="observation.environment_state"):
         train_bc(demos, tmp_path / "run", config(aux_weight=1.0), encoder=encoder)
+
+
+def with_roles(demos: DemoArrays) -> DemoArrays:
+    roles = {int(ep): {"task": "reach", "roles": {"object": "blue_cube" if ep % 2 else "red_cube"}}
+             for ep in np.unique(demos.episode_index)}
+    return DemoArrays(images=demos.images, states=demos.states, actions=demos.actions,
+                      instructions=demos.instructions, instruction_index=demos.instruction_index,
+                      episode_index=demos.episode_index, episode_roles=roles)
+
+
+def test_instruction_augmentation_rephrases_each_episode_with_its_own_objects(demos):
+    from vla_sim.agents.training.bc import instruction_alternatives
+
+    data = with_roles(demos)
+    instructions, table = instruction_alternatives(data, 4, seed=0)
+    assert instructions[:len(data.instructions)] == data.instructions  # original ids kept
+    assert table.shape == (len(data.states), 4) and (table[:, 0] >= 0).all()
+    for step in (0, len(data.states) - 1):
+        color = "blue" if data.episode_index[step] % 2 else "red"
+        other = "red" if color == "blue" else "blue"
+        texts = [instructions[i] for i in table[step] if i >= 0]
+        assert texts and all(other not in t for t in texts)
+    again = instruction_alternatives(data, 4, seed=0)
+    assert again[0] == instructions and np.array_equal(again[1], table)
+
+
+def test_instruction_augmentation_trains_and_needs_roles(tmp_path, demos, encoder):
+    result = train_bc(with_roles(demos), tmp_path / "run",
+                      config(steps=6, instruction_aug=3, instruction_aug_prob=0.5),
+                      encoder=encoder)
+    assert result.steps == 6 and np.isfinite(result.train_losses).all()
+    with pytest.raises(ValueError, match="roles"):
+        train_bc(demos, tmp_path / "run2", config(instruction_aug=3), encoder=encoder)

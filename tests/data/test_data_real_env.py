@@ -28,6 +28,7 @@ def test_reach_episode_replays_from_recorded_seed_and_sample(tmp_path):
         obs, _ = env.reset(seed=rec["seed"], options={"randomization": rec["randomization"]})
         assert frame_sha256(obs["image"]) == rec["first_frame_sha256"]
         assert obs["instruction"] == rec["instruction"]
+        assert rec["metadata"]["roles"] == env.unwrapped.instance.roles  # for language augmentation
         states, goals = [], []
         executed = executed_actions(arr["actions"], rec["seed"], 0.1)
         assert not np.allclose(executed, arr["actions"])  # labels are the clean expert actions

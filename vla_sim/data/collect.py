@@ -159,6 +159,9 @@ def rollout_episode(env, expert, seed: int, cameras: tuple[str, ...] = ("front",
             "task": info.get("task", ""), "success": bool(step_info.get("is_success", False)),
             "attempt_index": int(attempt_index), "noise": float(noise),
             "truncated": bool(truncated) and not bool(terminated)}
+    instance = getattr(env.unwrapped, "instance", None)
+    if instance is not None and getattr(instance, "roles", None):
+        meta["roles"] = dict(instance.roles)  # which scene objects the instruction names
     return Episode(images={c: np.stack(v) for c, v in images.items()}, states=np.stack(states),
                    actions=np.stack(actions), rewards=np.asarray(rewards, np.float32),
                    dones=np.asarray(dones, bool), instruction=instruction, metadata=meta,

@@ -107,3 +107,24 @@ def make_instruction(task: str, split: str, obj: tuple[str, str], dest: tuple[st
     if dest is not None:
         words["dest"] = phrase(*dest, rng)
     return Instruction(template.format(**words), template, split)
+
+
+def paraphrases(task: str, roles: dict[str, str], n: int, rng: np.random.Generator,
+                split: str = "train") -> list[str]:
+    """Up to ``n`` distinct instructions for the same task and objects, drawn from ``split``'s
+    templates and synonyms. ``roles`` maps ``object`` / ``destination`` to scene names
+    ``<colour>_<shape>`` (``TaskInstance.roles``). BC's language augmentation: the same
+    demonstration under other wordings, so the policy binds colour and shape words to pixels
+    instead of memorising whole sentences."""
+    def pair(name: str) -> tuple[str, str]:
+        color, shape = name.split("_")[-2:]
+        return color, shape
+
+    obj = pair(roles["object"])
+    dest = pair(roles["destination"]) if "destination" in roles else None
+    out: dict[str, None] = {}
+    for _ in range(4 * n):  # duplicates are likely with few templates; stop at n distinct
+        out[make_instruction(task, split, obj, dest, rng).text] = None
+        if len(out) == n:
+            break
+    return list(out)
