@@ -2,5 +2,5 @@
 
 from vla_sim.utils.quiet import quiet_stdout
 
-with quiet_stdout():  # pybullet prints its build time to stdout on import
+with quiet_stdout("stderr"):  # pybullet prints its build time to stderr on import
     import pybullet  # noqa: F401

@@ -17,14 +17,15 @@ def _flush_c_stdout() -> None:
 
 
 @contextmanager
-def quiet_stdout() -> Iterator[None]:
-    """Silence the C-level stdout (file descriptor 1) for the duration of the block."""
+def quiet_stdout(stream: str = "stdout") -> Iterator[None]:
+    """Silence the C-level ``stream`` (``stdout`` = fd 1, ``stderr`` = fd 2) for the block."""
+    py_stream = getattr(sys, stream)
     try:
-        fd = sys.stdout.fileno()
+        fd = py_stream.fileno()
     except (AttributeError, OSError, ValueError):  # e.g. pytest capture without a real fd
         yield
         return
-    sys.stdout.flush()
+    py_stream.flush()
     saved = os.dup(fd)
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
