@@ -225,6 +225,9 @@ def _evaluate(cfg: QuickstartConfig, policy_dir: Path, out: Path, videos: bool) 
                           video_dir=str(out / "videos") if videos else None,
                           record="first" if videos else "none",
                           videos=cfg.eval.videos, render_size=cfg.eval.render_size)
+        from vla_sim.evaluation.policies import checkpoint_observation_settings
+
+        ecfg.cameras = checkpoint_observation_settings(str(policy_dir))[1] or ["front"]
         result = evaluate(PolicySpec("checkpoint", str(policy_dir)), ecfg)
         write_report(result, out)
     report = json.loads(report_path.read_text())

@@ -84,3 +84,21 @@ def test_checkpoint_with_other_image_size_is_refused_naming_both_spaces(untraine
                  progress=ran.append)
     assert "(32, 32, 3)" in str(err.value) and "(48, 48, 3)" in str(err.value)
     assert ran == []
+
+
+def test_cli_eval_renders_the_checkpoints_cameras_and_size(tmp_path):
+    """A front+wrist, 32 px checkpoint evaluates without --cameras/--image-size flags."""
+    import json
+
+    from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig, save_policy
+    from vla_sim.cli.main import main
+
+    ckpt = save_policy(VLAPolicy(VLAPolicyConfig(image_size=32, cameras=["front", "wrist"])),
+                       tmp_path / "policy")
+    rc = main(["eval", "--policy", str(ckpt), "--env", "Reach", "--episodes", "1",
+               "--split", "train", "--videos", "0", "--max-steps", "2", "--no-alignment",
+               "--out", str(tmp_path / "eval")])
+    assert rc == 0
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["config"]["cameras"] == ["front", "wrist"]
+    assert report["config"]["image_size"] == 32

@@ -32,7 +32,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--randomization", action="append", help="none, low, medium, high")
     p.add_argument("--seed", type=int, help="base seed (default: the evaluation base seed)")
     p.add_argument("--workers", type=int, help="worker processes")
-    p.add_argument("--image-size", type=int, help="policy image size in pixels")
+    p.add_argument("--image-size", type=int,
+                   help="policy image size in pixels (default: the checkpoint's)")
+    p.add_argument("--cameras", help="comma-separated env cameras, e.g. front,wrist "
+                                     "(default: the checkpoint's)")
     p.add_argument("--max-steps", type=int, help="override the task's episode step limit")
     p.add_argument("--video-dir", help="where videos go (default: OUT/videos)")
     p.add_argument("--videos", type=int, help="videos per cell (0: none)")
@@ -84,6 +87,17 @@ def run(args: argparse.Namespace) -> int:
         spec = PolicySpec(**reference["policy"])
     else:
         raise ValueError("--policy is required (a checkpoint directory, 'expert' or 'random')")
+    if args.cameras:
+        config.cameras = _split_list(args.cameras)
+    if spec.kind == "checkpoint" and reference is None:
+        # The env must render what the checkpoint reads: its cameras and image size.
+        from vla_sim.evaluation.policies import checkpoint_observation_settings
+
+        size, cams = checkpoint_observation_settings(spec.target)
+        if args.image_size is None and size is not None:
+            config.image_size = size
+        if not args.cameras and cams:
+            config.cameras = cams
 
     scenes = None
     if reference is not None:

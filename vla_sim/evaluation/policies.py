@@ -185,3 +185,19 @@ def check_policy_spaces(policy: Any, env: gym.Env, where: str = "",
                             f"  env    {attr}: {env_space}")
     if problems:
         raise ValueError(f"policy does not fit {where or 'the env'}: " + "\n".join(problems))
+
+
+def checkpoint_observation_settings(directory: str) -> tuple[int | None, list[str] | None]:
+    """(image size, cameras) a checkpoint's policy reads, or (None, None) when its config does
+    not say (so the evaluator can build envs that render exactly those inputs)."""
+    import json
+    from pathlib import Path
+
+    path = Path(directory) / "config.json"
+    try:
+        policy = json.loads(path.read_text()).get("policy") or {}
+    except (OSError, ValueError, AttributeError):
+        return None, None  # loading the policy reports a missing or corrupt checkpoint
+    size = policy.get("image_size")
+    cams = policy.get("cameras")
+    return (int(size) if size is not None else None), (list(cams) if cams else None)
