@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     cameras = tuple(c.strip() for c in args.cameras.split(",") if c.strip())
     cam_tag = "" if cameras == ("front",) else "_" + "+".join(cameras)
     work = Path(args.work)
-    data_dir = work / f"data_{args.env}_{args.episodes}_n{args.noise}{cam_tag}"
+    level_tag = "" if args.randomization == "low" else f"_{args.randomization}"
+    data_dir = work / f"data_{args.env}_{args.episodes}_n{args.noise}{cam_tag}{level_tag}"
     run_dir = work / "run"
     t0 = time.perf_counter()
     result = collect(CollectConfig(out=str(data_dir), env=args.env, robot=args.robot,
