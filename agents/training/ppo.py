@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ from vla_sim.config import config_to_dict
 from vla_sim.utils.io import atomic_write_json
 from vla_sim.utils.seeding import EVAL_BASE_SEED, TRAIN_BASE_SEED
 
+from .common import load_trainer_state, save_training_checkpoint
 from .rl_common import RLResult, env_factory, load_warm_start, make_text_encoder, success_rate
 
 REWARDS = ("sparse", "dense", "language", "mixed")
@@ -90,6 +92,9 @@ class PPOConfig:
     eval_every: int = 0
     """Env steps between success evaluations (best/ is the best one); 0 = only at start/end."""
     eval_episodes: int = 10
+    checkpoint_every: int = 2048
+    """Env steps between resumable checkpoints (``checkpoints/last_state``: policy, optimizer,
+    step, warm-up and evaluation bookkeeping); checked at the end of each rollout."""
     tensorboard: bool = True
     progress: bool = True
     seed: int = 0
@@ -104,7 +109,7 @@ class PPOConfig:
         if self.reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {self.reward!r}")
         for name in ("total_steps", "n_steps", "batch_size", "n_epochs", "n_envs",
-                     "eval_episodes"):
+                     "eval_episodes", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("value_warmup_rollouts", "bc_decay_steps", "eval_every", "num_threads"):
@@ -342,24 +347,102 @@ class _EvalCallback(BaseCallback):
         return True
 
 
-def train_ppo(cfg: PPOConfig, out_dir: str | Path, init: str | Path | None = None) -> RLResult:
-    """Fine-tune with PPO; writes ``best/`` and ``last/`` (save_policy format), ``tb/`` and
-    ``ppo_config.json`` to ``out_dir``."""
+class _CheckpointCallback(BaseCallback):
+    """After each PPO update (checked at the next rollout's start) past ``every`` env steps,
+    write ``checkpoints/last_state``: what ``train_ppo(resume=True)`` continues from."""
+
+    def __init__(self, path: Path, every: int, evaluator: _EvalCallback, meta: dict):
+        super().__init__()
+        self.path, self.every, self.evaluator, self.meta = path, every, evaluator, meta
+        self._last = 0
+
+    def _on_rollout_start(self) -> None:
+        if self.num_timesteps - self._last >= self.every and self.num_timesteps > 0:
+            self._last = self.num_timesteps
+            self.save()
+
+    def save(self) -> None:
+        model = self.model
+        state = {"num_timesteps": int(model.num_timesteps), "n_updates": int(model._n_updates),
+                 "rollouts_trained": int(model.rollouts_trained),
+                 "optimizer": model.policy.optimizer.state_dict(),
+                 "eval_best": self.evaluator.best,
+                 "eval_history": [[int(s), float(r)] for s, r in self.evaluator.history],
+                 "eval_next": int(self.evaluator._next)}
+        save_training_checkpoint(self.path, model.policy.vla, state,
+                                 {**self.meta, "step": int(model.num_timesteps)})
+
+    def _on_step(self) -> bool:
+        return True
+
+
+def _restore(model: WarmStartPPO, evaluator: _EvalCallback, path: Path) -> None:
+    """Load a ``checkpoints/last_state`` folder into a freshly built model (same config)."""
+    from safetensors.torch import load_file
+
+    from vla_sim.agents.policies.checkpoint import CheckpointMismatchError
+
+    try:
+        model.policy.load_vla_state(load_file(str(path / "model.safetensors")))
+    except (OSError, RuntimeError) as exc:
+        raise CheckpointMismatchError(f"{path}: unreadable checkpoint ({exc})") from exc
+    state = load_trainer_state(path)
+    model.policy.optimizer.load_state_dict(state["optimizer"])
+    model.num_timesteps = int(state["num_timesteps"])
+    model._n_updates = int(state["n_updates"])
+    model.rollouts_trained = int(state["rollouts_trained"])
+    evaluator.best = None if state["eval_best"] is None else float(state["eval_best"])
+    evaluator.history = [(int(s), float(r)) for s, r in state["eval_history"]]
+    evaluator._next = int(state["eval_next"])
+
+
+def train_ppo(cfg: PPOConfig, out_dir: str | Path, init: str | Path | None = None,
+              resume: bool = False) -> RLResult:
+    """Fine-tune with PPO; writes ``best/`` and ``last/`` (save_policy format), ``tb/``,
+    ``ppo_config.json`` and the resumable ``checkpoints/last_state`` to ``out_dir``.
+
+    ``resume=True`` continues an interrupted run from ``checkpoints/last_state`` (same config
+    and warm start required): weights, optimizer, env-step count, warm-up and evaluation
+    bookkeeping are restored; episodes in flight restart from fresh resets, so the continuation
+    is faithful but not bit-identical to an uninterrupted run."""
     out = Path(out_dir)
-    if (out / "last").exists():
-        raise ValueError(f"{out} already holds a run; choose another --out")
+    state_dir = out / "checkpoints" / "last_state"
+    saved = {**config_to_dict(cfg), "init": str(init)}
+    if resume:
+        if not (out / "ppo_config.json").is_file() or not state_dir.is_dir():
+            raise FileNotFoundError(f"cannot resume: no interrupted PPO run in {out} (needs "
+                                    "ppo_config.json and checkpoints/last_state)")
+        before = json.loads((out / "ppo_config.json").read_text())
+        changed = [f"{k}: {before.get(k)!r} -> {v!r}" for k, v in saved.items()
+                   if k not in ("progress", "num_threads", "tensorboard") and before.get(k) != v]
+        if changed:
+            raise ValueError("cannot resume with a different config: " + "; ".join(changed))
+    elif (out / "last").exists() or state_dir.exists():
+        raise ValueError(f"{out} already holds a run; pass resume=True (--resume) to continue "
+                         "it, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
-    atomic_write_json(out / "ppo_config.json", {**config_to_dict(cfg), "init": str(init)})
+    if not resume:
+        atomic_write_json(out / "ppo_config.json", saved)
     model = build_ppo(cfg, init, out_dir=out)
     meta = {"trainer": "ppo", "init": str(init), "reward": cfg.reward, "env_id": cfg.env_id}
     callback = _EvalCallback(cfg, out, meta, cfg.eval_every)
     callback.init_callback(model)
+    ckpt = _CheckpointCallback(state_dir, cfg.checkpoint_every, callback, meta)
     t0 = time.perf_counter()
-    callback.evaluate_now()  # the warm start's own success rate is the bar to beat
-    model.learn(total_timesteps=cfg.total_steps, callback=callback,
-                progress_bar=cfg.progress, tb_log_name="ppo")
+    if resume:
+        _restore(model, callback, state_dir)
+        ckpt._last = int(model.num_timesteps)
+        print(f"resuming PPO from {state_dir} at env step {model.num_timesteps}/{cfg.total_steps}")
+    else:
+        callback.evaluate_now()  # the warm start's own success rate is the bar to beat
+    remaining = max(0, cfg.total_steps - int(model.num_timesteps))
+    if remaining:
+        model.learn(total_timesteps=remaining, callback=[callback, ckpt],
+                    progress_bar=cfg.progress, tb_log_name="ppo", reset_num_timesteps=not resume)
+    ckpt.init_callback(model)
+    ckpt.save()
     callback.evaluate_now()
     wall = time.perf_counter() - t0
     save_policy(model.policy.vla, out / "last", meta={**meta, "step": int(model.num_timesteps)})

@@ -98,3 +98,44 @@ def test_value_warmup_leaves_the_actor_alone(bc_dir, tmp_path):
             continue
         assert torch.equal(value, last.state_dict()[key]), key
     assert not torch.equal(bc.value_head.weight, last.value_head.weight)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_interrupted_ppo_run_resumes_from_its_last_checkpoint(bc_dir, tmp_path, monkeypatch):
+    from vla_sim.agents.training import ppo as ppo_mod
+    from vla_sim.agents.training.common import load_trainer_state
+
+    original = ppo_mod._CheckpointCallback.save
+
+    def save_then_crash(self):
+        original(self)
+        if self.model.num_timesteps == 32:
+            raise _Interrupt  # killed right after the first checkpoint
+    monkeypatch.setattr(ppo_mod._CheckpointCallback, "save", save_then_crash)
+    cfg = _cfg(checkpoint_every=32)
+    with pytest.raises(_Interrupt):
+        train_ppo(cfg, tmp_path / "run", init=bc_dir)
+    state_dir = tmp_path / "run" / "checkpoints" / "last_state"
+    saved = load_trainer_state(state_dir)
+    assert saved["num_timesteps"] == 32 and saved["rollouts_trained"] == 1
+    assert not (tmp_path / "run" / "last").exists()
+    with pytest.raises(ValueError, match="already holds a run"):
+        train_ppo(cfg, tmp_path / "run", init=bc_dir)
+    with pytest.raises(ValueError, match="lr"):
+        train_ppo(_cfg(checkpoint_every=32, lr=1e-3), tmp_path / "run", init=bc_dir, resume=True)
+    monkeypatch.setattr(ppo_mod._CheckpointCallback, "save", original)
+    result = train_ppo(cfg, tmp_path / "run", init=bc_dir, resume=True)
+    assert result.steps == 64
+    final = load_trainer_state(state_dir)
+    # One more rollout, trained once: the value warm-up (1 rollout) was not repeated.
+    assert final["num_timesteps"] == 64 and final["rollouts_trained"] == 2
+    assert final["eval_history"][0] == saved["eval_history"][0]  # the warm start's evaluation
+    assert load_policy(tmp_path / "run" / "last") is not None
+
+
+def test_ppo_resume_without_a_previous_run_is_an_error(bc_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no interrupted PPO run"):
+        train_ppo(_cfg(), tmp_path / "nothing", init=bc_dir, resume=True)

@@ -43,6 +43,9 @@ def add_ppo_parser(sub) -> None:
                             description="PPO (Stable-Baselines3) fine-tuning of a BC policy with "
                                         "a value warm-up and a decaying KL toward the BC policy.")
     _common(parser)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run in --out from checkpoints/last_state "
+                             "(same config and --init)")
     parser.set_defaults(func=run_ppo)
 
 
@@ -63,7 +66,7 @@ def run_ppo(args: argparse.Namespace) -> int:
     from vla_sim.agents.training.ppo import PPOConfig, train_ppo
 
     cfg = _load(PPOConfig, args)
-    _report("ppo", train_ppo(cfg, args.out, init=args.init))
+    _report("ppo", train_ppo(cfg, args.out, init=args.init, resume=args.resume))
     return 0
 
 
