@@ -14,6 +14,7 @@ The policy is the same :class:`VLAPolicy` BC trains, and checkpoints are ``save_
 from __future__ import annotations
 
 import copy
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,9 @@ from vla_sim.config import config_to_dict
 from vla_sim.utils.io import atomic_write_json
 from vla_sim.utils.seeding import EVAL_BASE_SEED, TRAIN_BASE_SEED, episode_seed
 
-from .common import ScalarLogger
+from vla_sim.agents.policies.checkpoint import load_state_strict
+
+from .common import ScalarLogger, load_trainer_state, save_training_checkpoint
 from .rl_common import RLResult, env_factory, load_warm_start, make_text_encoder, success_rate
 
 REWARDS = ("sparse", "dense", "language", "mixed")
@@ -75,6 +78,8 @@ class ReinforceConfig:
     eval_every: int = 0
     """Env steps between success evaluations; 0 = only at start and end."""
     eval_episodes: int = 10
+    checkpoint_every: int = 2048
+    """Env steps between resumable checkpoints (``checkpoints/last_state``)."""
     tensorboard: bool = True
     progress: bool = True
     seed: int = 0
@@ -165,17 +170,34 @@ def _flat_obs(steps_obs: list[dict[str, np.ndarray]], keep: np.ndarray, device: 
             for k in steps_obs[0]}
 
 
-def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path | None = None
-                    ) -> RLResult:
+def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path | None = None,
+                    resume: bool = False) -> RLResult:
     """Fine-tune with REINFORCE (+ baseline); writes ``best/``, ``last/`` (save_policy format),
-    ``tb/`` and ``reinforce_config.json`` to ``out_dir``."""
+    ``tb/``, ``reinforce_config.json`` and the resumable ``checkpoints/last_state``.
+
+    ``resume=True`` continues from ``checkpoints/last_state`` (same config and ``init``):
+    weights, optimizer, step, batch index and torch RNG are restored and episode seeds follow
+    the batch index, so the continuation matches an uninterrupted run."""
     out = Path(out_dir)
-    if (out / "last").exists():
-        raise ValueError(f"{out} already holds a run; choose another --out")
+    state_dir = out / "checkpoints" / "last_state"
+    saved_cfg = {**config_to_dict(cfg), "init": str(init)}
+    if resume:
+        if not (out / "reinforce_config.json").is_file() or not state_dir.is_dir():
+            raise FileNotFoundError(f"cannot resume: no interrupted REINFORCE run in {out} "
+                                    "(needs reinforce_config.json and checkpoints/last_state)")
+        before = json.loads((out / "reinforce_config.json").read_text())
+        changed = [f"{k}: {before.get(k)!r} -> {v!r}" for k, v in saved_cfg.items()
+                   if k not in ("progress", "num_threads", "tensorboard") and before.get(k) != v]
+        if changed:
+            raise ValueError("cannot resume with a different config: " + "; ".join(changed))
+    elif (out / "last").exists() or state_dir.exists():
+        raise ValueError(f"{out} already holds a run; pass resume=True (--resume) to continue "
+                         "it, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
-    atomic_write_json(out / "reinforce_config.json", {**config_to_dict(cfg), "init": str(init)})
+    if not resume:
+        atomic_write_json(out / "reinforce_config.json", saved_cfg)
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
 
@@ -208,8 +230,30 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
 
         progress = tqdm(total=cfg.total_steps, desc="reinforce", dynamic_ncols=True)
     t0 = time.perf_counter()
-    step, batch_index, next_eval = 0, 0, cfg.eval_every
-    evaluate(0)
+    step, batch_index, next_eval, last_ckpt = 0, 0, cfg.eval_every, 0
+
+    def checkpoint() -> None:
+        state = {"step": step, "batch_index": batch_index, "next_eval": next_eval,
+                 "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+                 "history": [[int(s), float(r)] for s, r in history], "best": best}
+        save_training_checkpoint(state_dir, policy, state, {**meta, "step": step})
+
+    if resume:
+        from safetensors.torch import load_file
+
+        load_state_strict(policy, load_file(str(state_dir / "model.safetensors")), str(state_dir))
+        state = load_trainer_state(state_dir)
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        step, batch_index = int(state["step"]), int(state["batch_index"])
+        next_eval, last_ckpt = int(state["next_eval"]), int(state["step"])
+        history[:] = [(int(s), float(r)) for s, r in state["history"]]
+        best = None if state["best"] is None else float(state["best"])
+        print(f"resuming REINFORCE from {state_dir} at env step {step}/{cfg.total_steps}")
+        if progress is not None:
+            progress.update(step)
+    else:
+        evaluate(0)
     try:
         while step < cfg.total_steps:
             # ---- 1. rollout: a batch of whole episodes -------------------------------------------
@@ -273,6 +317,10 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
             if cfg.eval_every and step >= next_eval and step < cfg.total_steps:
                 next_eval += cfg.eval_every
                 evaluate(step)
+            if step - last_ckpt >= cfg.checkpoint_every and step < cfg.total_steps:
+                last_ckpt = step
+                checkpoint()
+        checkpoint()
         evaluate(step)
         save_policy(policy, out / "last", meta={**meta, "step": step})
     finally:

@@ -48,3 +48,38 @@ def test_reinforce_short_run_writes_loadable_checkpoint(tmp_path):
     bc = load_policy(bc_dir)
     assert not torch.equal(bc.action_head.mean.weight, policy.action_head.mean.weight)
     assert (tmp_path / "run" / "best" / "model.safetensors").is_file()
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_interrupted_reinforce_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    import pytest
+
+    from vla_sim.agents.training import reinforce as rf
+
+    torch.set_num_threads(1)
+    bc_dir = tiny_bc_checkpoint(tmp_path / "bc")
+    cfg = ReinforceConfig(env_id="vla_sim/Reach-v0", randomization="low", reward="dense",
+                          text_encoder="hashing", n_envs=2, vector="sync", total_steps=40,
+                          max_episode_steps=8, eval_episodes=1, progress=False,
+                          value_warmup_batches=1, checkpoint_every=10, tensorboard=False)
+    full = train_reinforce(cfg, tmp_path / "full", init=bc_dir)
+
+    original = rf.save_training_checkpoint
+
+    def save_then_crash(*args, **kwargs):
+        original(*args, **kwargs)
+        raise _Interrupt
+    monkeypatch.setattr(rf, "save_training_checkpoint", save_then_crash)
+    with pytest.raises(_Interrupt):
+        train_reinforce(cfg, tmp_path / "cut", init=bc_dir)
+    monkeypatch.setattr(rf, "save_training_checkpoint", original)
+    with pytest.raises(ValueError, match="already holds a run"):
+        train_reinforce(cfg, tmp_path / "cut", init=bc_dir)
+    resumed = train_reinforce(cfg, tmp_path / "cut", init=bc_dir, resume=True)
+    assert resumed.steps == full.steps
+    a, b = load_policy(tmp_path / "full" / "last"), load_policy(tmp_path / "cut" / "last")
+    for key, value in a.state_dict().items():
+        torch.testing.assert_close(b.state_dict()[key], value, rtol=0, atol=0, msg=key)

@@ -26,6 +26,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--robot", default=None, help="panda|iiwa")
     parser.add_argument("--out", required=True, help="run folder: best/, last/, tb/")
     parser.add_argument("--config", default=None, help="YAML config file")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run in --out from checkpoints/last_state "
+                             "(same config and --init)")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value")
 
 
@@ -43,9 +46,6 @@ def add_ppo_parser(sub) -> None:
                             description="PPO (Stable-Baselines3) fine-tuning of a BC policy with "
                                         "a value warm-up and a decaying KL toward the BC policy.")
     _common(parser)
-    parser.add_argument("--resume", action="store_true",
-                        help="continue an interrupted run in --out from checkpoints/last_state "
-                             "(same config and --init)")
     parser.set_defaults(func=run_ppo)
 
 
@@ -74,5 +74,5 @@ def run_reinforce(args: argparse.Namespace) -> int:
     from vla_sim.agents.training.reinforce import ReinforceConfig, train_reinforce
 
     cfg = _load(ReinforceConfig, args)
-    _report("reinforce", train_reinforce(cfg, args.out, init=args.init))
+    _report("reinforce", train_reinforce(cfg, args.out, init=args.init, resume=args.resume))
     return 0
