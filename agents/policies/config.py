@@ -73,6 +73,14 @@ class VLAPolicyConfig:
     """``gaussian``: mean + state-independent learned log-std; ``discrete``: ``num_bins``
     uniform bins per action dimension over [-1, 1] (RT-2 style), cross-entropy in BC."""
     num_bins: int = 256
+    action_chunk: int = 1
+    """Actions predicted per step (ACT-style chunking, gaussian head): BC regresses the next
+    ``action_chunk`` expert actions; the policy acts with the current one (PPO and REINFORCE
+    use only that one). 1 = single-step."""
+    temporal_ensemble: bool = True
+    """With ``action_chunk > 1``, ``act()`` averages every prediction made for the current step
+    by the last ``action_chunk`` calls (ACT's temporal ensembling; call ``reset()`` between
+    episodes). False acts with the newest prediction only."""
     init_log_std: float = -1.0
     """Initial log-std of the Gaussian head in normalised action units (std 0.37); BC leaves
     it alone, PPO/REINFORCE learn it."""
@@ -114,6 +122,10 @@ class VLAPolicyConfig:
         if self.attn_dim % self.attn_heads:
             raise ValueError(
                 f"attn_dim ({self.attn_dim}) must be divisible by attn_heads ({self.attn_heads})")
+        if self.action_chunk < 1:
+            raise ValueError(f"action_chunk must be >= 1, got {self.action_chunk}")
+        if self.action_chunk > 1 and self.head != "gaussian":
+            raise ValueError("action_chunk > 1 needs head='gaussian'")
         if self.aux_dim < 0:
             raise ValueError(f"aux_dim must be >= 0, got {self.aux_dim}")
         if self.num_bins < 2:

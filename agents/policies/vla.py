@@ -283,7 +283,9 @@ class GaussianHead(nn.Module):
 
     def __init__(self, features_dim: int, config: VLAPolicyConfig):
         super().__init__()
-        self.mean = nn.Linear(features_dim, config.action_dim)
+        self.action_dim, self.chunk = config.action_dim, config.action_chunk
+        # Rows [0, A) are the current action; with chunking, rows [kA, (k+1)A) are step t+k.
+        self.mean = nn.Linear(features_dim, config.action_dim * config.action_chunk)
         nn.init.orthogonal_(self.mean.weight, gain=0.01)
         nn.init.zeros_(self.mean.bias)
         self.log_std = nn.Parameter(torch.full((config.action_dim,), float(config.init_log_std)))
@@ -291,11 +293,20 @@ class GaussianHead(nn.Module):
         self.register_buffer("action_std", torch.ones(config.action_dim))
 
     def normalized_mean(self, features: torch.Tensor) -> torch.Tensor:
-        return self.mean(features)
+        """Current action's mean (B, A), normalised units."""
+        return self.mean(features)[:, :self.action_dim]
+
+    def normalized_chunk(self, features: torch.Tensor) -> torch.Tensor:
+        """Means of the next ``chunk`` actions (B, chunk, A), normalised units."""
+        return self.mean(features).view(-1, self.chunk, self.action_dim)
+
+    def chunk_actions(self, features: torch.Tensor) -> torch.Tensor:
+        """Means of the next ``chunk`` actions (B, chunk, A) in env units."""
+        return self.normalized_chunk(features) * self.action_std + self.action_mean
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Mean action (B, A) in env units."""
-        return self.mean(features) * self.action_std + self.action_mean
+        return self.normalized_mean(features) * self.action_std + self.action_mean
 
     def distribution(self, features: torch.Tensor) -> "GaussianDistribution":
         std = self.log_std.exp() * self.action_std
@@ -304,8 +315,9 @@ class GaussianHead(nn.Module):
     def folded_linear(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(weight, bias, log_std) of one linear layer that outputs env-unit actions directly
         (the normalisation folded in): what SB3's ``action_net`` / ``log_std`` should hold."""
-        w = self.mean.weight * self.action_std[:, None]
-        b = self.mean.bias * self.action_std + self.action_mean
+        a = self.action_dim  # the current action's rows
+        w = self.mean.weight[:a] * self.action_std[:, None]
+        b = self.mean.bias[:a] * self.action_std + self.action_mean
         return w.detach().clone(), b.detach().clone(), \
             (self.log_std + self.action_std.log()).detach().clone()
 
@@ -412,6 +424,11 @@ class VLAPolicy(nn.Module):
         self.value_head = nn.Linear(f, 1) if self.config.value_head else None
         self.aux_head = AuxHead(f, self.config.aux_dim) if self.config.aux_dim else None
         self.text_encoder: Any = None  # lazily the shared TextEncoder; tests may inject one
+        self._chunk_history: list[torch.Tensor] = []  # newest last: (B, chunk, A) predictions
+
+    def reset(self) -> None:
+        """Forget the action chunks of the previous episode (temporal ensembling)."""
+        self._chunk_history = []
 
     # --- normalisation ----------------------------------------------------------------------
     def set_normalization(self, state_mean, state_std, action_mean=None, action_std=None) -> None:
@@ -460,13 +477,25 @@ class VLAPolicy(nn.Module):
         return dist.log_prob(actions), dist.entropy(), value
 
     def bc_loss(self, obs: Mapping[str, torch.Tensor], actions: torch.Tensor,
-                aux_target: torch.Tensor | None = None, aux_weight: float = 0.0) -> torch.Tensor:
+                aux_target: torch.Tensor | None = None, aux_weight: float = 0.0,
+                action_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Behaviour-cloning loss: MSE in normalised action units (gaussian) or bin
         cross-entropy averaged over dimensions (discrete); plus ``aux_weight`` times the
-        auxiliary head's normalised MSE to ``aux_target`` when both are given."""
+        auxiliary head's normalised MSE to ``aux_target`` when both are given.
+
+        ``actions`` is (B, A), or (B, chunk, A) for a chunking policy with ``action_mask``
+        (B, chunk) marking real (not past-the-episode) steps."""
         features = self.extractor(obs)
         head = self.action_head
-        if isinstance(head, GaussianHead):
+        if isinstance(head, GaussianHead) and actions.dim() == 3:
+            if actions.shape[1] != head.chunk:
+                raise ValueError(f"action chunk of {actions.shape[1]} steps, policy predicts "
+                                 f"{head.chunk}")
+            target = (actions - head.action_mean) / head.action_std
+            err = ((head.normalized_chunk(features) - target) ** 2).mean(-1)  # (B, chunk)
+            mask = torch.ones_like(err) if action_mask is None else action_mask.float()
+            loss = (err * mask).sum() / mask.sum().clamp(min=1.0)
+        elif isinstance(head, GaussianHead):
             target = (actions - head.action_mean) / head.action_std
             loss = torch.nn.functional.mse_loss(head.normalized_mean(features), target)
         else:
@@ -511,14 +540,31 @@ class VLAPolicy(nn.Module):
             out[key] = (tensor[None] if single else tensor).to(device)
         return out, single
 
+    def _ensemble(self, chunk: torch.Tensor) -> torch.Tensor:
+        """Mean of the predictions for the current step: element ``age`` of each chunk
+        predicted ``age`` calls ago (ACT's temporal ensemble with uniform weights)."""
+        if self._chunk_history and self._chunk_history[-1].shape != chunk.shape:
+            self._chunk_history = []  # a different batch: a new set of episodes
+        self._chunk_history = (self._chunk_history + [chunk])[-chunk.shape[1]:]
+        n = len(self._chunk_history)
+        preds = [self._chunk_history[n - 1 - age][:, age] for age in range(n)]
+        return torch.stack(preds).mean(0)
+
     @torch.no_grad()
     def act(self, obs: Mapping[str, Any], deterministic: bool = True) -> np.ndarray:
         """Action(s) in [-1, 1] for one obs -> (A,) or a batch -> (B, A), as float32 numpy."""
         was_training = self.training
         self.eval()
         batch, single = self.prepare_obs(obs)
-        dist = self.distribution(batch)
-        action = dist.mode() if deterministic else dist.sample()
+        if self.config.action_chunk > 1 and self.config.temporal_ensemble:
+            features = self.extractor(batch)
+            dist = self.action_head.distribution(features)
+            # The ensemble replaces the current mean; sampling keeps its noise around it.
+            mean = self._ensemble(self.action_head.chunk_actions(features))
+            action = mean if deterministic else mean + (dist.sample() - dist.mode())
+        else:
+            dist = self.distribution(batch)
+            action = dist.mode() if deterministic else dist.sample()
         self.train(was_training)
         action = action.clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)
         return action[0] if single else action

@@ -287,6 +287,20 @@ def augment(images: torch.Tensor, rng: np.random.Generator, shift_pad: int, jitt
     return images
 
 
+def chunk_indices(episode_index: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids (N, chunk) of steps t..t+chunk-1, clamped to the episode's last step; mask (N, chunk)
+    True where the step is inside the episode). Episodes are contiguous runs of steps."""
+    ep = np.asarray(episode_index)
+    n = len(ep)
+    ids = np.arange(n)[:, None] + np.arange(chunk)[None, :]
+    inside = ids < n
+    ids = np.minimum(ids, n - 1)
+    inside &= ep[ids] == ep[:, None]
+    # Past the end: repeat the episode's last step (masked out of the loss anyway).
+    last = np.where(inside, ids, -1).max(axis=1, keepdims=True)
+    return np.where(inside, ids, last), inside
+
+
 class _Batches:
     """Index arrays into batches of policy-ready tensors on ``device``."""
 
@@ -304,6 +318,9 @@ class _Batches:
         self.image_keys, self.device = cfg.image_keys, device
         # (N, K) instruction ids of other wordings per step (-1 = none), for augmentation.
         self.alternatives, self.alt_prob = alternatives, alt_prob
+        self.chunk_ids = self.chunk_mask = None
+        if cfg.action_chunk > 1:
+            self.chunk_ids, self.chunk_mask = chunk_indices(data.episode_index, cfg.action_chunk)
 
     def get(self, ids: np.ndarray, rng: np.random.Generator | None = None,
             shift_pad: int = 0, jitter: float = 0.0) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -327,6 +344,12 @@ class _Batches:
         pick = alts[np.arange(len(ids)), col]
         use = (rng.random(len(ids)) < self.alt_prob) & (pick >= 0)
         return np.where(use, pick, t)
+
+    def chunk(self, ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(next ``action_chunk`` actions (B, chunk, A), mask (B, chunk) of real steps)."""
+        rows = torch.from_numpy(self.chunk_ids[ids])
+        return (self.actions[rows].to(self.device),
+                torch.from_numpy(self.chunk_mask[ids]).to(self.device))
 
     def env_state(self, ids: np.ndarray) -> torch.Tensor | None:
         """Goal-state targets of the auxiliary loss (None when the data has none)."""
@@ -548,7 +571,11 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
             rng = np.random.default_rng([cfg.seed, step])
             ids = train_ids[rng.integers(0, len(train_ids), cfg.batch_size)]
             obs, actions = batches.get(ids, rng, cfg.shift_pad, cfg.color_jitter)
-            loss = policy.bc_loss(obs, actions, batches.env_state(ids), cfg.aux_weight)
+            if pcfg.action_chunk > 1:
+                chunk, mask = batches.chunk(ids)
+                loss = policy.bc_loss(obs, chunk, batches.env_state(ids), cfg.aux_weight, mask)
+            else:
+                loss = policy.bc_loss(obs, actions, batches.env_state(ids), cfg.aux_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(

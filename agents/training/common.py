@@ -104,6 +104,8 @@ def rollout_success_rate(policy: Any, env_id: str, episodes: int, base_seed: int
     try:
         for i in range(episodes):
             obs, info = env.reset(seed=episode_seed(base_seed, i))
+            if hasattr(policy, "reset"):
+                policy.reset()  # stateful policies (temporal ensembling) start fresh
             done = False
             while not done:
                 obs, _, terminated, truncated, info = env.step(policy.act(obs, deterministic=True))

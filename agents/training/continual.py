@@ -159,8 +159,10 @@ def renormalize_policy(policy: VLAPolicy, state_mean, state_std, action_mean, ac
             continue  # discrete heads have no action normalisation
         am, asd = t(action_mean), t(action_std).clamp(min=ACTION_STD_FLOOR)
         ratio = head.action_std / asd
-        head.mean.bias.copy_((head.mean.bias * head.action_std + head.action_mean - am) / asd)
-        head.mean.weight.mul_(ratio[:, None])
+        k = head.chunk  # the output rows hold `chunk` actions, each normalised the same way
+        head.mean.bias.copy_((head.mean.bias * head.action_std.repeat(k)
+                              + head.action_mean.repeat(k) - am.repeat(k)) / asd.repeat(k))
+        head.mean.weight.mul_(ratio.repeat(k)[:, None])
         head.log_std.add_(torch.log(ratio))  # same std in env units
         head.action_mean.copy_(am)
         head.action_std.copy_(asd)

@@ -114,6 +114,10 @@ class ActOnly:
     def act(self, obs: dict, deterministic: bool = True) -> np.ndarray:
         return self.policy.act(obs, deterministic=deterministic)
 
+    def reset(self) -> None:
+        if hasattr(self.policy, "reset"):
+            self.policy.reset()
+
 
 def success_rate(policy: VLAPolicy, env_id: str, episodes: int, base_seed: int,
                  robot: str = "panda", randomization: str = "low",

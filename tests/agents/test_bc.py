@@ -246,3 +246,21 @@ def test_instruction_augmentation_trains_and_needs_roles(tmp_path, demos, encode
     assert result.steps == 6 and np.isfinite(result.train_losses).all()
     with pytest.raises(ValueError, match="roles"):
         train_bc(demos, tmp_path / "run2", config(instruction_aug=3), encoder=encoder)
+
+
+def test_chunk_indices_stay_inside_each_episode():
+    from vla_sim.agents.training.bc import chunk_indices
+
+    ids, mask = chunk_indices(np.array([0, 0, 0, 1, 1]), 3)
+    np.testing.assert_array_equal(ids, [[0, 1, 2], [1, 2, 2], [2, 2, 2], [3, 4, 4], [4, 4, 4]])
+    np.testing.assert_array_equal(mask, [[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 0], [1, 0, 0]])
+
+
+def test_action_chunking_bc_trains_and_reloads(tmp_path, demos, encoder):
+    result = train_bc(demos, tmp_path / "run", config(steps=60, val_every=30,
+                                                      policy={**POLICY, "action_chunk": 4}),
+                      encoder=encoder)
+    assert np.mean(result.train_losses[-5:]) < np.mean(result.train_losses[:5])
+    policy = load_policy(tmp_path / "run" / "last")
+    assert policy.config.action_chunk == 4
+    assert policy.action_head.mean.weight.shape[0] == 16

@@ -208,3 +208,39 @@ def test_sb3_actor_critic_with_folded_head_reproduces_policy_actions():
     wrapped.update(policy.text_encoder.features(obs["instruction"], cfg.max_tokens))
     sb3_actions, _ = sb3.predict(wrapped, deterministic=True)
     np.testing.assert_allclose(sb3_actions, policy.act(wrapped), atol=1e-5)
+
+
+def test_action_chunk_policy_acts_with_the_mean_of_its_predictions_for_now():
+    policy = make_policy(action_chunk=3)
+    rng = np.random.default_rng(7)
+    observations = [raw_obs(rng) for _ in range(4)]
+    chunks = []
+    for obs in observations:  # what each call predicts for steps t..t+2, env units
+        batch, _ = policy.prepare_obs(obs)
+        with torch.no_grad():
+            chunks.append(policy.action_head.chunk_actions(policy.extractor(batch))[0])
+    policy.reset()
+    acted = [policy.act(obs) for obs in observations]
+    np.testing.assert_allclose(acted[0], chunks[0][0].clamp(-1, 1).numpy(), atol=1e-6)
+    want_2 = (chunks[2][0] + chunks[1][1] + chunks[0][2]) / 3  # three predictions for step 2
+    np.testing.assert_allclose(acted[2], want_2.clamp(-1, 1).numpy(), atol=1e-6)
+    want_3 = (chunks[3][0] + chunks[2][1] + chunks[1][2]) / 3  # the oldest one has expired
+    np.testing.assert_allclose(acted[3], want_3.clamp(-1, 1).numpy(), atol=1e-6)
+    policy.reset()
+    np.testing.assert_allclose(policy.act(observations[3]), chunks[3][0].clamp(-1, 1).numpy(),
+                               atol=1e-6)
+
+
+def test_action_chunk_loss_masks_steps_past_the_episode_end():
+    policy = make_policy(action_chunk=2)
+    batch, _ = policy.prepare_obs(raw_obs(np.random.default_rng(8), batch=2))
+    actions = torch.zeros(2, 2, 4)
+    base = policy.bc_loss(batch, actions, action_mask=torch.tensor([[1, 0], [1, 0]]))
+    wild = actions.clone()
+    wild[:, 1] = 100.0  # masked: must not change the loss
+    assert torch.equal(base, policy.bc_loss(batch, wild,
+                                            action_mask=torch.tensor([[1, 0], [1, 0]])))
+    first_only = policy.bc_loss(batch, actions[:, 0])
+    torch.testing.assert_close(base, first_only)
+    with pytest.raises(ValueError, match="chunk"):
+        policy.bc_loss(batch, torch.zeros(2, 3, 4))
