@@ -71,6 +71,9 @@ class ReinforceConfig:
     """Log-std of the Gaussian head (normalised units) at the start; None keeps the checkpoint's."""
     value_warmup_batches: int = 2
     """First batches train only the value head (detached features)."""
+    critic_detach: bool = True
+    """The value head reads detached features throughout: its loss never moves the shared,
+    BC-trained encoder (see PPOConfig.critic_detach)."""
     bc_coef: float = 1.0
     """Weight of KL(pi || pi_BC), decaying linearly to 0 over ``total_steps``."""
 
@@ -275,7 +278,8 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
             features = policy.extractor(obs)
             dist = policy.action_head.distribution(features)
             log_probs, entropy = dist.log_prob(actions), dist.entropy()
-            values = policy.value_head(features.detach() if warmup else features).squeeze(-1)
+            detach = warmup or cfg.critic_detach
+            values = policy.value_head(features.detach() if detach else features).squeeze(-1)
             advantages = returns - values.detach() if cfg.baseline else returns.clone()
             if cfg.normalize_advantages and len(advantages) > 1:
                 advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)

@@ -139,3 +139,19 @@ def test_interrupted_ppo_run_resumes_from_its_last_checkpoint(bc_dir, tmp_path, 
 def test_ppo_resume_without_a_previous_run_is_an_error(bc_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="no interrupted PPO run"):
         train_ppo(_cfg(), tmp_path / "nothing", init=bc_dir, resume=True)
+
+
+def test_training_env_normalizes_rewards_only(bc_dir):
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from vla_sim.agents.training.ppo import make_vec_env
+
+    policy = load_policy(bc_dir)
+    vec = make_vec_env(_cfg(), policy.config)
+    try:
+        assert isinstance(vec, VecNormalize) and vec.norm_reward and not vec.norm_obs
+    finally:
+        vec.close()
+    plain = make_vec_env(_cfg(normalize_reward=False), policy.config)
+    assert not isinstance(plain, VecNormalize)
+    plain.close()
