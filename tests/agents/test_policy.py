@@ -211,7 +211,7 @@ def test_sb3_actor_critic_with_folded_head_reproduces_policy_actions():
 
 
 def test_action_chunk_policy_acts_with_the_mean_of_its_predictions_for_now():
-    policy = make_policy(action_chunk=3)
+    policy = make_policy(action_chunk=3, temporal_ensemble=True)
     rng = np.random.default_rng(7)
     observations = [raw_obs(rng) for _ in range(4)]
     chunks = []
