@@ -53,6 +53,38 @@ def save_training_checkpoint(directory: Path, policy: VLAPolicy, trainer_state: 
     return directory
 
 
+# Config keys that may change between an interrupted run and its resumption (logging, speed).
+RESUME_FREE_KEYS = ("progress", "num_threads", "tensorboard")
+
+
+def prepare_rl_run(out: Path, config_file: str, config: dict[str, Any], resume: bool,
+                   trainer: str) -> Path:
+    """Check ``out`` for a fresh run (nothing there yet) or a resume (same config as saved in
+    ``config_file``, ``checkpoints/last_state`` present); create it and, for a fresh run, write
+    ``config``. Returns the ``checkpoints/last_state`` folder."""
+    import json
+
+    from vla_sim.utils.io import atomic_write_json
+
+    state_dir = out / "checkpoints" / "last_state"
+    if resume:
+        if not (out / config_file).is_file() or not state_dir.is_dir():
+            raise FileNotFoundError(f"cannot resume: no interrupted {trainer} run in {out} "
+                                    f"(needs {config_file} and checkpoints/last_state)")
+        before = json.loads((out / config_file).read_text())
+        changed = [f"{k}: {before.get(k)!r} -> {v!r}" for k, v in config.items()
+                   if k not in RESUME_FREE_KEYS and before.get(k) != v]
+        if changed:
+            raise ValueError("cannot resume with a different config: " + "; ".join(changed))
+    elif (out / "last").exists() or state_dir.exists():
+        raise ValueError(f"{out} already holds a run; pass resume=True (--resume) to continue "
+                         "it, or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        atomic_write_json(out / config_file, config)
+    return state_dir
+
+
 def load_trainer_state(directory: Path) -> dict[str, Any]:
     path = Path(directory) / TRAINER_STATE_FILE
     if not path.is_file():

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +34,9 @@ from stable_baselines3.common.utils import explained_variance
 from vla_sim.agents.policies import VLAFeaturesExtractor, VLAPolicy, VLAPolicyConfig, save_policy
 from vla_sim.agents.policies.checkpoint import load_state_strict
 from vla_sim.config import config_to_dict
-from vla_sim.utils.io import atomic_write_json
 from vla_sim.utils.seeding import EVAL_BASE_SEED, TRAIN_BASE_SEED
 
-from .common import load_trainer_state, save_training_checkpoint
+from .common import load_trainer_state, prepare_rl_run, save_training_checkpoint
 from .rl_common import RLResult, env_factory, load_warm_start, make_text_encoder, success_rate
 
 REWARDS = ("sparse", "dense", "language", "mixed")
@@ -102,7 +100,8 @@ class PPOConfig:
     eval_episodes: int = 10
     checkpoint_every: int = 2048
     """Env steps between resumable checkpoints (``checkpoints/last_state``: policy, optimizer,
-    step, warm-up and evaluation bookkeeping); checked at the end of each rollout."""
+    step, warm-up and evaluation bookkeeping); checked when a rollout starts, i.e. after the
+    previous update."""
     tensorboard: bool = True
     progress: bool = True
     seed: int = 0
@@ -427,25 +426,10 @@ def train_ppo(cfg: PPOConfig, out_dir: str | Path, init: str | Path | None = Non
     bookkeeping are restored; episodes in flight restart from fresh resets, so the continuation
     is faithful but not bit-identical to an uninterrupted run."""
     out = Path(out_dir)
-    state_dir = out / "checkpoints" / "last_state"
-    saved = {**config_to_dict(cfg), "init": str(init)}
-    if resume:
-        if not (out / "ppo_config.json").is_file() or not state_dir.is_dir():
-            raise FileNotFoundError(f"cannot resume: no interrupted PPO run in {out} (needs "
-                                    "ppo_config.json and checkpoints/last_state)")
-        before = json.loads((out / "ppo_config.json").read_text())
-        changed = [f"{k}: {before.get(k)!r} -> {v!r}" for k, v in saved.items()
-                   if k not in ("progress", "num_threads", "tensorboard") and before.get(k) != v]
-        if changed:
-            raise ValueError("cannot resume with a different config: " + "; ".join(changed))
-    elif (out / "last").exists() or state_dir.exists():
-        raise ValueError(f"{out} already holds a run; pass resume=True (--resume) to continue "
-                         "it, or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    state_dir = prepare_rl_run(out, "ppo_config.json", {**config_to_dict(cfg), "init": str(init)},
+                               resume, "PPO")
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
-    if not resume:
-        atomic_write_json(out / "ppo_config.json", saved)
     model = build_ppo(cfg, init, out_dir=out)
     meta = {"trainer": "ppo", "init": str(init), "reward": cfg.reward, "env_id": cfg.env_id}
     callback = _EvalCallback(cfg, out, meta, cfg.eval_every)

@@ -14,7 +14,6 @@ The policy is the same :class:`VLAPolicy` BC trains, and checkpoints are ``save_
 from __future__ import annotations
 
 import copy
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +25,11 @@ import torch
 
 from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig, save_policy
 from vla_sim.config import config_to_dict
-from vla_sim.utils.io import atomic_write_json
 from vla_sim.utils.seeding import EVAL_BASE_SEED, TRAIN_BASE_SEED, episode_seed
 
 from vla_sim.agents.policies.checkpoint import load_state_strict
 
-from .common import ScalarLogger, load_trainer_state, save_training_checkpoint
+from .common import ScalarLogger, load_trainer_state, prepare_rl_run, save_training_checkpoint
 from .rl_common import RLResult, env_factory, load_warm_start, make_text_encoder, success_rate
 
 REWARDS = ("sparse", "dense", "language", "mixed")
@@ -182,25 +180,10 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
     weights, optimizer, step, batch index and torch RNG are restored and episode seeds follow
     the batch index, so the continuation matches an uninterrupted run."""
     out = Path(out_dir)
-    state_dir = out / "checkpoints" / "last_state"
-    saved_cfg = {**config_to_dict(cfg), "init": str(init)}
-    if resume:
-        if not (out / "reinforce_config.json").is_file() or not state_dir.is_dir():
-            raise FileNotFoundError(f"cannot resume: no interrupted REINFORCE run in {out} "
-                                    "(needs reinforce_config.json and checkpoints/last_state)")
-        before = json.loads((out / "reinforce_config.json").read_text())
-        changed = [f"{k}: {before.get(k)!r} -> {v!r}" for k, v in saved_cfg.items()
-                   if k not in ("progress", "num_threads", "tensorboard") and before.get(k) != v]
-        if changed:
-            raise ValueError("cannot resume with a different config: " + "; ".join(changed))
-    elif (out / "last").exists() or state_dir.exists():
-        raise ValueError(f"{out} already holds a run; pass resume=True (--resume) to continue "
-                         "it, or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    state_dir = prepare_rl_run(out, "reinforce_config.json",
+                               {**config_to_dict(cfg), "init": str(init)}, resume, "REINFORCE")
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
-    if not resume:
-        atomic_write_json(out / "reinforce_config.json", saved_cfg)
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
 
