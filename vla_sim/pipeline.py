@@ -237,13 +237,11 @@ def _evaluate(cfg: QuickstartConfig, policy_dir: Path, out: Path, videos: bool) 
         _log(f"eval: {policy_dir} on {cfg.eval.episodes} held-out seeds x {cfg.eval.splits}")
         ecfg = EvalConfig(env_ids=[cfg.env], robot=cfg.robot, episodes=cfg.eval.episodes,
                           splits=list(cfg.eval.splits), randomization=[cfg.randomization],
-                          image_size=cfg.image_size, workers=cfg.eval.workers,
+                          image_size=cfg.image_size, cameras=list(cfg.cameras),
+                          workers=cfg.eval.workers,
                           video_dir=str(out / "videos") if videos else None,
                           record="first" if videos else "none",
                           videos=cfg.eval.videos, render_size=cfg.eval.render_size)
-        from vla_sim.evaluation.policies import checkpoint_observation_settings
-
-        ecfg.cameras = checkpoint_observation_settings(str(policy_dir))[1] or ["front"]
         result = evaluate(PolicySpec("checkpoint", str(policy_dir)), ecfg)
         write_report(result, out)
     report = json.loads(report_path.read_text())

@@ -188,16 +188,11 @@ def check_policy_spaces(policy: Any, env: gym.Env, where: str = "",
 
 
 def checkpoint_observation_settings(directory: str) -> tuple[int | None, list[str] | None]:
-    """(image size, cameras) a checkpoint's policy reads, or (None, None) when its config does
-    not say (so the evaluator can build envs that render exactly those inputs)."""
-    import json
-    from pathlib import Path
+    """(image size, cameras) a checkpoint's policy reads, None where its config does not say
+    (so the evaluator can build envs that render exactly those inputs)."""
+    from vla_sim.agents.policies.checkpoint import read_checkpoint_config
 
-    path = Path(directory) / "config.json"
-    try:
-        policy = json.loads(path.read_text()).get("policy") or {}
-    except (OSError, ValueError, AttributeError):
-        return None, None  # loading the policy reports a missing or corrupt checkpoint
+    policy = read_checkpoint_config(directory).get("policy") or {}
     size = policy.get("image_size")
     cams = policy.get("cameras")
     return (int(size) if size is not None else None), (list(cams) if cams else None)
