@@ -109,21 +109,25 @@ def rl_part(args: argparse.Namespace) -> None:
 
     n_eval = args.eval_seeds * args.eval_repeats
     out = Path(args.out)
-    rate, lo, hi = evaluate(Path(args.bc), args)
-    print(f"BC                      success {rate:.3f} [{lo:.3f}, {hi:.3f}] ({n_eval} episodes)",
-          flush=True)
+    if not args.skip_bc_eval:
+        rate, lo, hi = evaluate(Path(args.bc), args)
+        print(f"BC                      success {rate:.3f} [{lo:.3f}, {hi:.3f}] ({n_eval} "
+              "episodes)", flush=True)
     common = dict(env_id=args.env, randomization=args.randomization, total_steps=args.steps,
                   n_envs=args.n_envs, eval_episodes=args.train_eval_episodes,
                   progress=False, num_threads=args.threads)
+    extra = parse_overrides(args.overrides)
     for algo in args.algos:
         for reward in args.rewards:
             run = out / f"{algo}_{reward}"
             t0 = time.perf_counter()
             if algo == "ppo":
-                res = train_ppo(PPOConfig(reward=reward, **common), run, init=args.bc)
+                cfg = PPOConfig(reward=reward, max_minutes=args.max_minutes, **common,
+                                **_fields(PPOConfig, extra))
+                res = train_ppo(cfg, run, init=args.bc)
             else:
-                res = train_reinforce(ReinforceConfig(reward=reward, **common), run,
-                                      init=args.bc)
+                cfg = ReinforceConfig(reward=reward, **common, **_fields(ReinforceConfig, extra))
+                res = train_reinforce(cfg, run, init=args.bc)
             wall = time.perf_counter() - t0
             rate_l, lo_l, hi_l = evaluate(run / "last", args)
             line = (f"BC+{algo:9s} {reward:8s} {res.steps} env steps, {wall:7.1f} s train+eval "
@@ -132,6 +136,43 @@ def rl_part(args: argparse.Namespace) -> None:
                 rate_b, lo_b, hi_b = evaluate(run / "best", args)
                 line += f"  best {rate_b:.3f} [{lo_b:.3f}, {hi_b:.3f}]"
             print(line + f"  in-training evals {res.eval_history}", flush=True)
+
+
+def parse_overrides(items: list[str]) -> dict[str, object]:
+    """``key=value`` pairs (values parsed as YAML scalars) for the PPO/REINFORCE configs."""
+    import dataclasses
+
+    import yaml
+
+    from vla_sim.agents.training.ppo import PPOConfig
+    from vla_sim.agents.training.reinforce import ReinforceConfig
+
+    known = {f.name for c in (PPOConfig, ReinforceConfig) for f in dataclasses.fields(c)}
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in known:
+            raise SystemExit(f"bad override {item!r}: expected key=value with a PPOConfig or "
+                             f"ReinforceConfig field")
+        out[key] = _scalar(value, yaml)
+    return out
+
+
+def _scalar(text: str, yaml) -> object:
+    """int, then float (YAML 1.1 reads ``5e-5`` as a string), then any YAML scalar."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return yaml.safe_load(text)
+
+
+def _fields(cls, values: dict[str, object]) -> dict[str, object]:
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in values.items() if k in names}
 
 
 def main() -> None:
@@ -154,6 +195,12 @@ def main() -> None:
     parser.add_argument("--eval-best", action="store_true",
                         help="also evaluate best/ (chosen by the in-training evaluations)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--max-minutes", type=float, default=0.0,
+                        help="PPO wall-clock budget per run (0 = the step budget alone)")
+    parser.add_argument("--skip-bc-eval", action="store_true",
+                        help="do not re-evaluate the BC checkpoint first")
+    parser.add_argument("overrides", nargs="*",
+                        help="key=value for PPOConfig/ReinforceConfig (each gets its own)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.part in ("reward", "all"):

@@ -20,7 +20,8 @@ Two pieces, separable on purpose:
     action_head.mean.{weight,bias}, action_head.log_std,
     action_head.action_mean, action_head.action_std   (gaussian; mean is in normalised units)
     action_head.logits.{weight,bias}, action_head.bin_centers   (discrete)
-    value_head.{weight,bias}                          (if config.value_head)
+    value_head.{weight,bias}                          (if config.value_head, value_hidden=0)
+    value_head.{0,2,4}.{weight,bias}                  (if config.value_head, value_hidden>0)
     aux_head.linear.*, aux_head.target_mean, .target_std   (if config.aux_dim)
 
 Images: a ``uint8`` tensor is read as 0..255 and divided by 255; a floating tensor is taken as
@@ -347,6 +348,15 @@ class DiscreteHead(nn.Module):
         return DiscreteDistribution(self(features), self)
 
 
+def build_value_head(features_dim: int, config: VLAPolicyConfig) -> nn.Module:
+    """The critic: linear (``value_hidden=0``) or a two-layer tanh MLP, as SB3's default."""
+    h = config.value_hidden
+    if not h:
+        return nn.Linear(features_dim, 1)
+    return nn.Sequential(nn.Linear(features_dim, h), nn.Tanh(), nn.Linear(h, h), nn.Tanh(),
+                         nn.Linear(h, 1))
+
+
 class AuxHead(nn.Module):
     """Features -> normalised auxiliary target (B, aux_dim): BC's goal-state prediction.
 
@@ -421,7 +431,7 @@ class VLAPolicy(nn.Module):
         f = self.extractor.features_dim
         self.action_head = (GaussianHead(f, self.config) if self.config.head == "gaussian"
                             else DiscreteHead(f, self.config))
-        self.value_head = nn.Linear(f, 1) if self.config.value_head else None
+        self.value_head = build_value_head(f, self.config) if self.config.value_head else None
         self.aux_head = AuxHead(f, self.config.aux_dim) if self.config.aux_dim else None
         self.text_encoder: Any = None  # lazily the shared TextEncoder; tests may inject one
         self._chunk_history: list[torch.Tensor] = []  # newest last: (B, chunk, A) predictions

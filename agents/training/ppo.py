@@ -80,6 +80,13 @@ class PPOConfig:
     only), so value targets are O(1) whatever the reward mode."""
 
     # --- Warm start and forgetting guards ------------------------------------------------------
+    value_hidden: int = 256
+    """Critic width (``VLAPolicyConfig.value_hidden``); a BC checkpoint's linear critic is
+    replaced by a fresh two-layer MLP. With the linear one, explained variance stayed below 0
+    for 24k PickPlace steps (measured), so advantages were noise."""
+    value_lr: float = 1e-3
+    """Learning rate of the critic (its own Adam parameter group). It starts untrained, so it
+    must learn far faster than the BC-initialised actor (``lr``)."""
     critic_detach: bool = True
     """The value head reads detached features for the whole run: value-loss gradients (large
     and noisy while the critic is fresh) never move the shared, BC-trained encoder."""
@@ -93,6 +100,10 @@ class PPOConfig:
     """Weight of KL(pi || pi_BC), decaying linearly to 0 over ``bc_decay_steps``."""
     bc_decay_steps: int = 0
     """Env steps over which the KL weight decays; 0 = ``total_steps``."""
+
+    max_minutes: float = 0.0
+    """Wall-clock budget of this run's training in minutes (checked every env step; the final
+    evaluation and save follow); 0 = none, ``total_steps`` alone ends the run."""
 
     # --- Evaluation, logging, checkpoints ------------------------------------------------------
     eval_every: int = 0
@@ -124,19 +135,29 @@ class PPOConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.bc_coef < 0:
             raise ValueError(f"bc_coef must be >= 0, got {self.bc_coef}")
+        if not self.max_minutes >= 0:
+            raise ValueError(f"max_minutes must be >= 0, got {self.max_minutes}")
+        if self.value_hidden < 0:
+            raise ValueError(f"value_hidden must be >= 0, got {self.value_hidden}")
+        for name in ("lr", "value_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 
 
 # ------------------------------------------------------------------------------------ policy
 class VLAActorCriticPolicy(ActorCriticPolicy):
     """SB3 actor-critic whose extractor, action head and value head are a :class:`VLAPolicy`'s.
 
-    Args (beyond SB3's): ``vla_config``: the VLAPolicyConfig as a dict. Load BC weights with
+    Args (beyond SB3's): ``vla_config``: the VLAPolicyConfig as a dict; ``value_lr_scale``: the
+    critic's learning rate over the actor's (its own Adam parameter group, whose ``lr_scale``
+    :meth:`WarmStartPPO._update_learning_rate` keeps). Load BC weights with
     :meth:`load_vla_state`; :attr:`vla` is what ``save_policy`` writes.
     """
 
     def __init__(self, observation_space: spaces.Space, action_space: spaces.Box, lr_schedule,
-                 vla_config: dict | None = None, **kwargs: Any):
+                 vla_config: dict | None = None, value_lr_scale: float = 1.0, **kwargs: Any):
         self.vla_config = VLAPolicyConfig(**(vla_config or {}))
+        self.value_lr_scale = float(value_lr_scale)
         if self.vla_config.head != "gaussian":
             raise ValueError(f"PPO needs a gaussian head, got {self.vla_config.head!r}")
         kwargs.update(features_extractor_class=VLAFeaturesExtractor,
@@ -153,8 +174,14 @@ class VLAActorCriticPolicy(ActorCriticPolicy):
         self.action_net = self.vla.action_head
         self.value_net = self.vla.value_head
         del self.log_std  # the head's log_std (normalised units) is used instead
-        self.optimizer = self.optimizer_class(self.vla.parameters(), lr=lr_schedule(1),
-                                              **self.optimizer_kwargs)
+        critic = list(self.vla.value_head.parameters())
+        critic_ids = {id(p) for p in critic}
+        actor = [p for p in self.vla.parameters() if id(p) not in critic_ids]
+        base = lr_schedule(1)
+        self.optimizer = self.optimizer_class(
+            [{"params": actor, "lr": base, "lr_scale": 1.0},
+             {"params": critic, "lr": base * self.value_lr_scale, "lr_scale": self.value_lr_scale}],
+            lr=base, **self.optimizer_kwargs)
 
     def _get_action_dist_from_latent(self, latent_pi: torch.Tensor):
         head = self.vla.action_head
@@ -166,7 +193,7 @@ class VLAActorCriticPolicy(ActorCriticPolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(vla_config=config_to_dict(self.vla_config))
+        data.update(vla_config=config_to_dict(self.vla_config), value_lr_scale=self.value_lr_scale)
         for key in ("features_extractor_class", "features_extractor_kwargs", "net_arch",
                     "ortho_init", "share_features_extractor"):
             data.pop(key, None)
@@ -191,6 +218,14 @@ class WarmStartPPO(PPO):
         self.bc_coef, self.bc_decay_steps = float(bc_coef), int(bc_decay_steps)
         self.value_warmup_rollouts = int(value_warmup_rollouts)
         self.rollouts_trained = 0
+
+    def _update_learning_rate(self, optimizers) -> None:
+        """SB3's schedule, times each parameter group's ``lr_scale`` (the critic's own rate)."""
+        lr = self.lr_schedule(self._current_progress_remaining)
+        self.logger.record("train/learning_rate", lr)
+        for optimizer in optimizers if isinstance(optimizers, list) else [optimizers]:
+            for group in optimizer.param_groups:
+                group["lr"] = lr * group.get("lr_scale", 1.0)
 
     def bc_weight(self) -> float:
         """Current KL weight: ``bc_coef`` decaying linearly to 0 over ``bc_decay_steps``."""
@@ -255,7 +290,10 @@ class WarmStartPPO(PPO):
                     break
                 self.policy.optimizer.zero_grad()
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                for group in self.policy.optimizer.param_groups:  # warm start: actor and
+                    # critic clipped apart, so the fresh critic's large gradients never shrink
+                    # the actor's step
+                    torch.nn.utils.clip_grad_norm_(group["params"], self.max_grad_norm)
                 self.policy.optimizer.step()
             self._n_updates += 1
             if not continue_training:
@@ -313,7 +351,7 @@ def build_ppo(cfg: PPOConfig, init: str | Path | None, env=None, out_dir: Path |
               ) -> WarmStartPPO:
     """The warm-started PPO model: policy weights from ``init`` (a BC checkpoint folder)."""
     bc = load_warm_start(init, VLAPolicyConfig(**cfg.policy) if init is None else None,
-                         cfg.init_log_std, cfg.seed)
+                         cfg.init_log_std, cfg.seed, value_hidden=cfg.value_hidden)
     env = env if env is not None else make_vec_env(cfg, bc.config)
     model = WarmStartPPO(
         VLAActorCriticPolicy, env, learning_rate=cfg.lr, n_steps=cfg.n_steps,
@@ -321,7 +359,8 @@ def build_ppo(cfg: PPOConfig, init: str | Path | None, env=None, out_dir: Path |
         gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range, ent_coef=cfg.ent_coef,
         vf_coef=cfg.vf_coef, max_grad_norm=cfg.max_grad_norm, target_kl=cfg.target_kl,
         tensorboard_log=str(out_dir / "tb") if (out_dir and cfg.tensorboard) else None,
-        policy_kwargs={"vla_config": config_to_dict(bc.config)}, seed=cfg.seed,
+        policy_kwargs={"vla_config": config_to_dict(bc.config),
+                       "value_lr_scale": cfg.value_lr / cfg.lr}, seed=cfg.seed,
         device=cfg.device, verbose=0,
         bc_policy=copy.deepcopy(bc), bc_coef=cfg.bc_coef, bc_decay_steps=cfg.bc_decay_steps,
         value_warmup_rollouts=cfg.value_warmup_rollouts, critic_detach=cfg.critic_detach)
@@ -359,6 +398,19 @@ class _EvalCallback(BaseCallback):
             self._next += self.every
             self.evaluate_now()
         return True
+
+
+class _WallClockLimit(BaseCallback):
+    """Stops ``learn()`` once ``minutes`` of wall-clock have passed since it was built."""
+
+    def __init__(self, minutes: float):
+        super().__init__()
+        self.deadline = time.perf_counter() + 60.0 * minutes
+        self.hit = False
+
+    def _on_step(self) -> bool:
+        self.hit = time.perf_counter() >= self.deadline
+        return not self.hit
 
 
 class _CheckpointCallback(BaseCallback):
@@ -443,9 +495,14 @@ def train_ppo(cfg: PPOConfig, out_dir: str | Path, init: str | Path | None = Non
     else:
         callback.evaluate_now()  # the warm start's own success rate is the bar to beat
     remaining = max(0, cfg.total_steps - int(model.num_timesteps))
+    callbacks = [callback, ckpt]
+    if cfg.max_minutes > 0:
+        callbacks.append(_WallClockLimit(cfg.max_minutes))
     if remaining:
-        model.learn(total_timesteps=remaining, callback=[callback, ckpt],
+        model.learn(total_timesteps=remaining, callback=callbacks,
                     progress_bar=cfg.progress, tb_log_name="ppo", reset_num_timesteps=not resume)
+    if cfg.max_minutes > 0 and callbacks[-1].hit:
+        print(f"PPO stopped by max_minutes={cfg.max_minutes} at env step {model.num_timesteps}")
     ckpt.init_callback(model)
     ckpt.save()
     callback.evaluate_now()

@@ -69,6 +69,10 @@ class ReinforceConfig:
     """Log-std of the Gaussian head (normalised units) at the start; None keeps the checkpoint's."""
     value_warmup_batches: int = 2
     """First batches train only the value head (detached features)."""
+    value_hidden: int = 256
+    """Critic width (see PPOConfig.value_hidden): BC's linear critic becomes a fresh MLP."""
+    value_lr: float = 1e-3
+    """The critic's own learning rate (it starts untrained; see PPOConfig.value_lr)."""
     critic_detach: bool = True
     """The value head reads detached features throughout: its loss never moves the shared,
     BC-trained encoder (see PPOConfig.critic_detach)."""
@@ -101,6 +105,11 @@ class ReinforceConfig:
         for name in ("value_warmup_batches", "eval_every", "num_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.value_hidden < 0:
+            raise ValueError(f"value_hidden must be >= 0, got {self.value_hidden}")
+        for name in ("lr", "value_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0.0 < self.gamma <= 1.0:
             raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
 
@@ -189,10 +198,13 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
 
     # ---- policy, frozen BC copy, optimiser, env --------------------------------------------------
     policy = load_warm_start(init, VLAPolicyConfig(**cfg.policy) if init is None else None,
-                             cfg.init_log_std, cfg.seed).to(device)
+                             cfg.init_log_std, cfg.seed, value_hidden=cfg.value_hidden).to(device)
     policy.text_encoder = make_text_encoder(cfg.text_encoder)
     bc_policy = copy.deepcopy(policy).eval().requires_grad_(False)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr, eps=1e-5)
+    critic = list(policy.value_head.parameters())
+    actor = [p for p in policy.parameters() if all(p is not c for c in critic)]
+    optimizer = torch.optim.Adam([{"params": actor, "lr": cfg.lr},
+                                  {"params": critic, "lr": cfg.value_lr}], eps=1e-5)
     envs = make_vector_env(cfg, policy.config)
     logger = ScalarLogger(out / "tb" if cfg.tensorboard else None)
     meta = {"trainer": "reinforce", "init": str(init), "reward": cfg.reward, "env_id": cfg.env_id}
@@ -284,7 +296,8 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
                         + bc_weight * kl)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(actor, cfg.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(critic, cfg.max_grad_norm)  # apart: see PPO
             optimizer.step()
 
             # ---- logging, evaluation ------------------------------------------------------------

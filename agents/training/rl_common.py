@@ -8,6 +8,7 @@ config decides image size, cameras and token count, so env and checkpoint always
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,10 +39,13 @@ def make_text_encoder(name: str) -> Any:
 
 
 def load_warm_start(init: str | Path | None, policy_config: VLAPolicyConfig | None = None,
-                    init_log_std: float | None = None, seed: int = 0) -> VLAPolicy:
+                    init_log_std: float | None = None, seed: int = 0,
+                    value_hidden: int | None = None) -> VLAPolicy:
     """The BC policy to start from (``init`` checkpoint folder), or a fresh one from
     ``policy_config`` when ``init`` is None. ``init_log_std`` (normalised action units) replaces
-    the head's log-std: BC never trains it, RL needs a sensible exploration noise."""
+    the head's log-std: BC never trains it, RL needs a sensible exploration noise.
+    ``value_hidden`` (None keeps the checkpoint's) rebuilds the critic with that hidden width,
+    freshly initialised, when the checkpoint's differs; every other weight is the checkpoint's."""
     if init is not None:
         policy = load_policy(init)
     else:
@@ -54,10 +58,27 @@ def load_warm_start(init: str | Path | None, policy_config: VLAPolicyConfig | No
     if policy.value_head is None:
         raise ValueError("RL fine-tuning needs a value head: the checkpoint was trained with "
                          "policy.value_head=false")
+    if value_hidden is not None and policy.config.value_hidden != value_hidden:
+        policy = _with_value_head(policy, value_hidden, seed)
     if init_log_std is not None:
         with torch.no_grad():
             policy.action_head.log_std.fill_(float(init_log_std))
     return policy.train()
+
+
+def _with_value_head(policy: VLAPolicy, value_hidden: int, seed: int) -> VLAPolicy:
+    """A copy of ``policy`` whose critic has ``value_hidden`` units (fresh weights, seeded)."""
+    from vla_sim.agents.policies.checkpoint import load_state_strict
+
+    config = dataclasses.replace(policy.config, value_hidden=int(value_hidden))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        rebuilt = VLAPolicy(config)
+    state = rebuilt.state_dict()
+    state.update({k: v for k, v in policy.state_dict().items() if not k.startswith("value_head.")})
+    load_state_strict(rebuilt, state, source="warm-start policy")
+    rebuilt.text_encoder = policy.text_encoder
+    return rebuilt
 
 
 def make_training_env(env_id: str, policy_config: dict, reward: str = "language",

@@ -97,7 +97,28 @@ def test_value_warmup_leaves_the_actor_alone(bc_dir, tmp_path):
         if key.startswith("value_head") or key == "action_head.log_std":
             continue
         assert torch.equal(value, last.state_dict()[key]), key
-    assert not torch.equal(bc.value_head.weight, last.value_head.weight)
+    from vla_sim.agents.training.rl_common import load_warm_start
+
+    fresh = load_warm_start(bc_dir, seed=cfg.seed, value_hidden=cfg.value_hidden)
+    assert last.config.value_hidden == cfg.value_hidden > 0  # the MLP critic replaced BC's
+    assert any(not torch.equal(a, b) for a, b in
+               zip(fresh.value_head.parameters(), last.value_head.parameters()))
+
+
+def test_critic_learns_at_its_own_rate_and_keeps_it_through_the_schedule(bc_dir):
+    from vla_sim.agents.training.ppo import build_ppo
+
+    cfg = _cfg(lr=2e-5, value_lr=4e-4)
+    model = build_ppo(cfg, bc_dir)
+    groups = model.policy.optimizer.param_groups
+    critic = {id(p) for p in model.policy.vla.value_head.parameters()}
+    assert {id(p) for p in groups[1]["params"]} == critic
+    assert not critic & {id(p) for p in groups[0]["params"]}
+    model._current_progress_remaining = 1.0
+    model._setup_learn(total_timesteps=1)
+    model._update_learning_rate(model.policy.optimizer)
+    assert [g["lr"] for g in groups] == pytest.approx([2e-5, 4e-4])
+    model.get_env().close()
 
 
 class _Interrupt(Exception):
@@ -155,3 +176,9 @@ def test_training_env_normalizes_rewards_only(bc_dir):
     plain = make_vec_env(_cfg(normalize_reward=False), policy.config)
     assert not isinstance(plain, VecNormalize)
     plain.close()
+
+
+def test_wall_clock_budget_stops_training_and_still_writes_an_evaluable_checkpoint(bc_dir, tmp_path):
+    result = train_ppo(_cfg(total_steps=640, max_minutes=1e-6), tmp_path / "run", init=bc_dir)
+    assert 0 < result.steps < 640
+    assert load_policy(tmp_path / "run" / "last").config.value_hidden == 256
