@@ -87,6 +87,9 @@ class PPOConfig:
     value_lr: float = 1e-3
     """Learning rate of the critic (its own Adam parameter group). It starts untrained, so it
     must learn far faster than the BC-initialised actor (``lr``)."""
+    freeze_vision: bool = False
+    """Keep the camera encoders at their BC weights (no gradient): RL then adapts language,
+    state, trunk and heads only, fewer parameters for a noisy policy gradient to move."""
     critic_detach: bool = True
     """The value head reads detached features for the whole run: value-loss gradients (large
     and noisy while the critic is fresh) never move the shared, BC-trained encoder."""
@@ -365,6 +368,8 @@ def build_ppo(cfg: PPOConfig, init: str | Path | None, env=None, out_dir: Path |
         bc_policy=copy.deepcopy(bc), bc_coef=cfg.bc_coef, bc_decay_steps=cfg.bc_decay_steps,
         value_warmup_rollouts=cfg.value_warmup_rollouts, critic_detach=cfg.critic_detach)
     model.policy.load_vla_state(bc.state_dict())
+    if cfg.freeze_vision:
+        model.policy.vla.extractor.vision.requires_grad_(False)
     model.policy.vla.text_encoder = make_text_encoder(cfg.text_encoder)
     return model
 

@@ -73,6 +73,8 @@ class ReinforceConfig:
     """Critic width (see PPOConfig.value_hidden): BC's linear critic becomes a fresh MLP."""
     value_lr: float = 1e-3
     """The critic's own learning rate (it starts untrained; see PPOConfig.value_lr)."""
+    freeze_vision: bool = False
+    """Keep the camera encoders at their BC weights (see PPOConfig.freeze_vision)."""
     critic_detach: bool = True
     """The value head reads detached features throughout: its loss never moves the shared,
     BC-trained encoder (see PPOConfig.critic_detach)."""
@@ -201,6 +203,8 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
                              cfg.init_log_std, cfg.seed, value_hidden=cfg.value_hidden).to(device)
     policy.text_encoder = make_text_encoder(cfg.text_encoder)
     bc_policy = copy.deepcopy(policy).eval().requires_grad_(False)
+    if cfg.freeze_vision:
+        policy.extractor.vision.requires_grad_(False)
     critic = list(policy.value_head.parameters())
     actor = [p for p in policy.parameters() if all(p is not c for c in critic)]
     optimizer = torch.optim.Adam([{"params": actor, "lr": cfg.lr},

@@ -182,3 +182,12 @@ def test_wall_clock_budget_stops_training_and_still_writes_an_evaluable_checkpoi
     result = train_ppo(_cfg(total_steps=640, max_minutes=1e-6), tmp_path / "run", init=bc_dir)
     assert 0 < result.steps < 640
     assert load_policy(tmp_path / "run" / "last").config.value_hidden == 256
+
+
+def test_ppo_freeze_vision_keeps_camera_encoders_at_bc_weights(bc_dir, tmp_path):
+    train_ppo(_cfg(freeze_vision=True, lr=1e-3, value_warmup_rollouts=0), tmp_path / "run",
+              init=bc_dir)
+    bc, last = load_policy(bc_dir).state_dict(), load_policy(tmp_path / "run" / "last").state_dict()
+    vision = [k for k in bc if k.startswith("extractor.vision.")]
+    assert vision and all(torch.equal(bc[k], last[k]) for k in vision)
+    assert not torch.equal(bc["extractor.trunk.0.weight"], last["extractor.trunk.0.weight"])

@@ -83,3 +83,18 @@ def test_interrupted_reinforce_run_resumes_to_the_same_weights(tmp_path, monkeyp
     a, b = load_policy(tmp_path / "full" / "last"), load_policy(tmp_path / "cut" / "last")
     for key, value in a.state_dict().items():
         torch.testing.assert_close(b.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_freeze_vision_keeps_camera_encoders_at_bc_weights_while_the_rest_learns(tmp_path):
+    torch.set_num_threads(1)
+    bc_dir = tiny_bc_checkpoint(tmp_path / "bc")
+    cfg = ReinforceConfig(env_id="vla_sim/Reach-v0", randomization="low", reward="dense",
+                          text_encoder="hashing", n_envs=2, vector="sync", total_steps=40,
+                          max_episode_steps=10, eval_episodes=1, progress=False,
+                          value_warmup_batches=0, freeze_vision=True, lr=1e-3)
+    train_reinforce(cfg, tmp_path / "run", init=bc_dir)
+    bc, last = load_policy(bc_dir), load_policy(tmp_path / "run" / "last")
+    bc_state, last_state = bc.state_dict(), last.state_dict()
+    vision = [k for k in bc_state if k.startswith("extractor.vision.")]
+    assert vision and all(torch.equal(bc_state[k], last_state[k]) for k in vision)
+    assert not torch.equal(bc_state["action_head.mean.weight"], last_state["action_head.mean.weight"])
