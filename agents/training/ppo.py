@@ -103,6 +103,16 @@ class PPOConfig:
     """Weight of KL(pi || pi_BC), decaying linearly to 0 over ``bc_decay_steps``."""
     bc_decay_steps: int = 0
     """Env steps over which the KL weight decays; 0 = ``total_steps``."""
+    sil_coef: float = 0.0
+    """Self-imitation (Oh et al., 2018, with success as the filter): after each PPO update,
+    ``sil_batches`` minibatches maximise ``sil_coef * log pi(a|s)`` over the executed actions of
+    the policy's own *successful* training episodes. Policy-gradient alone spreads a rare
+    success over many noisy per-step advantages; this replays it. 0 = off."""
+    sil_batches: int = 8
+    """Self-imitation minibatches (``batch_size`` steps each) per PPO update."""
+    sil_buffer_steps: int = 10_000
+    """Steps of successful episodes kept for self-imitation (oldest dropped first; not part of
+    the resumable checkpoint, so a resumed run refills it)."""
 
     max_minutes: float = 0.0
     """Wall-clock budget of this run's training in minutes (checked every env step; the final
@@ -138,6 +148,11 @@ class PPOConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.bc_coef < 0:
             raise ValueError(f"bc_coef must be >= 0, got {self.bc_coef}")
+        if self.sil_coef < 0:
+            raise ValueError(f"sil_coef must be >= 0, got {self.sil_coef}")
+        for name in ("sil_batches", "sil_buffer_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.max_minutes >= 0:
             raise ValueError(f"max_minutes must be >= 0, got {self.max_minutes}")
         if self.value_hidden < 0:
@@ -212,8 +227,10 @@ class WarmStartPPO(PPO):
 
     def __init__(self, *args: Any, bc_policy: VLAPolicy | None = None, bc_coef: float = 0.0,
                  bc_decay_steps: int = 0, value_warmup_rollouts: int = 0,
-                 critic_detach: bool = False, **kwargs: Any):
+                 critic_detach: bool = False, sil_coef: float = 0.0, sil_batches: int = 0,
+                 sil_buffer: "SuccessBuffer | None" = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.sil_coef, self.sil_batches, self.sil_buffer = float(sil_coef), int(sil_batches), sil_buffer
         self.critic_detach = bool(critic_detach)
         self.bc_policy = bc_policy
         if bc_policy is not None:
@@ -242,6 +259,24 @@ class WarmStartPPO(PPO):
                                  normalize_images=self.policy.normalize_images)
             bc = self.bc_policy.action_head.distribution(self.bc_policy.extractor(pre)).dist
         return torch.distributions.kl_divergence(dist.distribution, bc).sum(-1).mean()
+
+    def _self_imitate(self) -> list[float]:
+        """``sil_batches`` steps of ``-sil_coef * log pi(a|s)`` on stored successful steps."""
+        buffer = self.sil_buffer
+        if self.sil_coef <= 0 or buffer is None or len(buffer) < self.batch_size:
+            return []
+        losses = []
+        for _ in range(self.sil_batches):
+            obs, actions = buffer.sample(self.batch_size, self.device)
+            dist = self.policy._get_action_dist_from_latent(self.policy.extract_features(obs))
+            nll = -dist.log_prob(actions).mean()
+            self.policy.optimizer.zero_grad()
+            (self.sil_coef * nll).backward()
+            for group in self.policy.optimizer.param_groups:
+                torch.nn.utils.clip_grad_norm_(group["params"], self.max_grad_norm)
+            self.policy.optimizer.step()
+            losses.append(nll.item())
+        return losses
 
     def train(self) -> None:
         self.policy.set_training_mode(True)
@@ -301,6 +336,7 @@ class WarmStartPPO(PPO):
             self._n_updates += 1
             if not continue_training:
                 break
+        sil_losses = [] if warmup else self._self_imitate()  # warm start
         self.rollouts_trained += 1
         head = self.policy.vla.action_head
         self.logger.record("train/entropy_loss", np.mean(entropy_losses))
@@ -316,6 +352,10 @@ class WarmStartPPO(PPO):
         self.logger.record("train/bc_weight", bc_weight)
         if kl_bc:
             self.logger.record("train/kl_to_bc", float(np.mean(kl_bc)))
+        if sil_losses:
+            self.logger.record("train/sil_nll", float(np.mean(sil_losses)))
+        if self.sil_buffer is not None:
+            self.logger.record("train/sil_buffer_steps", len(self.sil_buffer))
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/clip_range", clip_range)
 
@@ -366,7 +406,9 @@ def build_ppo(cfg: PPOConfig, init: str | Path | None, env=None, out_dir: Path |
                        "value_lr_scale": cfg.value_lr / cfg.lr}, seed=cfg.seed,
         device=cfg.device, verbose=0,
         bc_policy=copy.deepcopy(bc), bc_coef=cfg.bc_coef, bc_decay_steps=cfg.bc_decay_steps,
-        value_warmup_rollouts=cfg.value_warmup_rollouts, critic_detach=cfg.critic_detach)
+        value_warmup_rollouts=cfg.value_warmup_rollouts, critic_detach=cfg.critic_detach,
+        sil_coef=cfg.sil_coef, sil_batches=cfg.sil_batches,
+        sil_buffer=SuccessBuffer(cfg.sil_buffer_steps, cfg.seed) if cfg.sil_coef > 0 else None)
     model.policy.load_vla_state(bc.state_dict())
     if cfg.freeze_vision:
         model.policy.vla.extractor.vision.requires_grad_(False)
@@ -402,6 +444,64 @@ class _EvalCallback(BaseCallback):
         if self.every and self.num_timesteps >= self._next:
             self._next += self.every
             self.evaluate_now()
+        return True
+
+
+class SuccessBuffer:
+    """The (observation, executed action) steps of the latest successful training episodes."""
+
+    def __init__(self, max_steps: int, seed: int = 0):
+        self.max_steps = int(max_steps)
+        self.episodes: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
+        self.steps = 0
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def add_episode(self, obs: dict[str, np.ndarray], actions: np.ndarray) -> None:
+        self.episodes.append((obs, actions))
+        self.steps += len(actions)
+        while self.steps > self.max_steps and len(self.episodes) > 1:
+            self.steps -= len(self.episodes.pop(0)[1])
+
+    def sample(self, n: int, device) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        lengths = np.array([len(a) for _, a in self.episodes])
+        flat = self.rng.integers(0, lengths.sum(), n)
+        bounds = np.cumsum(lengths)
+        ep = np.searchsorted(bounds, flat, side="right")
+        t = flat - (bounds[ep] - lengths[ep])
+        keys = self.episodes[0][0].keys()
+        obs = {k: torch.as_tensor(np.stack([self.episodes[e][0][k][i] for e, i in zip(ep, t)]),
+                                  device=device) for k in keys}
+        actions = torch.as_tensor(np.stack([self.episodes[e][1][i] for e, i in zip(ep, t)]),
+                                  device=device, dtype=torch.float32)
+        return obs, actions
+
+
+class _SuccessCollector(BaseCallback):
+    """Keeps each training env's current episode (observations, clipped executed actions) and
+    hands the successful ones to a :class:`SuccessBuffer`."""
+
+    def __init__(self, buffer: SuccessBuffer):
+        super().__init__()
+        self.buffer = buffer
+        self.current: list[list[tuple[dict[str, np.ndarray], np.ndarray]]] = []
+
+    def _on_step(self) -> bool:
+        obs, actions = self.locals["obs_tensor"], self.locals["clipped_actions"]
+        dones, infos = self.locals["dones"], self.locals["infos"]
+        if not self.current:
+            self.current = [[] for _ in range(len(dones))]
+        for i, done in enumerate(dones):
+            self.current[i].append(({k: v[i].cpu().numpy() for k, v in obs.items()},
+                                    np.asarray(actions[i], np.float32)))
+            if done:
+                steps, self.current[i] = self.current[i], []
+                if infos[i].get("is_success", False):
+                    self.buffer.add_episode(
+                        {k: np.stack([o[k] for o, _ in steps]) for k in steps[0][0]},
+                        np.stack([a for _, a in steps]))
         return True
 
 
@@ -501,6 +601,8 @@ def train_ppo(cfg: PPOConfig, out_dir: str | Path, init: str | Path | None = Non
         callback.evaluate_now()  # the warm start's own success rate is the bar to beat
     remaining = max(0, cfg.total_steps - int(model.num_timesteps))
     callbacks = [callback, ckpt]
+    if model.sil_buffer is not None:
+        callbacks.append(_SuccessCollector(model.sil_buffer))
     if cfg.max_minutes > 0:
         callbacks.append(_WallClockLimit(cfg.max_minutes))
     if remaining:
@@ -524,5 +626,5 @@ def add_cli_parser(subparsers) -> None:
     add_ppo_parser(subparsers)
 
 
-__all__ = ["PPOConfig", "RLResult", "VLAActorCriticPolicy", "WarmStartPPO", "build_ppo",
-           "make_vec_env", "train_ppo"]
+__all__ = ["PPOConfig", "RLResult", "SuccessBuffer", "VLAActorCriticPolicy", "WarmStartPPO",
+           "build_ppo", "make_vec_env", "train_ppo"]
