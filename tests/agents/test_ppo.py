@@ -251,3 +251,19 @@ def test_self_imitation_raises_the_likelihood_of_successful_actions(bc_dir):
 def test_ppo_with_self_imitation_runs_end_to_end(bc_dir, tmp_path):
     result = train_ppo(_cfg(sil_coef=0.5, sil_batches=2), tmp_path / "run", init=bc_dir)
     assert result.steps >= 64 and (tmp_path / "run" / "last" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("field,value", [("value_hidden", -1), ("value_lr", 0.0), ("lr", -1e-4),
+                                         ("sil_coef", -0.5), ("sil_batches", 0),
+                                         ("max_minutes", -1.0)])
+def test_bad_rl_config_values_are_refused_by_name(field, value):
+    from vla_sim.agents.training.reinforce import ReinforceConfig
+
+    with pytest.raises(ValueError, match=field):
+        PPOConfig(**{field: value})
+    if field in ("value_hidden", "value_lr", "lr"):
+        with pytest.raises(ValueError, match=field):
+            ReinforceConfig(**{field: value})
+    if field == "value_hidden":
+        with pytest.raises(ValueError, match=field):
+            VLAPolicyConfig(value_hidden=value)
