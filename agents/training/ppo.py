@@ -37,7 +37,8 @@ from vla_sim.config import config_to_dict
 from vla_sim.utils.seeding import EVAL_BASE_SEED, TRAIN_BASE_SEED
 
 from .common import load_trainer_state, prepare_rl_run, save_training_checkpoint
-from .rl_common import RLResult, env_factory, load_warm_start, make_text_encoder, success_rate
+from .rl_common import (RLResult, bc_schedule, env_factory, load_warm_start, make_text_encoder,
+                        success_rate)
 
 REWARDS = ("sparse", "dense", "language", "mixed")
 
@@ -100,9 +101,11 @@ class PPOConfig:
     """First rollouts train only the value head (detached features), so early advantages are
     not noise from an untrained critic."""
     bc_coef: float = 1.0
-    """Weight of KL(pi || pi_BC), decaying linearly to 0 over ``bc_decay_steps``."""
+    """Weight of KL(pi || pi_BC) toward the frozen BC policy (see ``bc_decay_steps``)."""
     bc_decay_steps: int = 0
-    """Env steps over which the KL weight decays; 0 = ``total_steps``."""
+    """Env steps over which the KL weight decays linearly to 0; 0 = it never decays. Measured on
+    PickPlace (lr 5e-5): with the weight decayed to 0 by 60k steps, success fell from 26% to 2%
+    by 162k steps; the policy gradient alone drifts away from the demonstrations."""
     sil_coef: float = 0.0
     """Self-imitation (Oh et al., 2018, with success as the filter): after each PPO update,
     ``sil_batches`` minibatches maximise ``sil_coef * log pi(a|s)`` over the executed actions of
@@ -248,9 +251,8 @@ class WarmStartPPO(PPO):
                 group["lr"] = lr * group.get("lr_scale", 1.0)
 
     def bc_weight(self) -> float:
-        """Current KL weight: ``bc_coef`` decaying linearly to 0 over ``bc_decay_steps``."""
-        horizon = self.bc_decay_steps or max(1, self._total_timesteps)
-        return self.bc_coef * max(0.0, 1.0 - self.num_timesteps / horizon)
+        """Current KL weight: ``bc_coef``, decaying linearly to 0 over ``bc_decay_steps`` (> 0)."""
+        return bc_schedule(self.bc_coef, self.bc_decay_steps, self.num_timesteps)
 
     def _kl_to_bc(self, obs: dict[str, torch.Tensor], dist) -> torch.Tensor:
         """Mean over the batch of KL(pi(.|s) || pi_BC(.|s)), summed over action dims."""

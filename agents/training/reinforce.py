@@ -30,7 +30,8 @@ from vla_sim.utils.seeding import EVAL_BASE_SEED, TRAIN_BASE_SEED, episode_seed
 from vla_sim.agents.policies.checkpoint import load_state_strict
 
 from .common import ScalarLogger, load_trainer_state, prepare_rl_run, save_training_checkpoint
-from .rl_common import RLResult, env_factory, load_warm_start, make_text_encoder, success_rate
+from .rl_common import (RLResult, bc_schedule, env_factory, load_warm_start, make_text_encoder,
+                        success_rate)
 
 REWARDS = ("sparse", "dense", "language", "mixed")
 VECTORS = ("sync", "async")
@@ -79,7 +80,9 @@ class ReinforceConfig:
     """The value head reads detached features throughout: its loss never moves the shared,
     BC-trained encoder (see PPOConfig.critic_detach)."""
     bc_coef: float = 1.0
-    """Weight of KL(pi || pi_BC), decaying linearly to 0 over ``total_steps``."""
+    """Weight of KL(pi || pi_BC) toward the frozen BC policy."""
+    bc_decay_steps: int = 0
+    """Env steps over which that weight decays linearly to 0; 0 = never (see PPOConfig)."""
 
     # --- Evaluation, logging ------------------------------------------------------------------
     eval_every: int = 0
@@ -104,7 +107,7 @@ class ReinforceConfig:
         for name in ("n_envs", "total_steps", "eval_episodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("value_warmup_batches", "eval_every", "num_threads"):
+        for name in ("value_warmup_batches", "eval_every", "num_threads", "bc_decay_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.value_hidden < 0:
@@ -287,7 +290,7 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
             policy_loss = -(log_probs * advantages).mean()
             value_loss = 0.5 * ((values - returns) ** 2).mean()
             entropy_loss = -entropy.mean()
-            bc_weight = 0.0 if warmup else cfg.bc_coef * max(0.0, 1.0 - step / cfg.total_steps)
+            bc_weight = 0.0 if warmup else bc_schedule(cfg.bc_coef, cfg.bc_decay_steps, step)
             kl = torch.zeros(())
             if bc_weight > 0:
                 with torch.no_grad():

@@ -81,6 +81,12 @@ def _with_value_head(policy: VLAPolicy, value_hidden: int, seed: int) -> VLAPoli
     return rebuilt
 
 
+def bc_schedule(coef: float, decay_steps: int, step: int) -> float:
+    """Weight of the KL toward the BC policy at env ``step``: ``coef``, decaying linearly to 0
+    over ``decay_steps`` when that is > 0."""
+    return coef if not decay_steps else coef * max(0.0, 1.0 - step / decay_steps)
+
+
 def make_training_env(env_id: str, policy_config: dict, reward: str = "language",
                       gamma: float = 0.99, robot: str = "panda", randomization: str = "low",
                       text_encoder: str = "default", max_episode_steps: int | None = None,
@@ -161,5 +167,5 @@ def success_rate(policy: VLAPolicy, env_id: str, episodes: int, base_seed: int,
     return float(result.cells[0].success_rate)
 
 
-__all__ = ["ActOnly", "HASHING_ENCODER", "RLResult", "env_factory", "load_warm_start",
+__all__ = ["ActOnly", "HASHING_ENCODER", "RLResult", "bc_schedule", "env_factory", "load_warm_start",
            "make_text_encoder", "make_training_env", "success_rate"]

@@ -267,3 +267,11 @@ def test_bad_rl_config_values_are_refused_by_name(field, value):
     if field == "value_hidden":
         with pytest.raises(ValueError, match=field):
             VLAPolicyConfig(value_hidden=value)
+
+
+def test_kl_anchor_stays_constant_unless_a_decay_horizon_is_given():
+    from vla_sim.agents.training.rl_common import bc_schedule
+
+    assert bc_schedule(0.7, 0, 10**9) == 0.7
+    assert bc_schedule(1.0, 100, 25) == pytest.approx(0.75)
+    assert bc_schedule(1.0, 100, 500) == 0.0
