@@ -10,6 +10,9 @@ the same env-step budget for each reward (sparse, dense, language), with wall-cl
 
     python benchmarks/rl_benchmark.py --part reward --episodes 4
     python benchmarks/rl_benchmark.py --part rl --bc runs/bc/best --steps 20000 --n-envs 4
+    # a wall-clock budget and config overrides (each goes to the config that has the field)
+    python benchmarks/rl_benchmark.py --part rl --bc runs/bc/best --algos ppo --rewards dense \
+        --steps 400000 --max-minutes 60 lr=5e-5 sil_coef=1.0 sil_batches=16
 """
 
 from __future__ import annotations
