@@ -112,6 +112,7 @@ def rl_part(args: argparse.Namespace) -> None:
 
     n_eval = args.eval_seeds * args.eval_repeats
     out = Path(args.out)
+    extra = parse_overrides(args.overrides)  # a typo fails before any evaluation
     if not args.skip_bc_eval:
         rate, lo, hi = evaluate(Path(args.bc), args)
         print(f"BC                      success {rate:.3f} [{lo:.3f}, {hi:.3f}] ({n_eval} "
@@ -119,7 +120,6 @@ def rl_part(args: argparse.Namespace) -> None:
     common = dict(env_id=args.env, randomization=args.randomization, total_steps=args.steps,
                   n_envs=args.n_envs, eval_episodes=args.train_eval_episodes,
                   progress=False, num_threads=args.threads)
-    extra = parse_overrides(args.overrides)
     for algo in args.algos:
         for reward in args.rewards:
             run = out / f"{algo}_{reward}"
