@@ -37,7 +37,8 @@ from vla_sim.config import config_to_dict
 from vla_sim.utils.seeding import EVAL_BASE_SEED, TRAIN_BASE_SEED
 
 from .common import load_trainer_state, prepare_rl_run, save_training_checkpoint
-from .rl_common import (RLResult, bc_schedule, env_factory, load_warm_start, make_text_encoder,
+from .rl_common import (RLResult, actor_critic_groups, bc_schedule, check_critic_fields,
+                        clip_groups, env_factory, load_warm_start, make_text_encoder,
                         success_rate)
 
 REWARDS = ("sparse", "dense", "language", "mixed")
@@ -158,11 +159,7 @@ class PPOConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.max_minutes >= 0:
             raise ValueError(f"max_minutes must be >= 0, got {self.max_minutes}")
-        if self.value_hidden < 0:
-            raise ValueError(f"value_hidden must be >= 0, got {self.value_hidden}")
-        for name in ("lr", "value_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        check_critic_fields(self)
 
 
 # ------------------------------------------------------------------------------------ policy
@@ -195,14 +192,10 @@ class VLAActorCriticPolicy(ActorCriticPolicy):
         self.action_net = self.vla.action_head
         self.value_net = self.vla.value_head
         del self.log_std  # the head's log_std (normalised units) is used instead
-        critic = list(self.vla.value_head.parameters())
-        critic_ids = {id(p) for p in critic}
-        actor = [p for p in self.vla.parameters() if id(p) not in critic_ids]
         base = lr_schedule(1)
         self.optimizer = self.optimizer_class(
-            [{"params": actor, "lr": base, "lr_scale": 1.0},
-             {"params": critic, "lr": base * self.value_lr_scale, "lr_scale": self.value_lr_scale}],
-            lr=base, **self.optimizer_kwargs)
+            actor_critic_groups(self.vla, base, base * self.value_lr_scale), lr=base,
+            **self.optimizer_kwargs)
 
     def _get_action_dist_from_latent(self, latent_pi: torch.Tensor):
         head = self.vla.action_head
@@ -262,6 +255,13 @@ class WarmStartPPO(PPO):
             bc = self.bc_policy.action_head.distribution(self.bc_policy.extractor(pre)).dist
         return torch.distributions.kl_divergence(dist.distribution, bc).sum(-1).mean()
 
+    def _optimizer_step(self, loss: torch.Tensor) -> None:
+        """One Adam step on ``loss``, each parameter group's gradient clipped on its own."""
+        self.policy.optimizer.zero_grad()
+        loss.backward()
+        clip_groups(self.policy.optimizer, self.max_grad_norm)
+        self.policy.optimizer.step()
+
     def _self_imitate(self) -> list[float]:
         """``sil_batches`` steps of ``-sil_coef * log pi(a|s)`` on stored successful steps."""
         buffer = self.sil_buffer
@@ -272,11 +272,7 @@ class WarmStartPPO(PPO):
             obs, actions = buffer.sample(self.batch_size, self.device)
             dist = self.policy._get_action_dist_from_latent(self.policy.extract_features(obs))
             nll = -dist.log_prob(actions).mean()
-            self.policy.optimizer.zero_grad()
-            (self.sil_coef * nll).backward()
-            for group in self.policy.optimizer.param_groups:
-                torch.nn.utils.clip_grad_norm_(group["params"], self.max_grad_norm)
-            self.policy.optimizer.step()
+            self._optimizer_step(self.sil_coef * nll)
             losses.append(nll.item())
         return losses
 
@@ -328,13 +324,7 @@ class WarmStartPPO(PPO):
                         and approx_kl_div > 1.5 * self.target_kl):
                     continue_training = False
                     break
-                self.policy.optimizer.zero_grad()
-                loss.backward()
-                for group in self.policy.optimizer.param_groups:  # warm start: actor and
-                    # critic clipped apart, so the fresh critic's large gradients never shrink
-                    # the actor's step
-                    torch.nn.utils.clip_grad_norm_(group["params"], self.max_grad_norm)
-                self.policy.optimizer.step()
+                self._optimizer_step(loss)  # warm start: actor and critic clipped apart
             self._n_updates += 1
             if not continue_training:
                 break
@@ -602,15 +592,16 @@ def train_ppo(cfg: PPOConfig, out_dir: str | Path, init: str | Path | None = Non
     else:
         callback.evaluate_now()  # the warm start's own success rate is the bar to beat
     remaining = max(0, cfg.total_steps - int(model.num_timesteps))
-    callbacks = [callback, ckpt]
+    callbacks: list[BaseCallback] = [callback, ckpt]
     if model.sil_buffer is not None:
         callbacks.append(_SuccessCollector(model.sil_buffer))
-    if cfg.max_minutes > 0:
-        callbacks.append(_WallClockLimit(cfg.max_minutes))
+    limit = _WallClockLimit(cfg.max_minutes) if cfg.max_minutes > 0 else None
+    if limit is not None:
+        callbacks.append(limit)
     if remaining:
         model.learn(total_timesteps=remaining, callback=callbacks,
                     progress_bar=cfg.progress, tb_log_name="ppo", reset_num_timesteps=not resume)
-    if cfg.max_minutes > 0 and callbacks[-1].hit:
+    if limit is not None and limit.hit:
         print(f"PPO stopped by max_minutes={cfg.max_minutes} at env step {model.num_timesteps}")
     ckpt.init_callback(model)
     ckpt.save()

@@ -30,7 +30,8 @@ from vla_sim.utils.seeding import EVAL_BASE_SEED, TRAIN_BASE_SEED, episode_seed
 from vla_sim.agents.policies.checkpoint import load_state_strict
 
 from .common import ScalarLogger, load_trainer_state, prepare_rl_run, save_training_checkpoint
-from .rl_common import (RLResult, bc_schedule, env_factory, load_warm_start, make_text_encoder,
+from .rl_common import (RLResult, actor_critic_groups, bc_schedule, check_critic_fields,
+                        clip_groups, env_factory, load_warm_start, make_text_encoder,
                         success_rate)
 
 REWARDS = ("sparse", "dense", "language", "mixed")
@@ -110,11 +111,7 @@ class ReinforceConfig:
         for name in ("value_warmup_batches", "eval_every", "num_threads", "bc_decay_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.value_hidden < 0:
-            raise ValueError(f"value_hidden must be >= 0, got {self.value_hidden}")
-        for name in ("lr", "value_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        check_critic_fields(self)
         if not 0.0 < self.gamma <= 1.0:
             raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
 
@@ -208,10 +205,7 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
     bc_policy = copy.deepcopy(policy).eval().requires_grad_(False)
     if cfg.freeze_vision:
         policy.extractor.vision.requires_grad_(False)
-    critic = list(policy.value_head.parameters())
-    actor = [p for p in policy.parameters() if all(p is not c for c in critic)]
-    optimizer = torch.optim.Adam([{"params": actor, "lr": cfg.lr},
-                                  {"params": critic, "lr": cfg.value_lr}], eps=1e-5)
+    optimizer = torch.optim.Adam(actor_critic_groups(policy, cfg.lr, cfg.value_lr), eps=1e-5)
     envs = make_vector_env(cfg, policy.config)
     logger = ScalarLogger(out / "tb" if cfg.tensorboard else None)
     meta = {"trainer": "reinforce", "init": str(init), "reward": cfg.reward, "env_id": cfg.env_id}
@@ -303,8 +297,7 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
                         + bc_weight * kl)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(actor, cfg.max_grad_norm)
-            torch.nn.utils.clip_grad_norm_(critic, cfg.max_grad_norm)  # apart: see PPO
+            grad_norm = clip_groups(optimizer, cfg.max_grad_norm)
             optimizer.step()
 
             # ---- logging, evaluation ------------------------------------------------------------

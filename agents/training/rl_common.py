@@ -81,6 +81,32 @@ def _with_value_head(policy: VLAPolicy, value_hidden: int, seed: int) -> VLAPoli
     return rebuilt
 
 
+def check_critic_fields(cfg: Any) -> None:
+    """The checks PPOConfig and ReinforceConfig share: critic width and both learning rates."""
+    if cfg.value_hidden < 0:
+        raise ValueError(f"value_hidden must be >= 0, got {cfg.value_hidden}")
+    for name in ("lr", "value_lr"):
+        if not getattr(cfg, name) > 0:
+            raise ValueError(f"{name} must be > 0, got {getattr(cfg, name)}")
+
+
+def actor_critic_groups(policy: VLAPolicy, lr: float, value_lr: float) -> list[dict[str, Any]]:
+    """Optimizer parameter groups: the actor (every weight but the critic's) at ``lr``, the
+    critic at ``value_lr``; ``lr_scale`` (critic rate / actor rate) lets a schedule keep it."""
+    critic = list(policy.value_head.parameters())
+    critic_ids = {id(p) for p in critic}
+    actor = [p for p in policy.parameters() if id(p) not in critic_ids]
+    return [{"params": actor, "lr": lr, "lr_scale": 1.0},
+            {"params": critic, "lr": value_lr, "lr_scale": value_lr / lr}]
+
+
+def clip_groups(optimizer: torch.optim.Optimizer, max_norm: float) -> float:
+    """Clip each parameter group's gradient norm on its own, so the fresh critic's large
+    gradients never shrink the actor's step; returns the first (actor) group's norm."""
+    norms = [torch.nn.utils.clip_grad_norm_(g["params"], max_norm) for g in optimizer.param_groups]
+    return float(norms[0])
+
+
 def bc_schedule(coef: float, decay_steps: int, step: int) -> float:
     """Weight of the KL toward the BC policy at env ``step``: ``coef``, decaying linearly to 0
     over ``decay_steps`` when that is > 0."""
@@ -167,5 +193,6 @@ def success_rate(policy: VLAPolicy, env_id: str, episodes: int, base_seed: int,
     return float(result.cells[0].success_rate)
 
 
-__all__ = ["ActOnly", "HASHING_ENCODER", "RLResult", "bc_schedule", "env_factory", "load_warm_start",
+__all__ = ["ActOnly", "HASHING_ENCODER", "RLResult", "actor_critic_groups", "bc_schedule",
+           "check_critic_fields", "clip_groups", "env_factory", "load_warm_start",
            "make_text_encoder", "make_training_env", "success_rate"]

@@ -29,13 +29,18 @@ def test_discounted_returns_stop_at_episode_end():
     torch.testing.assert_close(returns, torch.tensor([[1.75, 1.0], [1.5, 0.0], [1.0, 0.0]]))
 
 
+def _tiny_cfg(**overrides) -> ReinforceConfig:
+    """A 40-step Reach run with two synchronous envs and the hashing text encoder."""
+    base = dict(env_id="vla_sim/Reach-v0", randomization="low", text_encoder="hashing", n_envs=2,
+                vector="sync", total_steps=40, max_episode_steps=10, eval_episodes=1,
+                progress=False, value_warmup_batches=1)
+    return ReinforceConfig(**{**base, **overrides})
+
+
 def test_reinforce_short_run_writes_loadable_checkpoint(tmp_path):
     torch.set_num_threads(1)
     bc_dir = tiny_bc_checkpoint(tmp_path / "bc")
-    cfg = ReinforceConfig(env_id="vla_sim/Reach-v0", randomization="low", reward="language",
-                          text_encoder="hashing", n_envs=2, vector="sync", total_steps=40,
-                          max_episode_steps=10, eval_episodes=1, progress=False,
-                          value_warmup_batches=1)
+    cfg = _tiny_cfg(reward="language")
     result = train_reinforce(cfg, tmp_path / "run", init=bc_dir)
     assert result.steps >= 40 and len(result.eval_history) == 2
     policy = load_policy(tmp_path / "run" / "last")
@@ -61,10 +66,7 @@ def test_interrupted_reinforce_run_resumes_to_the_same_weights(tmp_path, monkeyp
 
     torch.set_num_threads(1)
     bc_dir = tiny_bc_checkpoint(tmp_path / "bc")
-    cfg = ReinforceConfig(env_id="vla_sim/Reach-v0", randomization="low", reward="dense",
-                          text_encoder="hashing", n_envs=2, vector="sync", total_steps=40,
-                          max_episode_steps=8, eval_episodes=1, progress=False,
-                          value_warmup_batches=1, checkpoint_every=10, tensorboard=False)
+    cfg = _tiny_cfg(reward="dense", max_episode_steps=8, checkpoint_every=10, tensorboard=False)
     full = train_reinforce(cfg, tmp_path / "full", init=bc_dir)
 
     original = rf.save_training_checkpoint
@@ -88,10 +90,7 @@ def test_interrupted_reinforce_run_resumes_to_the_same_weights(tmp_path, monkeyp
 def test_freeze_vision_keeps_camera_encoders_at_bc_weights_while_the_rest_learns(tmp_path):
     torch.set_num_threads(1)
     bc_dir = tiny_bc_checkpoint(tmp_path / "bc")
-    cfg = ReinforceConfig(env_id="vla_sim/Reach-v0", randomization="low", reward="dense",
-                          text_encoder="hashing", n_envs=2, vector="sync", total_steps=40,
-                          max_episode_steps=10, eval_episodes=1, progress=False,
-                          value_warmup_batches=0, freeze_vision=True, lr=1e-3)
+    cfg = _tiny_cfg(reward="dense", value_warmup_batches=0, freeze_vision=True, lr=1e-3)
     train_reinforce(cfg, tmp_path / "run", init=bc_dir)
     bc, last = load_policy(bc_dir), load_policy(tmp_path / "run" / "last")
     bc_state, last_state = bc.state_dict(), last.state_dict()
