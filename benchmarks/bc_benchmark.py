@@ -41,13 +41,13 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)  # also for evaluation rollouts (shared CPUs thrash)
 
-    from vla_sim.agents.training.bc import BCConfig, DemoArrays, train_bc
-    from vla_sim.agents.training.common import rollout_success_rate
+    from vla_sim.agents.training.bc import BCConfig, train_bc
+    from vla_sim.data.demos import DemoArrays
+    from vla_sim.evaluation.success import success_rate
     from vla_sim.config import load_config
     from vla_sim.data.collect import CollectConfig, collect
     from vla_sim.data.torch_dataset import VLADataset
     from vla_sim.evaluation.stats import wilson_interval
-    from vla_sim.utils.seeding import EVAL_BASE_SEED
 
     cameras = tuple(c.strip() for c in args.cameras.split(",") if c.strip())
     cam_tag = "" if cameras == ("front",) else "_" + "+".join(cameras)
@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                   "cameras": cameras}
     for split in ("train", "heldout"):
         t0 = time.perf_counter()
-        rate = rollout_success_rate(policy, resolve_env_id(args.env), args.eval_episodes,
-                                    EVAL_BASE_SEED, {**env_kwargs, "instruction_split": split})
+        rate = success_rate(policy, resolve_env_id(args.env), args.eval_episodes,
+                            {**env_kwargs, "instruction_split": split})
         k = round(rate * args.eval_episodes)
         lo, hi = wilson_interval(k, args.eval_episodes)
         print(f"eval[{split}]: success {rate:.2f} ({k}/{args.eval_episodes}, 95% CI "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from vla_sim.sim.bench import TASK_OBJECTS, compare
+from vla_sim.evaluation.throughput import TASK_OBJECTS, compare
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,7 +29,7 @@ import vla_sim  # noqa: F401
 from vla_sim.agents.experts import make_expert
 from vla_sim.envs.wrappers.language_reward import LanguageRewardWrapper
 from vla_sim.language.reward import GROUNDINGS, LanguageReward
-from vla_sim.utils.seeding import EVAL_BASE_SEED, TRAIN_BASE_SEED, episode_seed
+from vla_sim.utils.seeding import TRAIN_BASE_SEED, episode_seed
 
 
 def reward_part(args: argparse.Namespace) -> None:
@@ -96,12 +96,14 @@ def reward_part(args: argparse.Namespace) -> None:
 
 def evaluate(policy_dir: Path, args: argparse.Namespace) -> tuple[float, float, float]:
     from vla_sim.agents.policies import load_policy
-    from vla_sim.agents.training.rl_common import success_rate
+    from vla_sim.evaluation.success import success_rate
     from vla_sim.evaluation.stats import wilson_interval
 
     n = args.eval_seeds * args.eval_repeats
-    rate = success_rate(load_policy(policy_dir), args.env, n, EVAL_BASE_SEED, "panda",
-                        args.randomization)
+    policy = load_policy(policy_dir)
+    rate = success_rate(policy, args.env, n, {"robot": "panda", "randomization": args.randomization,
+                                              "image_size": policy.config.image_size,
+                                              "cameras": tuple(policy.config.cameras)})
     lo, hi = wilson_interval(int(round(rate * n)), n)
     return rate, lo, hi
 

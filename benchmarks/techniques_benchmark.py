@@ -93,7 +93,7 @@ class Bench:
         return VLADataset(out)
 
     def demos(self, env: str, level: str | None = None, episodes: int | None = None, seed: int = 0):
-        from vla_sim.agents.training.bc import DemoArrays
+        from vla_sim.data.demos import DemoArrays
 
         level = level or self.level
         key = (env, level, episodes, seed)
@@ -216,8 +216,8 @@ def section_vl(b: Bench) -> None:
 def section_ae(b: Bench) -> None:
     from vla_sim.agents.policies import load_policy
     from vla_sim.agents.training.bc import train_bc
-    from vla_sim.agents.training.pretrain_action import (ActionAEConfig, LatentActionPolicy,
-                                                         latent_demos, train_action_ae)
+    from vla_sim.agents.policies.latent import ActionAEConfig, LatentActionPolicy
+    from vla_sim.agents.training.pretrain_action import latent_demos, train_action_ae
 
     demos = b.demos("Reach")
     out = {}
@@ -321,7 +321,7 @@ def section_curriculum(b: Bench) -> None:
 
 
 def _concat(parts):
-    from vla_sim.agents.training.continual import concat_demos
+    from vla_sim.data.demos import concat_demos
 
     return concat_demos(parts)[0]
 

@@ -1,10 +1,15 @@
-"""Gymnasium ids, registered when ``vla_sim`` is imported."""
+"""Gymnasium ids, registered when ``vla_sim`` is imported.
+
+Registration is plain data: the entry point is a string, so ``import vla_sim`` loads neither
+PyBullet nor the tasks; ``gymnasium.make`` imports :class:`VLAEnv` on first use.
+"""
 
 from __future__ import annotations
 
 import gymnasium as gym
 
-from vla_sim.envs.tasks import TASKS
+# Time limit per task (control steps at 20 Hz): the one place it is defined.
+EPISODE_STEPS: dict[str, int] = {"reach": 50, "push": 100, "pick_place": 100, "stack": 150}
 
 ENV_IDS: dict[str, dict] = {
     "vla_sim/Reach-v0": {"task": "reach"},
@@ -29,9 +34,10 @@ def resolve_env_id(name: str) -> str:
 
 
 def max_steps(task: str) -> int:
+    """The time limit of ``task``; ``multitask`` gets the longest, so every task can finish."""
     if task == "multitask":
-        return max(t.max_episode_steps for t in TASKS.values())
-    return TASKS[task].max_episode_steps
+        return max(EPISODE_STEPS.values())
+    return EPISODE_STEPS[task]
 
 
 def register_envs() -> None:

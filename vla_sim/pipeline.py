@@ -167,7 +167,8 @@ def run_quickstart(cfg: QuickstartConfig, out: Path) -> dict[str, Any]:
     if _done(out / "stages" / "bc"):
         _log(f"bc: complete, skipping ({bc_dir})")
     else:
-        from vla_sim.agents.training.bc import BCConfig, DemoArrays, train_bc
+        from vla_sim.agents.training.bc import BCConfig, train_bc
+        from vla_sim.data.demos import DemoArrays
         from vla_sim.data.torch_dataset import VLADataset
 
         resume = (bc_dir / "last").exists()

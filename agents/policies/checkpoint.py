@@ -2,9 +2,15 @@
 
 ``config.json``::
 
-    {"policy_type": "vla", "policy": {...VLAPolicyConfig...},
+    {"policy_type": "vla", "policy": {...VLAPolicyConfig...}, "policy_kwargs": {...},
      "normalization": {"state_mean": [...], "state_std": [...], "action_mean": [...], ...},
      "meta": {...free-form: training step, dataset, metrics...}}
+
+``policy_type`` keys the registry (:data:`POLICY_TYPES`): ``vla`` (:class:`VLAPolicy`),
+``vla_multihead`` (per-task heads; ``policy_kwargs`` holds the tasks), ``vla_latent`` (a VLA
+policy predicting action-chunk latents, its autoencoder saved beside it).
+:func:`vla_sim.agents.policies.registry.load_policy` rebuilds any of them; nothing else needs to
+know which class a folder holds.
 
 The normalisation statistics also live in the weights as buffers (those are what the network
 uses); the JSON copy is there for people and tools that read configs.
@@ -31,29 +37,37 @@ from .vla import VLAPolicy
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 POLICY_TYPE = "vla"
+# policy_type -> what a folder of that type holds (rebuilt by load_policy)
+POLICY_TYPES = ("vla", "vla_multihead", "vla_latent")
 
 
 class CheckpointMismatchError(ValueError):
     """Checkpoint weights do not fit the architecture its config (or the caller) describes."""
 
 
-def save_policy(policy: VLAPolicy, directory: str | Path, meta: dict[str, Any] | None = None
-                ) -> Path:
-    """Write ``policy`` to ``directory`` (created; files replaced atomically). Returns the path."""
+def save_policy(policy: VLAPolicy, directory: str | Path, meta: dict[str, Any] | None = None,
+                policy_type: str | None = None) -> Path:
+    """Write ``policy`` to ``directory`` (created; files replaced atomically). Returns the path.
+    ``policy_type`` defaults to the class's own (``VLAPolicy.policy_type``)."""
+    policy_type = policy_type or getattr(policy, "policy_type", POLICY_TYPE)
+    if policy_type not in POLICY_TYPES:
+        raise ValueError(f"unknown policy_type {policy_type!r}; registered: {POLICY_TYPES}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".model.", suffix=".safetensors.tmp")
     os.close(fd)
     try:
-        save_file(state, tmp, metadata={"policy_type": POLICY_TYPE})
+        save_file(state, tmp, metadata={"policy_type": policy_type})
         os.replace(tmp, directory / WEIGHTS_FILE)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    init_kwargs = getattr(policy, "init_kwargs", None)
     atomic_write_json(directory / CONFIG_FILE, {
-        "policy_type": POLICY_TYPE,
+        "policy_type": policy_type,
         "policy": config_to_dict(policy.config),
+        "policy_kwargs": init_kwargs() if callable(init_kwargs) else {},
         "normalization": policy.normalization(),
         "meta": meta or {},
     })
@@ -66,10 +80,22 @@ def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"no policy checkpoint at {directory} (missing {CONFIG_FILE})")
     data = json.loads(path.read_text())
-    if data.get("policy_type") != POLICY_TYPE:
+    if data.get("policy_type") not in POLICY_TYPES:
         raise CheckpointMismatchError(
-            f"{path}: policy_type {data.get('policy_type')!r}, expected {POLICY_TYPE!r}")
+            f"{path}: policy_type {data.get('policy_type')!r}, expected one of {POLICY_TYPES}")
     return data
+
+
+def policy_type_of(data: dict[str, Any]) -> str:
+    """The registered type of a parsed config.json. Checkpoints written before the registry
+    said ``vla`` and flagged the others in ``meta`` (``multitask``, ``latent_action``)."""
+    kind = data["policy_type"]
+    meta = data.get("meta", {})
+    if kind == "vla" and (meta.get("multitask") or {}).get("heads") == "per-task":
+        return "vla_multihead"
+    if kind == "vla" and meta.get("latent_action"):
+        return "vla_latent"
+    return kind
 
 
 def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor],
@@ -97,13 +123,15 @@ def _short(items: list[str], n: int = 8) -> str:
     return str(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")
 
 
-def load_policy(directory: str | Path, device: str | torch.device = "cpu",
-                config: VLAPolicyConfig | None = None) -> VLAPolicy:
-    """Rebuild a :class:`VLAPolicy` from a checkpoint folder, in eval mode.
+def load_vla_weights(directory: str | Path, device: str | torch.device = "cpu",
+                     config: VLAPolicyConfig | None = None) -> VLAPolicy:
+    """The network in a checkpoint folder (:class:`VLAPolicy` or a subclass), in eval mode.
 
     ``config`` (optional) demands a specific architecture; weights that do not fit it raise
     :class:`CheckpointMismatchError` naming the keys and shapes.
     """
+    from .multihead import MultiHeadVLAPolicy
+
     directory = Path(directory)
     data = read_checkpoint_config(directory)
     if config is None:
@@ -114,7 +142,11 @@ def load_policy(directory: str | Path, device: str | torch.device = "cpu",
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"no weights at {weights}")
-    policy = VLAPolicy(config)
+    if policy_type_of(data) == "vla_multihead":
+        tasks = (data.get("policy_kwargs") or {}).get("tasks") or data["meta"]["multitask"]["tasks"]
+        policy: VLAPolicy = MultiHeadVLAPolicy(config, tasks)
+    else:
+        policy = VLAPolicy(config)
     load_state_strict(policy, load_file(str(weights)), source=str(weights))
     return policy.to(device).eval()
 

@@ -423,6 +423,8 @@ class VLAPolicy(nn.Module):
             (:func:`build_observation_space`), so a checkpoint needs only the config.
     """
 
+    policy_type = "vla"  # key in the checkpoint registry (checkpoint.POLICY_TYPES)
+
     def __init__(self, config: VLAPolicyConfig | None = None):
         super().__init__()
         self.config = config if config is not None else VLAPolicyConfig()

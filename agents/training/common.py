@@ -115,35 +115,3 @@ class ScalarLogger:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-
-
-def rollout_success_rate(policy: Any, env_id: str, episodes: int, base_seed: int,
-                         env_kwargs: dict[str, Any] | None = None) -> float:
-    """Fraction of ``episodes`` seeded episodes (``episode_seed(base_seed, i)``) in which
-    ``policy.act`` reaches ``info["is_success"]``. A plain loop for in-training checks; the
-    evaluator (vla_sim.evaluation) is the tool for reported numbers."""
-    import gymnasium as gym
-
-    import vla_sim  # noqa: F401  (registers env ids)
-    from vla_sim.utils.seeding import episode_seed
-
-    env = gym.make(env_id, **(env_kwargs or {}))
-    successes = 0
-    # One observation at a time gains nothing from intra-op threads, and on a busy shared CPU
-    # two threads made act() 5x slower (52 vs 10 ms measured), so roll out single-threaded.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for i in range(episodes):
-            obs, info = env.reset(seed=episode_seed(base_seed, i))
-            if hasattr(policy, "reset"):
-                policy.reset()  # stateful policies (temporal ensembling) start fresh
-            done = False
-            while not done:
-                obs, _, terminated, truncated, info = env.step(policy.act(obs, deterministic=True))
-                done = terminated or truncated
-            successes += bool(info.get("is_success", False))
-    finally:
-        torch.set_num_threads(threads)
-        env.close()
-    return successes / max(1, episodes)

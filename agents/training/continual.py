@@ -24,7 +24,9 @@ import torch
 
 from vla_sim.agents.policies.vla import VLAPolicy
 
-from .bc import BCConfig, DemoArrays, _Batches, instruction_features
+from vla_sim.data.demos import DemoArrays, concat_demos
+
+from .bc import BCConfig, _Batches, instruction_features
 from .common import resolve_device
 from .multitask import train_steps
 
@@ -100,33 +102,6 @@ class ContinualConfig:
             raise ValueError(f"lr_scale must be in (0, 1], got {self.lr_scale}")
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
-
-
-def concat_demos(parts: Sequence[DemoArrays]) -> tuple[DemoArrays, list[np.ndarray]]:
-    """One :class:`DemoArrays` from several (instructions merged, episode ids kept apart), and
-    the step ids of each part in the result."""
-    instructions = sorted({s for p in parts for s in p.instructions})
-    lookup = {s: i for i, s in enumerate(instructions)}
-    keys = set(parts[0].images)
-    for p in parts[1:]:
-        if set(p.images) != keys:
-            raise ValueError(f"datasets have different cameras: {sorted(keys)} vs {sorted(p.images)}")
-    ids, offset, ep_offset, episode = [], 0, 0, []
-    for p in parts:
-        ids.append(np.arange(offset, offset + len(p.states)))
-        offset += len(p.states)
-        episode.append(p.episode_index - p.episode_index.min() + ep_offset)
-        ep_offset = int(episode[-1].max()) + 1
-    merged = DemoArrays(
-        images={k: np.concatenate([p.images[k] for p in parts]) for k in keys},
-        states=np.concatenate([p.states for p in parts]),
-        actions=np.concatenate([p.actions for p in parts]),
-        instructions=instructions,
-        instruction_index=np.concatenate([np.array([lookup[p.instructions[i]]
-                                                    for i in p.instruction_index], np.int64)
-                                          for p in parts]),
-        episode_index=np.concatenate(episode))
-    return merged, ids
 
 
 @torch.no_grad()

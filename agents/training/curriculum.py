@@ -163,15 +163,6 @@ class CurriculumScheduler:
         self.history = [Advance(**a) for a in state["history"]]
 
 
-def rollout_stage_success(policy: Any, stage: CurriculumStage, episodes: int, base_seed: int,
-                          env_id: str, env_kwargs: dict[str, Any] | None = None) -> float:
-    """Success rate of ``policy.act`` over seeded episodes at ``stage`` (its env id if set)."""
-    from .common import rollout_success_rate
-
-    kwargs = {**(env_kwargs or {}), "randomization": stage.randomization()}
-    return rollout_success_rate(policy, stage.env_id or env_id, episodes, base_seed, kwargs)
-
-
 @dataclass
 class CurriculumBCResult:
     policy: Any
@@ -198,7 +189,7 @@ def train_bc_curriculum(stage_data: Sequence[Any], scheduler: "CurriculumSchedul
 
     from .bc import _Batches, instruction_features
     from .common import resolve_device
-    from .continual import concat_demos
+    from vla_sim.data.demos import concat_demos
     from .multitask import train_steps
 
     if len(stage_data) != len(scheduler.config.stages):
@@ -295,4 +286,4 @@ class CurriculumCallback(BaseCallback):  # type: ignore[misc,valid-type]
 
 
 __all__ = ["Advance", "CurriculumBCResult", "CurriculumCallback", "CurriculumConfig", "CurriculumScheduler",
-           "CurriculumStage", "rollout_stage_success", "strength_stages", "train_bc_curriculum"]
+           "CurriculumStage", "strength_stages", "train_bc_curriculum"]

@@ -21,8 +21,6 @@ batch sampler differ, which ``train_bc`` has no hooks for.
 
 from __future__ import annotations
 
-from vla_sim.agents.policies.vla import ACTION_STD_FLOOR, STATE_STD_FLOOR  # noqa: F401
-
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,12 +30,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from vla_sim.agents.policies.checkpoint import load_state_strict, read_checkpoint_config, save_policy
-from vla_sim.agents.policies.config import VLAPolicyConfig
+from vla_sim.agents.policies.checkpoint import save_policy
+from vla_sim.agents.policies.multihead import MultiHeadVLAPolicy
 from vla_sim.agents.policies.vla import GaussianHead, VLAPolicy
-from vla_sim.config import config_from_dict
 
-from .bc import BCConfig, DemoArrays, _Batches, _param_groups, instruction_features, split_episodes
+from vla_sim.data.demos import DemoArrays, concat_demos, split_episodes
+
+from .bc import BCConfig, _Batches, _param_groups, instruction_features
 from .common import cosine_with_warmup, resolve_device
 
 HEAD_MODES = ("shared", "per-task")
@@ -115,123 +114,12 @@ class MultiTaskData:
     @classmethod
     def concat(cls, parts: Sequence["MultiTaskData"]) -> "MultiTaskData":
         """Several datasets (e.g. one per task) as one; task names are merged by name."""
-        from .continual import concat_demos
 
         demos, _ = concat_demos([p.demos for p in parts])
         tasks = sorted({t for p in parts for t in p.task_names})
         index = np.concatenate([np.array([tasks.index(p.task_names[i]) for i in p.task_index],
                                          np.int64) for p in parts])
         return cls(demos, tasks, index)
-
-
-# ------------------------------------------------------------------------------------- policy
-class MultiHeadVLAPolicy(VLAPolicy):
-    """:class:`VLAPolicy` whose action head is chosen per sample by task (Gaussian heads).
-
-    Args:
-        config: the architecture (``head`` must be ``gaussian``).
-        tasks: task names, in task-id order.
-    """
-
-    def __init__(self, config: VLAPolicyConfig | None = None, tasks: Sequence[str] = ("task",)):
-        super().__init__(config)
-        if self.config.head != "gaussian":
-            raise ValueError(f"per-task heads support head='gaussian' only, got {self.config.head!r}")
-        if not tasks or len(set(tasks)) != len(tasks):
-            raise ValueError(f"tasks must be a non-empty list without repeats, got {list(tasks)}")
-        self.tasks = list(tasks)
-        f = self.extractor.features_dim
-        del self.action_head  # replaced by one head per task
-        self.task_heads = nn.ModuleList([GaussianHead(f, self.config) for _ in self.tasks])
-        self.task_classifier = nn.Linear(self.config.text_dim, len(self.tasks))
-        self.forced_task: int | None = None
-
-    # --- routing ------------------------------------------------------------------------------
-    def set_task(self, task: str | int | None) -> None:
-        """Force every following ``act`` onto one task's head (None: use the classifier)."""
-        if task is None or isinstance(task, int):
-            self.forced_task = task
-        elif task in self.tasks:
-            self.forced_task = self.tasks.index(task)
-        else:
-            raise ValueError(f"unknown task {task!r}; policy tasks: {self.tasks}")
-
-    def task_ids(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """(B,) task ids: ``obs["task_id"]``, else the forced task, else the classifier's."""
-        if "task_id" in obs:
-            return torch.as_tensor(obs["task_id"]).long().reshape(-1)
-        b = obs["state"].shape[0]
-        if self.forced_task is not None:
-            return torch.full((b,), self.forced_task, dtype=torch.long, device=obs["state"].device)
-        return self.task_classifier(obs["instruction_embedding"].float()).argmax(-1)
-
-    def _route(self, features: torch.Tensor, task_ids: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(normalised mean (B,A), env-unit mean (B,A), env-unit std (B,A)), each row from its
-        task's head."""
-        b, a = features.shape[0], self.config.action_dim
-        norm_mean = features.new_zeros(b, a)
-        mean = features.new_zeros(b, a)
-        std = features.new_zeros(b, a)
-        for t, head in enumerate(self.task_heads):
-            rows = task_ids == t
-            if not bool(rows.any()):
-                continue
-            nm = head.normalized_mean(features[rows])
-            norm_mean[rows] = nm
-            mean[rows] = nm * head.action_std + head.action_mean
-            std[rows] = (head.log_std.exp() * head.action_std).expand(int(rows.sum()), -1)
-        return norm_mean, mean, std
-
-    # --- VLAPolicy API --------------------------------------------------------------------------
-    def set_normalization(self, state_mean, state_std, action_mean=None, action_std=None) -> None:
-        def t(x):
-            return torch.as_tensor(np.asarray(x, np.float32))
-
-        self.extractor.state_mean.copy_(t(state_mean))
-        self.extractor.state_std.copy_(t(state_std).clamp(min=STATE_STD_FLOOR))
-        if action_mean is not None:
-            for head in self.task_heads:
-                head.action_mean.copy_(t(action_mean))
-                head.action_std.copy_(t(action_std).clamp(min=ACTION_STD_FLOOR))
-
-    def normalization(self) -> dict[str, list[float]]:
-        head = self.task_heads[0]
-        return {"state_mean": self.extractor.state_mean.tolist(),
-                "state_std": self.extractor.state_std.tolist(),
-                "action_mean": head.action_mean.tolist(), "action_std": head.action_std.tolist()}
-
-    def forward(self, obs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        features = self.extractor(obs)
-        value = self.value_head(features).squeeze(-1) if self.value_head is not None else None
-        return self._route(features, self.task_ids(obs))[1], value
-
-    def distribution(self, obs: Mapping[str, torch.Tensor]):
-        from vla_sim.agents.policies.vla import GaussianDistribution
-
-        _, mean, std = self._route(self.extractor(obs), self.task_ids(obs))
-        return GaussianDistribution(mean, std)
-
-    def evaluate_actions(self, obs, actions):
-        features = self.extractor(obs)
-        from vla_sim.agents.policies.vla import GaussianDistribution
-
-        _, mean, std = self._route(features, self.task_ids(obs))
-        dist = GaussianDistribution(mean, std)
-        value = self.value_head(features).squeeze(-1) if self.value_head is not None else None
-        return dist.log_prob(actions), dist.entropy(), value
-
-    def per_sample_loss(self, obs: Mapping[str, torch.Tensor], actions: torch.Tensor
-                        ) -> torch.Tensor:
-        """(B,) MSE in normalised action units, each sample through its task's head."""
-        task_ids = self.task_ids(obs)
-        norm_mean, _, _ = self._route(self.extractor(obs), task_ids)
-        means = torch.stack([h.action_mean for h in self.task_heads])[task_ids]
-        stds = torch.stack([h.action_std for h in self.task_heads])[task_ids]
-        return ((norm_mean - (actions - means) / stds) ** 2).mean(-1)
-
-    def bc_loss(self, obs: Mapping[str, torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
-        return self.per_sample_loss(obs, actions).mean()
 
 
 def per_sample_bc_loss(policy: VLAPolicy, obs: Mapping[str, torch.Tensor], actions: torch.Tensor
@@ -328,7 +216,7 @@ def train_multitask(data: MultiTaskData, config: MultiTaskConfig | None = None,
     Args:
         data: demonstrations with task labels.
         encoder: text encoder (``features(list[str], max_tokens)``); default the shared one.
-        out_dir: if given, the policy is saved there (:func:`save_multitask_policy`).
+        out_dir: if given, the policy is saved there (``load_policy`` reloads either kind).
     """
     cfg = config or MultiTaskConfig()
     bc = cfg.bc
@@ -362,7 +250,7 @@ def train_multitask(data: MultiTaskData, config: MultiTaskConfig | None = None,
     losses = train_steps(policy, batches.sampler(train_ids), loss_fn, bc)
     val_loss, accuracy = _validate(policy, batches, val_ids, data.task_names)
     if out_dir is not None:
-        save_multitask_policy(policy, out_dir, meta={"val_loss_per_task": val_loss})
+        save_policy(policy, out_dir, meta={"val_loss_per_task": val_loss})
     return MultiTaskResult(policy, losses, val_loss, accuracy)
 
 
@@ -406,32 +294,6 @@ def _validate(policy: VLAPolicy, batches: TaskBatches, ids: np.ndarray, tasks: S
 
 
 # -------------------------------------------------------------------------------- checkpoints
-def save_multitask_policy(policy: VLAPolicy, directory: str | Path,
-                          meta: dict[str, Any] | None = None) -> Path:
-    """Save like :func:`save_policy`; a per-task policy records its tasks under
-    ``meta.multitask`` (load it with :func:`load_multitask_policy`)."""
-    meta = dict(meta or {})
-    if isinstance(policy, MultiHeadVLAPolicy):
-        meta["multitask"] = {"heads": "per-task", "tasks": policy.tasks}
-    return save_policy(policy, directory, meta=meta)
-
-
-def load_multitask_policy(directory: str | Path, device: str = "cpu") -> VLAPolicy:
-    """Rebuild a shared-head or per-task-head policy from a checkpoint folder, in eval mode."""
-    from safetensors.torch import load_file
-
-    from vla_sim.agents.policies.checkpoint import load_policy
-
-    directory = Path(directory)
-    data = read_checkpoint_config(directory)
-    info = data.get("meta", {}).get("multitask")
-    if not info:
-        return load_policy(directory, device)
-    policy = MultiHeadVLAPolicy(config_from_dict(VLAPolicyConfig, data["policy"]), info["tasks"])
-    load_state_strict(policy, load_file(str(directory / "model.safetensors")), str(directory))
-    return policy.to(device).eval()
-
-
 def read_task_weights(text: str | None) -> dict[str, float]:
     """``"reach=1,push=2"`` or a JSON object -> {task: weight}."""
     if not text:
@@ -449,6 +311,6 @@ def read_task_weights(text: str | None) -> dict[str, float]:
 
 
 __all__ = ["HEAD_MODES", "MultiHeadVLAPolicy", "MultiTaskConfig", "MultiTaskData",
-           "MultiTaskResult", "TaskBatches", "build_multitask_policy", "fit_task_classifier", "load_multitask_policy",
-           "per_sample_bc_loss", "read_task_weights", "save_multitask_policy",
+           "MultiTaskResult", "TaskBatches", "build_multitask_policy", "fit_task_classifier",
+           "per_sample_bc_loss", "read_task_weights",
            "task_weighted_loss", "train_multitask", "train_steps"]

@@ -34,12 +34,13 @@ from stable_baselines3.common.utils import explained_variance
 from vla_sim.agents.policies import VLAFeaturesExtractor, VLAPolicy, VLAPolicyConfig, save_policy
 from vla_sim.agents.policies.checkpoint import load_state_strict
 from vla_sim.config import config_to_dict
-from vla_sim.utils.seeding import EVAL_BASE_SEED, TRAIN_BASE_SEED
+from vla_sim.evaluation.success import success_rate
+from vla_sim.utils.seeding import TRAIN_BASE_SEED
 
 from .common import load_trainer_state, prepare_rl_run, save_training_checkpoint
 from .rl_common import (RLResult, actor_critic_groups, bc_schedule, check_critic_fields,
-                        clip_groups, env_factory, load_warm_start, make_text_encoder,
-                        success_rate)
+                        clip_groups, env_factory, eval_env_kwargs, load_warm_start,
+                        make_text_encoder)
 
 REWARDS = ("sparse", "dense", "language", "mixed")
 
@@ -420,8 +421,8 @@ class _EvalCallback(BaseCallback):
 
     def evaluate_now(self) -> float:
         cfg, vla = self.cfg, self.model.policy.vla
-        rate = success_rate(vla, cfg.env_id, cfg.eval_episodes, EVAL_BASE_SEED, cfg.robot,
-                            cfg.randomization, cfg.max_episode_steps)
+        rate = success_rate(vla, cfg.env_id, cfg.eval_episodes,
+                            eval_env_kwargs(cfg, vla))
         step = int(self.model.num_timesteps)
         self.history.append((step, rate))
         if hasattr(self.model, "_logger"):  # the logger exists once learn() has started
@@ -610,13 +611,6 @@ def train_ppo(cfg: PPOConfig, out_dir: str | Path, init: str | Path | None = Non
     save_policy(model.policy.vla, out / "last", meta={**meta, "step": int(model.num_timesteps)})
     model.get_env().close()
     return RLResult(out, int(model.num_timesteps), wall, callback.history, callback.best)
-
-
-def add_cli_parser(subparsers) -> None:
-    """Hook read by ``vla_sim.cli.train``: registers ``vla-sim train ppo``."""
-    from vla_sim.cli.train_rl import add_ppo_parser
-
-    add_ppo_parser(subparsers)
 
 
 __all__ = ["PPOConfig", "RLResult", "SuccessBuffer", "VLAActorCriticPolicy", "WarmStartPPO",

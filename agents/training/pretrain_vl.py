@@ -37,7 +37,9 @@ from vla_sim.agents.policies.vla import ConvEncoder, VLAPolicy
 from vla_sim.config import config_from_dict, config_to_dict
 from vla_sim.utils.io import atomic_write_json
 
-from .bc import BCConfig, DemoArrays, augment, split_episodes
+from vla_sim.data.demos import DemoArrays, split_episodes
+
+from .bc import BCConfig, augment
 from .common import resolve_device
 
 TEXT_SOURCES = ("instruction", "description", "both")
@@ -218,7 +220,7 @@ def make_pairs(demos: DemoArrays, camera_key: str, text: str = "instruction",
 
 def pairs_from_datasets(datasets: Sequence[Any], cfg: VLPretrainConfig) -> VLPairs:
     """Pairs from one or more :class:`vla_sim.data.VLADataset` (episodes kept apart)."""
-    from .continual import concat_demos
+    from vla_sim.data.demos import concat_demos
 
     parts = [DemoArrays.from_dataset(d) for d in datasets]
     demos, _ = concat_demos(parts)

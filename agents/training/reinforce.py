@@ -25,14 +25,15 @@ import torch
 
 from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig, save_policy
 from vla_sim.config import config_to_dict
-from vla_sim.utils.seeding import EVAL_BASE_SEED, TRAIN_BASE_SEED, episode_seed
+from vla_sim.evaluation.success import success_rate
+from vla_sim.utils.seeding import TRAIN_BASE_SEED, episode_seed
 
 from vla_sim.agents.policies.checkpoint import load_state_strict
 
 from .common import ScalarLogger, load_trainer_state, prepare_rl_run, save_training_checkpoint
 from .rl_common import (RLResult, actor_critic_groups, bc_schedule, check_critic_fields,
-                        clip_groups, env_factory, load_warm_start, make_text_encoder,
-                        success_rate)
+                        clip_groups, env_factory, eval_env_kwargs, load_warm_start,
+                        make_text_encoder)
 
 REWARDS = ("sparse", "dense", "language", "mixed")
 VECTORS = ("sync", "async")
@@ -214,8 +215,8 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
 
     def evaluate(step: int) -> None:
         nonlocal best
-        rate = success_rate(policy, cfg.env_id, cfg.eval_episodes, EVAL_BASE_SEED, cfg.robot,
-                            cfg.randomization, cfg.max_episode_steps)
+        rate = success_rate(policy, cfg.env_id, cfg.eval_episodes,
+                            eval_env_kwargs(cfg, policy))
         history.append((step, rate))
         logger.scalars({"eval/success_rate": rate}, step)
         if best is None or rate > best:
@@ -329,13 +330,6 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
         logger.close()
         envs.close()
     return RLResult(out, step, time.perf_counter() - t0, history, best)
-
-
-def add_cli_parser(subparsers) -> None:
-    """Hook read by ``vla_sim.cli.train``: registers ``vla-sim train reinforce``."""
-    from vla_sim.cli.train_rl import add_reinforce_parser
-
-    add_reinforce_parser(subparsers)
 
 
 __all__ = ["ReinforceConfig", "collect_episodes", "discounted_returns", "make_vector_env",

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import gymnasium as gym
-import numpy as np
 import torch
 
 from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig, load_policy
@@ -157,42 +156,17 @@ class RLResult:
     best_success: float | None
 
 
-class ActOnly:
-    """Hide a policy's embedding-space ``observation_space`` from the evaluator's space check:
-    ``VLAPolicy.act`` takes raw env observations (it embeds the instruction itself)."""
-
-    def __init__(self, policy: VLAPolicy):
-        self.policy = policy
-
-    def act(self, obs: dict, deterministic: bool = True) -> np.ndarray:
-        return self.policy.act(obs, deterministic=deterministic)
-
-    def reset(self) -> None:
-        if hasattr(self.policy, "reset"):
-            self.policy.reset()
+def eval_env_kwargs(cfg: Any, policy: VLAPolicy) -> dict[str, Any]:
+    """``gym.make`` arguments for an RL run's in-training success check: the run's robot,
+    randomization and time limit, the policy's cameras and image size."""
+    kwargs: dict[str, Any] = {"robot": cfg.robot, "randomization": cfg.randomization,
+                              "image_size": policy.config.image_size,
+                              "cameras": tuple(policy.config.cameras)}
+    if cfg.max_episode_steps is not None:
+        kwargs["max_episode_steps"] = cfg.max_episode_steps
+    return kwargs
 
 
-def success_rate(policy: VLAPolicy, env_id: str, episodes: int, base_seed: int,
-                 robot: str = "panda", randomization: str = "low",
-                 max_episode_steps: int | None = None) -> float:
-    """Deterministic success rate over seeded episodes ``episode_seed(base_seed, 0..n-1)``,
-    through :func:`vla_sim.evaluation.evaluate` (train instructions, one worker)."""
-    from vla_sim.evaluation import EvalConfig, evaluate
-
-    cfg = policy.config
-    config = EvalConfig(env_ids=[env_id], robot=robot, episodes=episodes, splits=["train"],
-                        randomization=[randomization], base_seed=base_seed,
-                        image_size=cfg.image_size, cameras=list(cfg.cameras),
-                        max_episode_steps=max_episode_steps, workers=1, alignment=False)
-    was_training = policy.training
-    policy.eval()
-    try:
-        result = evaluate(lambda env: ActOnly(policy), config)
-    finally:
-        policy.train(was_training)
-    return float(result.cells[0].success_rate)
-
-
-__all__ = ["ActOnly", "HASHING_ENCODER", "RLResult", "actor_critic_groups", "bc_schedule",
-           "check_critic_fields", "clip_groups", "env_factory", "load_warm_start",
-           "make_text_encoder", "make_training_env", "success_rate"]
+__all__ = ["HASHING_ENCODER", "RLResult", "actor_critic_groups", "bc_schedule",
+           "check_critic_fields", "clip_groups", "env_factory", "eval_env_kwargs", "load_warm_start",
+           "make_text_encoder", "make_training_env"]

@@ -55,7 +55,6 @@ class TaskInstance:
 
 class Task:
     name: ClassVar[str]
-    max_episode_steps: ClassVar[int]
     target_shapes: ClassVar[tuple[str, ...]] = SHAPES
     n_other_objects: ClassVar[int] = 1  # non-target movable objects (so language matters)
 

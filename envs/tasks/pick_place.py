@@ -10,7 +10,6 @@ from vla_sim.sim.scene import TRAY_HALF, TRAY_WALL
 
 class PickPlaceTask(Task):
     name = "pick_place"
-    max_episode_steps = 100
 
     def sample_instance(self, rng: np.random.Generator, split: str) -> TaskInstance:
         objs = self._pick_objects(rng, split, 1 + self.n_other_objects, self.target_shapes)

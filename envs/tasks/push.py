@@ -11,7 +11,6 @@ TOLERANCE = 0.04  # object centre within this horizontal distance of the zone ce
 
 class PushTask(Task):
     name = "push"
-    max_episode_steps = 100
     target_shapes = ("cube", "cylinder")  # spheres roll away when pushed
 
     def sample_instance(self, rng: np.random.Generator, split: str) -> TaskInstance:

@@ -12,7 +12,6 @@ TOLERANCE = 0.03  # success radius (m)
 
 class ReachTask(Task):
     name = "reach"
-    max_episode_steps = 50
     n_other_objects = 2
 
     def sample_instance(self, rng: np.random.Generator, split: str) -> TaskInstance:

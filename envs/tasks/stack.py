@@ -10,7 +10,6 @@ from vla_sim.sim.scene import CUBE_HALF
 
 class StackTask(Task):
     name = "stack"
-    max_episode_steps = 150
     target_shapes = ("cube",)
 
     def sample_instance(self, rng: np.random.Generator, split: str) -> TaskInstance:

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from vla_sim.agents.policies import load_policy
-from vla_sim.agents.training.bc import BCConfig, DemoArrays, augment, split_episodes, train_bc
+from vla_sim.agents.training.bc import BCConfig, augment, train_bc
+from vla_sim.data.demos import DemoArrays, split_episodes
 from vla_sim.config import ConfigError, load_config
 from vla_sim.language.encoder import HashingTextEncoder
 
@@ -249,7 +250,7 @@ def test_instruction_augmentation_trains_and_needs_roles(tmp_path, demos, encode
 
 
 def test_chunk_indices_stay_inside_each_episode():
-    from vla_sim.agents.training.bc import chunk_indices
+    from vla_sim.data.demos import chunk_indices
 
     ids, mask = chunk_indices(np.array([0, 0, 0, 1, 1]), 3)
     np.testing.assert_array_equal(ids, [[0, 1, 2], [1, 2, 2], [2, 2, 2], [3, 4, 4], [4, 4, 4]])

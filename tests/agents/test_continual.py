@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig
-from vla_sim.agents.training.bc import BCConfig, DemoArrays
+from vla_sim.agents.training.bc import BCConfig
+from vla_sim.data.demos import DemoArrays
 from vla_sim.agents.training.continual import (ContinualConfig, ReservoirReplayBuffer,
                                                concat_demos, finetune_with_replay,
                                                forgetting_report, renormalize_policy)
@@ -74,7 +75,7 @@ def test_forgetting_report():
 
 
 def test_renormalize_keeps_the_policys_actions_exactly():
-    from vla_sim.agents.training.multitask import MultiHeadVLAPolicy
+    from vla_sim.agents.policies.multihead import MultiHeadVLAPolicy
 
     rng = np.random.default_rng(0)
     obs = {"image": torch.from_numpy(rng.integers(0, 255, (6, 16, 16, 3), dtype=np.uint8)),

@@ -4,7 +4,6 @@ import logging
 
 import numpy as np
 import pytest
-import torch
 
 from vla_sim.agents.training.curriculum import (CurriculumCallback, CurriculumConfig,
                                                 CurriculumScheduler, CurriculumStage,
@@ -90,10 +89,10 @@ def test_stage_validation():
 
 
 def test_bc_data_curriculum_evaluates_at_the_current_stage_and_advances():
-    import torch
 
     from vla_sim.agents.policies import VLAPolicyConfig
-    from vla_sim.agents.training.bc import BCConfig, DemoArrays
+    from vla_sim.agents.training.bc import BCConfig
+    from vla_sim.data.demos import DemoArrays
     from vla_sim.agents.training.curriculum import train_bc_curriculum
     from vla_sim.language.encoder import HashingTextEncoder
 

@@ -5,11 +5,13 @@ import pytest
 import torch
 
 from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig
-from vla_sim.agents.training.bc import BCConfig, DemoArrays
-from vla_sim.agents.training.multitask import (MultiHeadVLAPolicy, MultiTaskConfig, MultiTaskData,
-                                               load_multitask_policy, per_sample_bc_loss,
-                                               read_task_weights,
-                                               task_weighted_loss, train_multitask)
+from vla_sim.agents.training.bc import BCConfig
+from vla_sim.data.demos import DemoArrays
+from vla_sim.agents.policies import load_policy
+from vla_sim.agents.policies.multihead import MultiHeadVLAPolicy
+from vla_sim.agents.training.multitask import (MultiTaskConfig, MultiTaskData, per_sample_bc_loss,
+                                               read_task_weights, task_weighted_loss,
+                                               train_multitask)
 from vla_sim.language.encoder import HashingTextEncoder
 
 from tiny_policy import SMALL
@@ -75,7 +77,7 @@ def test_train_multitask_per_task_and_shared_and_checkpoint(tmp_path):
                           encoder=HashingTextEncoder(), out_dir=tmp_path / "mt")
     assert isinstance(res.policy, MultiHeadVLAPolicy) and res.classifier_accuracy == 1.0
     assert res.train_losses[-1] < res.train_losses[0]
-    loaded = load_multitask_policy(tmp_path / "mt")
+    loaded = load_policy(tmp_path / "mt")
     assert isinstance(loaded, MultiHeadVLAPolicy) and loaded.tasks == ["push", "reach"]
     # the evaluator's checkpoint loader recognises per-task heads too
     from vla_sim.evaluation.policies import load_checkpoint_policy

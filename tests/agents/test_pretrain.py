@@ -7,11 +7,10 @@ import pytest
 import torch
 
 from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig
-from vla_sim.agents.training.bc import DemoArrays
-from vla_sim.agents.training.pretrain_action import (ActionAEConfig, LatentActionPolicy,
-                                                     action_chunks, latent_demos,
-                                                     load_latent_policy, save_latent_policy,
-                                                     train_action_ae)
+from vla_sim.data.demos import DemoArrays
+from vla_sim.agents.policies import load_policy
+from vla_sim.agents.policies.latent import ActionAEConfig, LatentActionPolicy, save_latent_policy
+from vla_sim.agents.training.pretrain_action import action_chunks, latent_demos, train_action_ae
 from vla_sim.agents.training.pretrain_vl import (VLPretrainConfig, describe_scene, info_nce_loss,
                                                  init_policy_vision, load_vl, make_pairs,
                                                  pretrain_vl, save_vl)
@@ -114,7 +113,7 @@ def test_action_autoencoder_reconstructs_a_tiny_set(tmp_path):
     a = pol.act(obs)
     assert a.shape == (4,) and np.all(np.abs(a) <= 1)
     save_latent_policy(pol, tmp_path / "lat")
-    again = load_latent_policy(tmp_path / "lat")
+    again = load_policy(tmp_path / "lat")
     again.policy.text_encoder = HashingTextEncoder()
     assert np.allclose(again.act(obs), a, atol=1e-6)
 

@@ -21,7 +21,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vla_sim.sim.bench import compare
+    from vla_sim.evaluation.throughput import compare
 
     if args.steps < 1 or args.blocks < 1:
         raise ValueError(f"--steps and --blocks must be >= 1, got {args.steps} and {args.blocks}")

@@ -9,7 +9,7 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple
 
 EXPERT_TASKS = ("Reach", "Push", "PickPlace", "Stack")
 DOCTOR_IMAGE = 64
@@ -121,7 +121,7 @@ SPEED_RATIO_FLOOR = 0.7  # well below the ~0.9-0.96 measured; lower means a real
 
 def check_speed(args: argparse.Namespace) -> CheckResult:
     """PickPlace (Panda, 64 px) env steps/s next to the raw PyBullet loop doing the same work."""
-    from vla_sim.sim.bench import compare
+    from vla_sim.evaluation.throughput import compare
 
     c = compare("pick_place", "panda", steps=40, blocks=3)
     summary = (f"PickPlace {c.env_steps_per_s:.0f} env steps/s vs {c.raw_steps_per_s:.0f} raw "

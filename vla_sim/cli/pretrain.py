@@ -85,10 +85,9 @@ def run_action(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from vla_sim.agents.training.bc import DemoArrays
-    from vla_sim.agents.training.continual import concat_demos
-    from vla_sim.agents.training.pretrain_action import (ActionAEConfig, save_action_ae,
-                                                         train_action_ae)
+    from vla_sim.agents.policies.latent import ActionAEConfig, save_action_ae
+    from vla_sim.agents.training.pretrain_action import train_action_ae
+    from vla_sim.data.demos import DemoArrays, concat_demos
     from vla_sim.config import load_config
     from vla_sim.utils.io import atomic_write_json
 

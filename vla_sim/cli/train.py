@@ -1,26 +1,37 @@
-"""``vla-sim train bc``: behaviour cloning from a demonstration dataset.
+"""``vla-sim train TRAINER``: every trainer's subcommand, wired here.
 
     vla-sim train bc --data DATA_DIR --out RUN_DIR [--config bc.yaml] [key=value ...] [--resume]
+        [--init-vision VL_DIR] [--curriculum none,low,medium,high]
 
-Overrides are dotted BCConfig keys, e.g. ``steps=2000 policy.head=discrete``. Other trainers
-(PPO, REINFORCE) plug in as ``vla-sim train <name>`` when their module in
-``vla_sim.agents.training`` defines ``add_cli_parser(subparsers)``; ``vla_sim.cli.train_extra``
-(if present) adds continual/multitask/latent and bc's ``--init-vision``/``--curriculum``.
+Overrides are dotted BCConfig keys, e.g. ``steps=2000 policy.head=discrete``. The other trainers
+live in their own modules: ``train_rl`` (ppo, reinforce), ``train_extra`` (continual,
+multitask, latent), ``train_dagger`` (dagger).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import logging
+from pathlib import Path
+from typing import Callable
 
-# trainer modules that may add their own ``train <name>`` subcommand
-OPTIONAL_TRAINERS = ("ppo", "reinforce", "pretrain")
+from vla_sim.cli import train_extra, train_rl
+from vla_sim.cli.common import dataset_eval_fn, env_id, open_training_dataset, success
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("train", help="train a policy (bc, ...)",
+    parser = subparsers.add_parser("train", help="train a policy (bc, dagger, ppo, ...)",
                                    description="Train a policy.")
     sub = parser.add_subparsers(dest="trainer", required=True, metavar="TRAINER")
+    add_bc_parser(sub)
+    train_rl.add_ppo_parser(sub)
+    train_rl.add_reinforce_parser(sub)
+    train_extra.add_extra_trainers(sub)
+
+
+def add_bc_parser(sub) -> None:
     bc = sub.add_parser("bc", help="behaviour cloning from demonstrations",
                         description="Behaviour cloning of the VLA policy from a dataset folder.")
     bc.add_argument("--data", required=True, help="dataset folder (vla-sim collect output)")
@@ -35,38 +46,35 @@ def add_parser(subparsers) -> None:
                          "recorded); 'none' disables them")
     bc.add_argument("--eval-episodes", type=int, default=10,
                     help="episodes per in-sim check (eval seeds, train instructions)")
+    bc.add_argument("--init-vision", default=None,
+                    help="start from the vision encoder of a vla-sim pretrain vl folder")
+    bc.add_argument("--curriculum", default=None,
+                    help="comma-separated randomization levels (e.g. none,low,medium,high) or "
+                         "high@0,high@0.5,high@1 (level@strength): the in-sim checks run at the "
+                         "current stage, which advances when success >= --curriculum-threshold")
+    bc.add_argument("--curriculum-threshold", type=float, default=0.8)
     bc.set_defaults(func=run_bc)
-    try:  # continual / multitask / latent trainers and bc's --init-vision / --curriculum
-        from vla_sim.cli import train_extra
-    except ImportError:
-        train_extra = None
-    if train_extra is not None:
-        train_extra.add_bc_options(bc)
-        bc.set_defaults(func=train_extra.run_bc_extra)
-        train_extra.add_extra_trainers(sub)
-    for name in OPTIONAL_TRAINERS:
-        try:
-            module = importlib.import_module(f"vla_sim.agents.training.{name}")
-        except ImportError:
-            continue
-        if hasattr(module, "add_cli_parser"):
-            module.add_cli_parser(sub)
 
 
 def run_bc(args: argparse.Namespace) -> int:
-    from vla_sim.agents.training.bc import BCConfig, DemoArrays, train_bc
+    from vla_sim.agents.training.bc import BCConfig, train_bc
     from vla_sim.config import load_config
+    from vla_sim.data.demos import DemoArrays
+    from vla_sim.utils.io import atomic_write_json
 
     cfg = load_config(BCConfig, args.config, args.overrides)  # unknown keys fail before any work
-    from vla_sim.data.torch_dataset import VLADataset
-
-    dataset = VLADataset(args.data)
-    if args.max_episodes is not None:
-        dataset = VLADataset(args.data, episodes=list(range(min(args.max_episodes,
-                                                                dataset.reader.num_episodes))))
+    dataset = open_training_dataset(args.data, args.max_episodes)
     data = DemoArrays.from_dataset(dataset)
-    eval_fn = _eval_fn(args, cfg, dataset)
-    result = train_bc(data, args.out, cfg, resume=args.resume, eval_fn=eval_fn)
+    eval_fn = dataset_eval_fn(dataset, args.eval_env, args.eval_episodes, cfg.policy)
+    scheduler = None
+    if args.curriculum:
+        scheduler, eval_fn = _curriculum(args, cfg, dataset)
+    init = None if args.resume else _vision_init(args.init_vision)
+    result = train_bc(data, args.out, cfg, resume=args.resume, eval_fn=eval_fn, init_fn=init)
+    if scheduler is not None:
+        atomic_write_json(Path(args.out) / "curriculum.json", scheduler.state_dict())
+        print(f"curriculum: stage {scheduler.stage_index} ({scheduler.stage.name}); advances "
+              f"{[(a.step, a.to_name) for a in scheduler.history]}")
     print(f"bc: {result.steps} steps in {result.wall_s:.1f} s ({result.samples_per_s:.0f} "
           f"samples/s); final train loss {result.train_losses[-1]:.4f}; val loss "
           f"{'n/a' if result.val_loss is None else f'{result.val_loss:.4f}'}; best by "
@@ -74,18 +82,34 @@ def run_bc(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_fn(args, cfg, dataset):
-    """In-sim success check on the dataset's env (as recorded by ``vla-sim collect``)."""
-    collect = dataset.reader.info.get("vla_sim", {}).get("collect", {})
-    env_id = args.eval_env or collect.get("env")
-    if not env_id or env_id == "none" or args.eval_episodes < 1:
+def _vision_init(init_vision: str | None) -> Callable | None:
+    """``policy -> None`` copying a pre-trained vision encoder, or None without one."""
+    if not init_vision:
         return None
-    from vla_sim.agents.training.common import rollout_success_rate
-    from vla_sim.utils.seeding import EVAL_BASE_SEED
+    from vla_sim.agents.training.pretrain_vl import init_policy_vision, load_vl
 
-    env_kwargs = {"image_size": cfg.policy.image_size, "cameras": tuple(cfg.policy.cameras)}
-    for key in ("robot", "randomization"):
-        if key in collect:
-            env_kwargs[key] = collect[key]
-    return lambda policy: rollout_success_rate(policy, env_id, args.eval_episodes,
-                                               EVAL_BASE_SEED, env_kwargs)
+    model, vcfg = load_vl(init_vision)
+    return lambda policy: init_policy_vision(policy, model, vcfg.camera)
+
+
+def _curriculum(args: argparse.Namespace, cfg, dataset):
+    """The curriculum scheduler and the eval function that checks success at its stage."""
+    from vla_sim.agents.training.curriculum import (CurriculumConfig, CurriculumScheduler,
+                                                    CurriculumStage)
+
+    collect = dataset.reader.info.get("vla_sim", {}).get("collect", {})
+    target = args.eval_env or collect.get("env")
+    if not target or target == "none":
+        raise ValueError("--curriculum needs in-sim checks: give --eval-env")
+    stages = []
+    for part in (p.strip() for p in args.curriculum.split(",") if p.strip()):
+        level, _, strength = part.partition("@")
+        stages.append(CurriculumStage(level, float(strength) if strength else None))
+    scheduler = CurriculumScheduler(CurriculumConfig(stages=stages,
+                                                     threshold=args.curriculum_threshold))
+    kwargs = {"image_size": cfg.policy.image_size, "cameras": tuple(cfg.policy.cameras)}
+    target = env_id(target)
+    eval_fn = scheduler.bc_eval_fn(lambda policy, stage: success(
+        policy, stage.env_id or target, args.eval_episodes,
+        {**kwargs, "randomization": stage.randomization()}))
+    return scheduler, eval_fn

@@ -61,20 +61,9 @@ class PolicySpec:
 
 
 def load_checkpoint_policy(directory: str | Path) -> Policy:
-    """A VLA checkpoint, dispatching on what it holds: a plain VLA policy, per-task heads
-    (``meta.multitask``) or a latent-action policy (``meta.latent_action``)."""
+    """Whatever policy a checkpoint folder holds (the registry dispatches on its policy_type)."""
     from vla_sim.agents.policies import load_policy  # torch import only when needed
-    from vla_sim.agents.policies.checkpoint import read_checkpoint_config
 
-    meta = read_checkpoint_config(directory).get("meta", {})
-    if meta.get("multitask"):
-        from vla_sim.agents.training.multitask import load_multitask_policy
-
-        return load_multitask_policy(directory)
-    if meta.get("latent_action"):
-        from vla_sim.agents.training.pretrain_action import load_latent_policy
-
-        return load_latent_policy(directory)
     return load_policy(directory)
 
 
@@ -190,7 +179,7 @@ def check_policy_spaces(policy: Any, env: gym.Env, where: str = "",
 def checkpoint_observation_settings(directory: str) -> tuple[int | None, list[str] | None]:
     """(image size, cameras) a checkpoint's policy reads, None where its config does not say
     (so the evaluator can build envs that render exactly those inputs)."""
-    from vla_sim.agents.policies.checkpoint import read_checkpoint_config
+    from vla_sim.agents.policies import read_checkpoint_config
 
     policy = read_checkpoint_config(directory).get("policy") or {}
     size = policy.get("image_size")

@@ -6,7 +6,7 @@ TinyRenderer cost scales with triangle count, not pixels, so robots ship low-pol
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import tempfile
 from pathlib import Path
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 import numpy as np
 import pybullet as p
