@@ -5,7 +5,12 @@
     action = policy.act(obs)
 """
 
-from .checkpoint import POLICY_TYPES, CheckpointMismatchError, read_checkpoint_config, save_policy
+from .checkpoint import (
+    POLICY_TYPES,
+    CheckpointMismatchError,
+    read_checkpoint_config,
+    save_policy,
+)
 from .config import VLAPolicyConfig
 from .registry import load_policy
 from .vla import VLAFeaturesExtractor, VLAPolicy, build_observation_space

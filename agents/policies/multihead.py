@@ -18,8 +18,13 @@ import torch
 from torch import nn
 
 from .config import VLAPolicyConfig
-from .vla import (ACTION_STD_FLOOR, STATE_STD_FLOOR, GaussianDistribution, GaussianHead,
-                  VLAPolicy)
+from .vla import (
+    ACTION_STD_FLOOR,
+    STATE_STD_FLOOR,
+    GaussianDistribution,
+    GaussianHead,
+    VLAPolicy,
+)
 
 
 class MultiHeadVLAPolicy(VLAPolicy):

@@ -20,17 +20,22 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-
 from vla_sim.agents.policies.checkpoint import load_state_strict, read_checkpoint_config
 from vla_sim.agents.policies.config import VLAPolicyConfig
 from vla_sim.agents.policies.vla import VLAPolicy
+
 from vla_sim.config import config_from_dict, config_to_dict
+from vla_sim.data.demos import DemoArrays, chunk_indices, split_episodes
 from vla_sim.utils.io import atomic_write_json
 
-from vla_sim.data.demos import DemoArrays, chunk_indices, split_episodes
-
-from .common import (ScalarLogger, cosine_with_warmup, load_trainer_state, publish_checkpoint,
-                     resolve_device, save_training_checkpoint)
+from .common import (
+    ScalarLogger,
+    load_trainer_state,
+    publish_checkpoint,
+    resolve_device,
+    save_training_checkpoint,
+)
+from .loop import SupervisedLoop, cosine_with_warmup, decay_groups
 
 # Settings that may change between an interrupted run and its resume without changing the maths.
 RESUMABLE_CHANGES = ("steps_this_run", "eval_every", "checkpoint_every", "log_every",
@@ -251,14 +256,6 @@ class BCResult:
     wall_s: float
 
 
-def _param_groups(policy: VLAPolicy, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
-    for name, p in policy.named_parameters():
-        (decay if p.ndim >= 2 and "queries" not in name else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
-
-
 def _check_resume_config(saved: dict, cfg: BCConfig) -> None:
     now = config_to_dict(cfg)
     diffs = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in now
@@ -356,7 +353,7 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
     if init_fn is not None and not resume:
         init_fn(policy)
     policy.to(device).train()
-    optimizer = torch.optim.AdamW(_param_groups(policy, cfg.weight_decay), lr=cfg.lr)
+    optimizer = torch.optim.AdamW(decay_groups(policy, cfg.weight_decay), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, cosine_with_warmup(cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
 
@@ -443,44 +440,47 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
         from tqdm.auto import tqdm
 
         progress = tqdm(total=cfg.steps, initial=step, desc="bc", dynamic_ncols=True)
+
+    def sample(rng: np.random.Generator):
+        ids = train_ids[rng.integers(0, len(train_ids), cfg.batch_size)]
+        obs, actions = batches.get(ids, rng, cfg.shift_pad, cfg.color_jitter)
+        mask = None
+        if pcfg.action_chunk > 1:
+            actions, mask = batches.chunk(ids)
+        return obs, actions, batches.env_state(ids), mask
+
+    def loss(batch) -> torch.Tensor:
+        obs, actions, env_state, mask = batch
+        if mask is None:
+            return policy.bc_loss(obs, actions, env_state, cfg.aux_weight)
+        return policy.bc_loss(obs, actions, env_state, cfg.aux_weight, mask)
+
+    def after_step(done: int, value: float, grad_norm: float) -> None:
+        nonlocal step, vloss
+        step = done
+        losses.append(value)
+        if step % cfg.log_every == 0 or step == stop_at:
+            logger.scalars({"train/loss": value, "train/lr": scheduler.get_last_lr()[0],
+                            "train/grad_norm": grad_norm}, step)
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(loss=f"{value:.4f}")
+        if step % cfg.val_every == 0 or (cfg.eval_every and step % cfg.eval_every == 0):
+            if step < cfg.steps:
+                vloss = evaluate(final=False)
+        if step % cfg.checkpoint_every == 0 and step < stop_at:
+            checkpoint()
+
+    loop = SupervisedLoop(list(policy.parameters()), optimizer, sample, loss, cfg.seed,
+                          scheduler, cfg.grad_clip, [after_step])
     t0, start_step, vloss = time.perf_counter(), step, None
-    in_update = False  # True while weights and ``step`` may disagree (mid-update)
     try:
-        while step < stop_at:
-            in_update = True
-            rng = np.random.default_rng([cfg.seed, step])
-            ids = train_ids[rng.integers(0, len(train_ids), cfg.batch_size)]
-            obs, actions = batches.get(ids, rng, cfg.shift_pad, cfg.color_jitter)
-            if pcfg.action_chunk > 1:
-                chunk, mask = batches.chunk(ids)
-                loss = policy.bc_loss(obs, chunk, batches.env_state(ids), cfg.aux_weight, mask)
-            else:
-                loss = policy.bc_loss(obs, actions, batches.env_state(ids), cfg.aux_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                policy.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            losses.append(float(loss.detach()))
-            in_update = False
-            if step % cfg.log_every == 0 or step == stop_at:
-                logger.scalars({"train/loss": losses[-1], "train/lr": scheduler.get_last_lr()[0],
-                                "train/grad_norm": float(grad_norm)}, step)
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(loss=f"{losses[-1]:.4f}")
-            if step % cfg.val_every == 0 or (cfg.eval_every and step % cfg.eval_every == 0):
-                if step < cfg.steps:
-                    vloss = evaluate(final=False)
-            if step % cfg.checkpoint_every == 0 and step < stop_at:
-                checkpoint()
+        loop.run(step, stop_at)
         if step >= cfg.steps:
             vloss = evaluate(final=True)
         checkpoint()
     except KeyboardInterrupt:
-        if not in_update:  # keep the work done so far; ``--resume`` continues from here
+        if not loop.in_update:  # keep the work done so far; ``--resume`` continues from here
             checkpoint()
         raise
     finally:

@@ -1,15 +1,13 @@
-"""Pieces every trainer shares: device choice, LR schedule, checkpoint folders, logging."""
+"""Pieces every trainer shares: device choice, checkpoint folders, logging."""
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
-
 from vla_sim.agents.policies.checkpoint import copy_checkpoint, save_policy
 from vla_sim.agents.policies.vla import VLAPolicy
 
@@ -21,19 +19,6 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def cosine_with_warmup(warmup_steps: int, total_steps: int, min_ratio: float = 0.0
-                       ) -> Callable[[int], float]:
-    """LR multiplier: linear warm-up from 0 over ``warmup_steps``, then cosine down to
-    ``min_ratio`` at ``total_steps`` (for ``torch.optim.lr_scheduler.LambdaLR``)."""
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        span = max(1, total_steps - warmup_steps)
-        progress = min(1.0, (step - warmup_steps) / span)
-        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    return factor
 
 
 def save_training_checkpoint(directory: Path, policy: VLAPolicy, trainer_state: dict[str, Any],

@@ -14,21 +14,18 @@
 
 from __future__ import annotations
 
-from vla_sim.agents.policies.vla import ACTION_STD_FLOOR, STATE_STD_FLOOR  # noqa: F401
-
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
-
-from vla_sim.agents.policies.vla import VLAPolicy
+from vla_sim.agents.policies.vla import ACTION_STD_FLOOR, STATE_STD_FLOOR, VLAPolicy  # noqa: F401
 
 from vla_sim.data.demos import DemoArrays, concat_demos
 
 from .bc import BCConfig, _Batches, instruction_features
 from .common import resolve_device
-from .multitask import train_steps
+from .loop import train_steps
 
 
 class ReservoirReplayBuffer:

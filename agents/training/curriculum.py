@@ -184,13 +184,13 @@ def train_bc_curriculum(stage_data: Sequence[Any], scheduler: "CurriculumSchedul
     """
     import numpy as np
     import torch
-
     from vla_sim.agents.policies.vla import VLAPolicy
+
+    from vla_sim.data.demos import concat_demos
 
     from .bc import _Batches, instruction_features
     from .common import resolve_device
-    from vla_sim.data.demos import concat_demos
-    from .multitask import train_steps
+    from .loop import train_steps
 
     if len(stage_data) != len(scheduler.config.stages):
         raise ValueError(f"{len(stage_data)} datasets for {len(scheduler.config.stages)} stages")

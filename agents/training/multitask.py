@@ -29,15 +29,15 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 from torch import nn
-
 from vla_sim.agents.policies.checkpoint import save_policy
 from vla_sim.agents.policies.multihead import MultiHeadVLAPolicy
 from vla_sim.agents.policies.vla import GaussianHead, VLAPolicy
 
 from vla_sim.data.demos import DemoArrays, concat_demos, split_episodes
 
-from .bc import BCConfig, _Batches, _param_groups, instruction_features
-from .common import cosine_with_warmup, resolve_device
+from .bc import BCConfig, _Batches, instruction_features
+from .common import resolve_device
+from .loop import train_steps
 
 HEAD_MODES = ("shared", "per-task")
 
@@ -141,36 +141,6 @@ def task_weighted_loss(per_sample: torch.Tensor, task_ids: torch.Tensor, weights
 
 
 # --------------------------------------------------------------------------- supervised loop
-def train_steps(policy: nn.Module, sample_batch: Callable[[np.random.Generator], Batch],
-                loss_fn: Callable[[nn.Module, Batch], torch.Tensor], cfg: BCConfig,
-                steps: int | None = None, lr: float | None = None,
-                log: Callable[[int, float], None] | None = None) -> list[float]:
-    """AdamW + warm-up/cosine + grad clipping for ``steps`` (default ``cfg.steps``) steps at
-    peak ``lr`` (default ``cfg.lr``). Batch ``t`` comes from a generator seeded ``(seed, t)``.
-    Returns the training losses."""
-    steps = cfg.steps if steps is None else int(steps)
-    lr = cfg.lr if lr is None else float(lr)
-    policy.train()
-    optimizer = torch.optim.AdamW(_param_groups(policy, cfg.weight_decay), lr=lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, cosine_with_warmup(min(cfg.warmup_steps, steps // 4), steps, cfg.min_lr_ratio))
-    losses = []
-    for step in range(steps):
-        batch = sample_batch(np.random.default_rng([cfg.seed, step]))
-        loss = loss_fn(policy, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(),
-                                       cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.item())
-        if log is not None:
-            log(step + 1, losses[-1])
-    policy.eval()
-    return losses
-
-
 class TaskBatches:
     """Seeded, augmented batches of policy tensors with ``extra["task_id"]`` for a set of ids."""
 

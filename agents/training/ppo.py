@@ -30,17 +30,30 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.utils import explained_variance
-
-from vla_sim.agents.policies import VLAFeaturesExtractor, VLAPolicy, VLAPolicyConfig, save_policy
+from vla_sim.agents.policies import (
+    VLAFeaturesExtractor,
+    VLAPolicy,
+    VLAPolicyConfig,
+    save_policy,
+)
 from vla_sim.agents.policies.checkpoint import load_state_strict
+
 from vla_sim.config import config_to_dict
 from vla_sim.evaluation.success import success_rate
 from vla_sim.utils.seeding import TRAIN_BASE_SEED
 
 from .common import load_trainer_state, prepare_rl_run, save_training_checkpoint
-from .rl_common import (RLResult, actor_critic_groups, bc_schedule, check_critic_fields,
-                        clip_groups, env_factory, eval_env_kwargs, load_warm_start,
-                        make_text_encoder)
+from .rl_common import (
+    RLResult,
+    actor_critic_groups,
+    bc_schedule,
+    check_critic_fields,
+    clip_groups,
+    env_factory,
+    eval_env_kwargs,
+    load_warm_start,
+    make_text_encoder,
+)
 
 REWARDS = ("sparse", "dense", "language", "mixed")
 
@@ -546,7 +559,6 @@ class _CheckpointCallback(BaseCallback):
 def _restore(model: WarmStartPPO, evaluator: _EvalCallback, path: Path) -> None:
     """Load a ``checkpoints/last_state`` folder into a freshly built model (same config)."""
     from safetensors.torch import load_file
-
     from vla_sim.agents.policies.checkpoint import CheckpointMismatchError
 
     try:

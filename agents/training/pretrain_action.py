@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
+from vla_sim.agents.policies.latent import ActionAEConfig, ActionChunkAE
+from vla_sim.agents.policies.vla import ACTION_STD_FLOOR
 
 from vla_sim.data.demos import DemoArrays, split_episodes
 
-from vla_sim.agents.policies.latent import ActionAEConfig, ActionChunkAE
-from vla_sim.agents.policies.vla import ACTION_STD_FLOOR
+from .loop import SupervisedLoop
 
 
 def action_chunks(actions: np.ndarray, episode_index: np.ndarray, chunk: int) -> np.ndarray:
@@ -74,16 +74,11 @@ def train_action_ae(actions: np.ndarray, episode_index: np.ndarray,
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.steps, cfg.lr * 0.05)
     data = torch.from_numpy(chunks)
-    losses = []
-    for step in range(cfg.steps):
-        rng = np.random.default_rng([cfg.seed, step])
-        batch = data[torch.from_numpy(train_ids[rng.integers(0, len(train_ids), cfg.batch_size)])]
-        loss = model.normalized_loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.item())
+    losses = SupervisedLoop(
+        list(model.parameters()), optimizer,
+        lambda rng: data[torch.from_numpy(train_ids[rng.integers(0, len(train_ids),
+                                                                 cfg.batch_size)])],
+        model.normalized_loss, cfg.seed, scheduler).run(0, cfg.steps)
     model.eval()
     held = val_ids if len(val_ids) else train_ids
     baseline = float(((chunks[held] - chunks[train_ids].mean(0)) ** 2).mean())

@@ -31,16 +31,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
-
 from vla_sim.agents.policies.config import VLAPolicyConfig
 from vla_sim.agents.policies.vla import ConvEncoder, VLAPolicy
-from vla_sim.config import config_from_dict, config_to_dict
-from vla_sim.utils.io import atomic_write_json
 
+from vla_sim.config import config_from_dict, config_to_dict
 from vla_sim.data.demos import DemoArrays, split_episodes
+from vla_sim.utils.io import atomic_write_json
 
 from .bc import BCConfig, augment
 from .common import resolve_device
+from .loop import SupervisedLoop
 
 TEXT_SOURCES = ("instruction", "description", "both")
 VL_WEIGHTS = "vl_model.safetensors"
@@ -313,23 +313,22 @@ def pretrain_vl(pairs: VLPairs, config: VLPretrainConfig | None = None, encoder:
     before, chance = retrieval_accuracy(model, pairs, text_feats, val_ids, cfg.retrieval_k, cfg.seed)
     optimizer = torch.optim.AdamW(model.trainable(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.steps, cfg.lr * 0.05)
-    losses = []
     model.train()
-    for step in range(cfg.steps):
-        rng = np.random.default_rng([cfg.seed, step])
+
+    def sample(rng: np.random.Generator):
         ids = train_ids[rng.integers(0, len(train_ids), cfg.batch_size)]
         tid = torch.tensor([p[rng.integers(len(p))] for p in (pairs.pair_texts[i] for i in ids)],
                            device=device)
-        images = augment(_images(pairs, ids, device), rng, cfg.shift_pad, cfg.color_jitter)
-        loss = info_nce_loss(model.encode_image(images), model.encode_text(text_feats[tid]),
+        return augment(_images(pairs, ids, device), rng, cfg.shift_pad, cfg.color_jitter), tid
+
+    def loss(batch) -> torch.Tensor:
+        images, tid = batch
+        return info_nce_loss(model.encode_image(images), model.encode_text(text_feats[tid]),
                              model.logit_scale(), tid)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.item())
-        if log is not None:
-            log(step + 1, losses[-1])
+
+    callbacks = [] if log is None else [lambda step, value, _norm: log(step, value)]
+    losses = SupervisedLoop(model.trainable(), optimizer, sample, loss, cfg.seed, scheduler,
+                            callbacks=callbacks).run(0, cfg.steps)
     after, _ = retrieval_accuracy(model, pairs, text_feats, val_ids, cfg.retrieval_k, cfg.seed)
     sub = np.random.default_rng([cfg.seed, 12]).permutation(train_ids)[:1024]
     on_train, chance_train = retrieval_accuracy(model, pairs, text_feats, np.sort(sub),
@@ -355,7 +354,6 @@ def save_vl(model: VisionLanguageModel, cfg: VLPretrainConfig, directory: str | 
 
 def load_vl(directory: str | Path) -> tuple[VisionLanguageModel, VLPretrainConfig]:
     from safetensors.torch import load_file
-
     from vla_sim.agents.policies.checkpoint import load_state_strict
 
     directory = Path(directory)

@@ -22,18 +22,30 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-
 from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig, save_policy
+from vla_sim.agents.policies.checkpoint import load_state_strict
+
 from vla_sim.config import config_to_dict
 from vla_sim.evaluation.success import success_rate
 from vla_sim.utils.seeding import TRAIN_BASE_SEED, episode_seed
 
-from vla_sim.agents.policies.checkpoint import load_state_strict
-
-from .common import ScalarLogger, load_trainer_state, prepare_rl_run, save_training_checkpoint
-from .rl_common import (RLResult, actor_critic_groups, bc_schedule, check_critic_fields,
-                        clip_groups, env_factory, eval_env_kwargs, load_warm_start,
-                        make_text_encoder)
+from .common import (
+    ScalarLogger,
+    load_trainer_state,
+    prepare_rl_run,
+    save_training_checkpoint,
+)
+from .rl_common import (
+    RLResult,
+    actor_critic_groups,
+    bc_schedule,
+    check_critic_fields,
+    clip_groups,
+    env_factory,
+    eval_env_kwargs,
+    load_warm_start,
+    make_text_encoder,
+)
 
 REWARDS = ("sparse", "dense", "language", "mixed")
 VECTORS = ("sync", "async")

@@ -16,7 +16,6 @@ from typing import Any, Callable
 
 import gymnasium as gym
 import torch
-
 from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig, load_policy
 
 HASHING_ENCODER = "hashing"  # a text-encoder name for tests and smoke runs (no model load)
@@ -117,9 +116,10 @@ def make_training_env(env_id: str, policy_config: dict, reward: str = "language"
                       text_encoder: str = "default", max_episode_steps: int | None = None,
                       env_kwargs: dict | None = None, torch_threads: int = 1) -> gym.Env:
     """One training env (picklable through :func:`env_factory` for SubprocVecEnv workers)."""
-    import vla_sim  # noqa: F401  (registers env ids)
     from vla_sim.envs.wrappers.instruction_embedding import InstructionEmbedding
     from vla_sim.envs.wrappers.language_reward import LanguageRewardWrapper
+
+    import vla_sim  # noqa: F401  (registers env ids)
 
     if torch_threads > 0:
         torch.set_num_threads(torch_threads)  # workers must not oversubscribe the CPU

@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from vla_sim.agents.policies import load_policy
 from vla_sim.agents.training.bc import BCConfig, augment, train_bc
-from vla_sim.data.demos import DemoArrays, split_episodes
+
 from vla_sim.config import ConfigError, load_config
+from vla_sim.data.demos import DemoArrays, split_episodes
 from vla_sim.language.encoder import HashingTextEncoder
 
 POLICY = dict(image_size=16, channels=[8, 16], image_features=32, attn_dim=16, attn_heads=2,

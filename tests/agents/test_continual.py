@@ -3,16 +3,20 @@
 import numpy as np
 import pytest
 import torch
-
+from tiny_policy import SMALL
 from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig
 from vla_sim.agents.training.bc import BCConfig
-from vla_sim.data.demos import DemoArrays
-from vla_sim.agents.training.continual import (ContinualConfig, ReservoirReplayBuffer,
-                                               concat_demos, finetune_with_replay,
-                                               forgetting_report, renormalize_policy)
-from vla_sim.language.encoder import HashingTextEncoder
+from vla_sim.agents.training.continual import (
+    ContinualConfig,
+    ReservoirReplayBuffer,
+    concat_demos,
+    finetune_with_replay,
+    forgetting_report,
+    renormalize_policy,
+)
 
-from tiny_policy import SMALL
+from vla_sim.data.demos import DemoArrays
+from vla_sim.language.encoder import HashingTextEncoder
 
 
 def test_reservoir_keeps_each_seen_item_with_probability_k_over_n():

@@ -4,10 +4,13 @@ import logging
 
 import numpy as np
 import pytest
-
-from vla_sim.agents.training.curriculum import (CurriculumCallback, CurriculumConfig,
-                                                CurriculumScheduler, CurriculumStage,
-                                                strength_stages)
+from vla_sim.agents.training.curriculum import (
+    CurriculumCallback,
+    CurriculumConfig,
+    CurriculumScheduler,
+    CurriculumStage,
+    strength_stages,
+)
 
 
 def test_advances_at_threshold_not_below_and_stops_at_last_stage(caplog):
@@ -92,8 +95,9 @@ def test_bc_data_curriculum_evaluates_at_the_current_stage_and_advances():
 
     from vla_sim.agents.policies import VLAPolicyConfig
     from vla_sim.agents.training.bc import BCConfig
-    from vla_sim.data.demos import DemoArrays
     from vla_sim.agents.training.curriculum import train_bc_curriculum
+
+    from vla_sim.data.demos import DemoArrays
     from vla_sim.language.encoder import HashingTextEncoder
 
     small = dict(image_size=16, channels=[8], image_features=16, attn_dim=16, attn_heads=2,

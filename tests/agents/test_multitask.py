@@ -3,18 +3,21 @@
 import numpy as np
 import pytest
 import torch
-
-from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig
-from vla_sim.agents.training.bc import BCConfig
-from vla_sim.data.demos import DemoArrays
-from vla_sim.agents.policies import load_policy
-from vla_sim.agents.policies.multihead import MultiHeadVLAPolicy
-from vla_sim.agents.training.multitask import (MultiTaskConfig, MultiTaskData, per_sample_bc_loss,
-                                               read_task_weights, task_weighted_loss,
-                                               train_multitask)
-from vla_sim.language.encoder import HashingTextEncoder
-
 from tiny_policy import SMALL
+from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig, load_policy
+from vla_sim.agents.policies.multihead import MultiHeadVLAPolicy
+from vla_sim.agents.training.bc import BCConfig
+from vla_sim.agents.training.multitask import (
+    MultiTaskConfig,
+    MultiTaskData,
+    per_sample_bc_loss,
+    read_task_weights,
+    task_weighted_loss,
+    train_multitask,
+)
+
+from vla_sim.data.demos import DemoArrays
+from vla_sim.language.encoder import HashingTextEncoder
 
 
 def _obs(b, rng):

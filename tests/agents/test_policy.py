@@ -5,14 +5,19 @@ import json
 import numpy as np
 import pytest
 import torch
+from tiny_policy import SMALL
+from vla_sim.agents.policies import (
+    CheckpointMismatchError,
+    VLAFeaturesExtractor,
+    VLAPolicy,
+    VLAPolicyConfig,
+    build_observation_space,
+    load_policy,
+    save_policy,
+)
 
-from vla_sim.agents.policies import (CheckpointMismatchError, VLAFeaturesExtractor, VLAPolicy,
-                                     VLAPolicyConfig, build_observation_space, load_policy,
-                                     save_policy)
 from vla_sim.config import ConfigError, config_from_dict
 from vla_sim.language.encoder import HashingTextEncoder
-
-from tiny_policy import SMALL
 
 
 def make_policy(**overrides) -> VLAPolicy:

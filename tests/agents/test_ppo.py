@@ -5,11 +5,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-
-import vla_sim  # noqa: F401
 from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig, load_policy, save_policy
 from vla_sim.agents.training.ppo import PPOConfig, build_ppo, train_ppo
 from vla_sim.agents.training.rl_common import make_text_encoder, make_training_env
+
+import vla_sim  # noqa: F401
 
 TINY = dict(image_size=32, channels=[8, 16], image_features=32, attn_dim=16, attn_heads=2,
             lang_features=16, state_hidden=16, trunk_hidden=[32], num_queries=2)
@@ -164,7 +164,6 @@ def test_ppo_resume_without_a_previous_run_is_an_error(bc_dir, tmp_path):
 
 def test_training_env_normalizes_rewards_only(bc_dir):
     from stable_baselines3.common.vec_env import VecNormalize
-
     from vla_sim.agents.training.ppo import make_vec_env
 
     policy = load_policy(bc_dir)

@@ -5,18 +5,31 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig
-from vla_sim.data.demos import DemoArrays
-from vla_sim.agents.policies import load_policy
-from vla_sim.agents.policies.latent import ActionAEConfig, LatentActionPolicy, save_latent_policy
-from vla_sim.agents.training.pretrain_action import action_chunks, latent_demos, train_action_ae
-from vla_sim.agents.training.pretrain_vl import (VLPretrainConfig, describe_scene, info_nce_loss,
-                                                 init_policy_vision, load_vl, make_pairs,
-                                                 pretrain_vl, save_vl)
-from vla_sim.language.encoder import HashingTextEncoder
-
 from tiny_policy import SMALL
+from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig, load_policy
+from vla_sim.agents.policies.latent import (
+    ActionAEConfig,
+    LatentActionPolicy,
+    save_latent_policy,
+)
+from vla_sim.agents.training.pretrain_action import (
+    action_chunks,
+    latent_demos,
+    train_action_ae,
+)
+from vla_sim.agents.training.pretrain_vl import (
+    VLPretrainConfig,
+    describe_scene,
+    info_nce_loss,
+    init_policy_vision,
+    load_vl,
+    make_pairs,
+    pretrain_vl,
+    save_vl,
+)
+
+from vla_sim.data.demos import DemoArrays
+from vla_sim.language.encoder import HashingTextEncoder
 
 
 def test_info_nce_identity_case_matches_hand_computation():
@@ -121,7 +134,10 @@ def test_action_autoencoder_reconstructs_a_tiny_set(tmp_path):
 def test_bc_starts_from_the_pretrained_vision_encoder(tmp_path):
     from vla_sim.agents.policies import load_policy
     from vla_sim.agents.training.bc import BCConfig
-    from vla_sim.agents.training.pretrain_vl import VisionLanguageModel, train_bc_with_init
+    from vla_sim.agents.training.pretrain_vl import (
+        VisionLanguageModel,
+        train_bc_with_init,
+    )
 
     demos = _colour_demos()
     pcfg = VLAPolicyConfig(**SMALL)

@@ -51,8 +51,12 @@ def _datasets(args: argparse.Namespace) -> list:
 def run_vl(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from vla_sim.agents.training.pretrain_vl import (VLPretrainConfig, pairs_from_datasets,
-                                                     pretrain_vl, save_vl)
+    from vla_sim.agents.training.pretrain_vl import (
+        VLPretrainConfig,
+        pairs_from_datasets,
+        pretrain_vl,
+        save_vl,
+    )
     from vla_sim.config import load_config
     from vla_sim.utils.io import atomic_write_json
 
@@ -87,8 +91,8 @@ def run_action(args: argparse.Namespace) -> int:
 
     from vla_sim.agents.policies.latent import ActionAEConfig, save_action_ae
     from vla_sim.agents.training.pretrain_action import train_action_ae
-    from vla_sim.data.demos import DemoArrays, concat_demos
     from vla_sim.config import load_config
+    from vla_sim.data.demos import DemoArrays, concat_demos
     from vla_sim.utils.io import atomic_write_json
 
     cfg = load_config(ActionAEConfig, args.config, args.overrides)

@@ -94,8 +94,11 @@ def _vision_init(init_vision: str | None) -> Callable | None:
 
 def _curriculum(args: argparse.Namespace, cfg, dataset):
     """The curriculum scheduler and the eval function that checks success at its stage."""
-    from vla_sim.agents.training.curriculum import (CurriculumConfig, CurriculumScheduler,
-                                                    CurriculumStage)
+    from vla_sim.agents.training.curriculum import (
+        CurriculumConfig,
+        CurriculumScheduler,
+        CurriculumStage,
+    )
 
     collect = dataset.reader.info.get("vla_sim", {}).get("collect", {})
     target = args.eval_env or collect.get("env")

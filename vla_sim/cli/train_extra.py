@@ -13,8 +13,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vla_sim.cli.common import (env_id, open_training_dataset, policy_env_kwargs, success,
-                                task_env_id)
+from vla_sim.cli.common import (
+    env_id,
+    open_training_dataset,
+    policy_env_kwargs,
+    success,
+    task_env_id,
+)
 
 
 def _common(p: argparse.ArgumentParser, config_help: str) -> None:
@@ -81,10 +86,14 @@ def add_latent_parser(sub) -> None:
 # --------------------------------------------------------------------------------- commands
 def run_continual(args: argparse.Namespace) -> int:
     from vla_sim.agents.policies import load_policy, save_policy
-    from vla_sim.data.demos import DemoArrays
-    from vla_sim.agents.training.continual import (ContinualConfig, finetune_with_replay,
-                                                   forgetting_report, format_forgetting_report)
+    from vla_sim.agents.training.continual import (
+        ContinualConfig,
+        finetune_with_replay,
+        forgetting_report,
+        format_forgetting_report,
+    )
     from vla_sim.config import load_config
+    from vla_sim.data.demos import DemoArrays
     from vla_sim.utils.io import atomic_write_json
 
     cfg = load_config(ContinualConfig, args.config, args.overrides)
@@ -114,11 +123,14 @@ def run_continual(args: argparse.Namespace) -> int:
 
 
 def run_multitask(args: argparse.Namespace) -> int:
-    from vla_sim.agents.training.bc import BCConfig
     from vla_sim.agents.policies.multihead import MultiHeadVLAPolicy
-    from vla_sim.agents.training.multitask import (MultiTaskConfig,
-                                                   MultiTaskData, read_task_weights,
-                                                   train_multitask)
+    from vla_sim.agents.training.bc import BCConfig
+    from vla_sim.agents.training.multitask import (
+        MultiTaskConfig,
+        MultiTaskData,
+        read_task_weights,
+        train_multitask,
+    )
     from vla_sim.config import load_config
     from vla_sim.utils.io import atomic_write_json
 
@@ -147,11 +159,11 @@ def run_latent(args: argparse.Namespace) -> int:
     import dataclasses
     import shutil
 
-    from vla_sim.agents.training.bc import BCConfig, train_bc
-    from vla_sim.data.demos import DemoArrays
     from vla_sim.agents.policies.latent import AE_CONFIG, AE_WEIGHTS, load_action_ae
+    from vla_sim.agents.training.bc import BCConfig, train_bc
     from vla_sim.agents.training.pretrain_action import latent_demos
     from vla_sim.config import load_config
+    from vla_sim.data.demos import DemoArrays
 
     ae = load_action_ae(args.action_ae)
     cfg = load_config(BCConfig, args.config, args.overrides)

@@ -1,0 +1,120 @@
+"""The one supervised gradient loop: BC, DAgger, multi-task, continual, curriculum and both
+pre-trainings run their updates through :class:`SupervisedLoop`.
+
+What differs between trainers is passed in as hooks: how a batch is drawn (``sample``), what the
+loss is (``loss``), and what happens after a step (``callbacks``: logging, validation,
+evaluation, checkpoints). What must not differ lives here: batch ``t`` is drawn from a generator
+seeded ``(seed, t)`` (so a resumed run reproduces an uninterrupted one exactly), gradients are
+clipped, the optimiser and the schedule step once per batch, and ``in_update`` says whether an
+interrupt landed between updates (weights and step agree) or inside one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+Callback = Callable[[int, float, float], None]
+"""``callback(step, loss, grad_norm)`` after each update; ``step`` counts finished updates."""
+
+
+def cosine_with_warmup(warmup_steps: int, total_steps: int, min_ratio: float = 0.0
+                       ) -> Callable[[int], float]:
+    """LR factor: linear warm-up to 1, then cosine decay to ``min_ratio`` at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        span = max(1, total_steps - warmup_steps)
+        progress = min(1.0, (step - warmup_steps) / span)
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups: weight decay on matrices and kernels only (not on biases,
+    norms, log-stds or learned attention queries)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.ndim >= 2 and "queries" not in name else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+@dataclass
+class SupervisedLoop:
+    """Minimise ``loss(sample(rng_t))`` over steps ``t``, one optimiser step per batch.
+
+    Args:
+        params: what gradients are clipped over (the optimiser's parameters).
+        optimizer, scheduler: built by the trainer (its schedule is its own choice).
+        sample: ``rng -> batch``; every random draw of step ``t`` comes from ``rng``.
+        loss: ``batch -> scalar tensor``.
+        seed: the first half of every step's generator seed.
+        grad_clip: max global grad norm; <= 0 means no clipping.
+        callbacks: called after each update as ``callback(step, loss, grad_norm)``.
+    """
+
+    params: Sequence[torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    sample: Callable[[np.random.Generator], Any]
+    loss: Callable[[Any], torch.Tensor]
+    seed: int
+    scheduler: Any = None
+    grad_clip: float = 0.0
+    callbacks: Iterable[Callback] = ()
+
+    def __post_init__(self) -> None:
+        self.params = [p for p in self.params if p.requires_grad]
+        self.callbacks = list(self.callbacks)
+        self.in_update = False
+
+    def run(self, start: int, stop: int) -> list[float]:
+        """Updates ``start .. stop-1``; returns their losses."""
+        losses: list[float] = []
+        max_norm = self.grad_clip if self.grad_clip > 0 else float("inf")
+        for step in range(start, stop):
+            self.in_update = True
+            batch = self.sample(np.random.default_rng([self.seed, step]))
+            loss = self.loss(batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+            self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            losses.append(float(loss.detach()))
+            self.in_update = False
+            for callback in self.callbacks:
+                callback(step + 1, losses[-1], grad_norm)
+        return losses
+
+
+def train_steps(policy: nn.Module, sample_batch: Callable[[np.random.Generator], Any],
+                loss_fn: Callable[[nn.Module, Any], torch.Tensor], cfg: Any,
+                steps: int | None = None, lr: float | None = None,
+                log: Callable[[int, float], None] | None = None) -> list[float]:
+    """AdamW + warm-up/cosine + grad clipping for ``steps`` (default ``cfg.steps``) steps at
+    peak ``lr`` (default ``cfg.lr``). Batch ``t`` comes from a generator seeded ``(seed, t)``.
+    Returns the training losses. ``cfg`` is a ``BCConfig`` (seed, steps, lr, weight_decay,
+    warmup_steps, min_lr_ratio, grad_clip): the optimiser settings multi-task, continual and
+    curriculum training share with BC."""
+    steps = cfg.steps if steps is None else int(steps)
+    lr = cfg.lr if lr is None else float(lr)
+    policy.train()
+    optimizer = torch.optim.AdamW(decay_groups(policy, cfg.weight_decay), lr=lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, cosine_with_warmup(min(cfg.warmup_steps, steps // 4), steps, cfg.min_lr_ratio))
+    callbacks = [] if log is None else [lambda step, loss, _norm: log(step, loss)]
+    loop = SupervisedLoop(list(policy.parameters()), optimizer, sample_batch,
+                          lambda batch: loss_fn(policy, batch), cfg.seed, scheduler,
+                          cfg.grad_clip, callbacks)
+    losses = loop.run(0, steps)
+    policy.eval()
+    return losses
