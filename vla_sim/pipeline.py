@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from vla_sim.utils.io import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -126,7 +129,7 @@ def _mark_done(path: Path, info: dict[str, Any]) -> None:
 
 
 def _log(msg: str) -> None:
-    print(f"[quickstart] {msg}", flush=True)
+    log.info("[quickstart] %s", msg)
 
 
 def run_quickstart(cfg: QuickstartConfig, out: Path) -> dict[str, Any]:
@@ -225,7 +228,7 @@ def run_quickstart(cfg: QuickstartConfig, out: Path) -> dict[str, Any]:
     atomic_write_json(out / "summary.json", summary)
     table = format_summary(summary)
     atomic_write_text(out / "summary.md", table + "\n")
-    print(table, flush=True)
+    log.info("%s", table)
     return summary
 
 

@@ -12,7 +12,7 @@ threads).
 
 from __future__ import annotations
 
-import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +26,12 @@ from vla_sim.agents.policies.vla import VLAPolicy
 
 from vla_sim.config import config_from_dict, config_to_dict
 from vla_sim.data.demos import DemoArrays, chunk_indices, split_episodes
-from vla_sim.utils.io import atomic_write_json
 
 from .common import (
+    RESUME_FREE_KEYS,
     ScalarLogger,
     load_trainer_state,
+    prepare_run,
     publish_checkpoint,
     resolve_device,
     save_training_checkpoint,
@@ -38,8 +39,11 @@ from .common import (
 from .loop import SupervisedLoop, cosine_with_warmup, decay_groups
 
 # Settings that may change between an interrupted run and its resume without changing the maths.
+log = logging.getLogger(__name__)
+
+# Beyond the common ones (common.RESUME_FREE_KEYS): knobs that do not change the maths.
 RESUMABLE_CHANGES = ("steps_this_run", "eval_every", "checkpoint_every", "log_every",
-                     "val_every", "tensorboard", "device", "num_threads", "progress")
+                     "val_every", "device")
 
 
 @dataclass
@@ -256,15 +260,6 @@ class BCResult:
     wall_s: float
 
 
-def _check_resume_config(saved: dict, cfg: BCConfig) -> None:
-    now = config_to_dict(cfg)
-    diffs = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in now
-             if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
-    if diffs:
-        raise ValueError("cannot resume with a different config (the run would not continue "
-                         "exactly): " + "; ".join(diffs))
-
-
 @torch.no_grad()
 def _val_loss(policy: VLAPolicy, batches: _Batches, val_ids: np.ndarray, batch_size: int) -> float:
     policy.eval()
@@ -358,14 +353,10 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
         optimizer, cosine_with_warmup(cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
 
     step, best, best_kind, losses = 0, None, "last", []
+    last = out / "last"
+    prepare_run(out, "bc_config.json", config_to_dict(cfg), resume, "BC", last,
+                RESUME_FREE_KEYS + RESUMABLE_CHANGES)
     if resume:
-        last = out / "last"
-        saved_cfg = json.loads((out / "bc_config.json").read_text()) \
-            if (out / "bc_config.json").is_file() else None
-        if saved_cfg is None or not last.is_dir():
-            raise FileNotFoundError(f"cannot resume: no previous run in {out} "
-                                    "(needs bc_config.json and last/)")
-        _check_resume_config(saved_cfg, cfg)
         read_checkpoint_config(last)
         from safetensors.torch import load_file
 
@@ -377,16 +368,10 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
         best = None if state["best_metric"] is None else float(state["best_metric"])
         losses = [float(x) for x in state["train_losses"]]
         if step >= cfg.steps:
-            print(f"{out}: run already finished at step {step}; nothing to do")
+            log.info("%s: run already finished at step %d; nothing to do", out, step)
             return BCResult(out_dir=out, steps=step, train_losses=losses, val_loss=None,
                             best_metric=best, best_kind=best_kind, samples_per_s=0.0, wall_s=0.0)
-        print(f"resuming from {last} at step {step}/{cfg.steps}")
-    else:
-        if (out / "last").exists():
-            raise ValueError(f"{out} already holds a run; pass --resume to continue it, or choose "
-                             "another --out")
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "bc_config.json", config_to_dict(cfg))
+        log.info("resuming from %s at step %d/%d", last, step, cfg.steps)
 
     meta_base = {"trainer": "bc", "num_steps_data": int(len(data.states)),
                  "num_episodes": int(len(np.unique(data.episode_index))),

@@ -39,35 +39,37 @@ def save_training_checkpoint(directory: Path, policy: VLAPolicy, trainer_state: 
 
 
 # Config keys that may change between an interrupted run and its resumption (logging, speed).
+# Settings that may change between an interrupted run and its resume without changing the maths.
 RESUME_FREE_KEYS = ("progress", "num_threads", "tensorboard")
 
 
-def prepare_rl_run(out: Path, config_file: str, config: dict[str, Any], resume: bool,
-                   trainer: str) -> Path:
-    """Check ``out`` for a fresh run (nothing there yet) or a resume (same config as saved in
-    ``config_file``, ``checkpoints/last_state`` present); create it and, for a fresh run, write
-    ``config``. Returns the ``checkpoints/last_state`` folder."""
+def prepare_run(out: Path, config_file: str, config: dict[str, Any], resume: bool,
+                trainer: str, state_dir: Path, resume_free: tuple[str, ...] = RESUME_FREE_KEYS
+                ) -> None:
+    """The one fresh-or-resume check of every trainer. A fresh run needs an empty ``out``
+    (no ``last/``, no ``state_dir``) and writes ``config`` to ``config_file``; a resume needs
+    both there and the same config, bar the keys in ``resume_free``."""
     import json
 
     from vla_sim.utils.io import atomic_write_json
 
-    state_dir = out / "checkpoints" / "last_state"
     if resume:
         if not (out / config_file).is_file() or not state_dir.is_dir():
-            raise FileNotFoundError(f"cannot resume: no interrupted {trainer} run in {out} "
-                                    f"(needs {config_file} and checkpoints/last_state)")
+            raise FileNotFoundError(
+                f"cannot resume: no previous {trainer} run in {out} (needs {config_file} and "
+                f"{state_dir.relative_to(out)}/)")
         before = json.loads((out / config_file).read_text())
         changed = [f"{k}: {before.get(k)!r} -> {v!r}" for k, v in config.items()
-                   if k not in RESUME_FREE_KEYS and before.get(k) != v]
+                   if k not in resume_free and before.get(k) != v]
         if changed:
-            raise ValueError("cannot resume with a different config: " + "; ".join(changed))
-    elif (out / "last").exists() or state_dir.exists():
+            raise ValueError("cannot resume with a different config (the run would not continue "
+                             "exactly): " + "; ".join(changed))
+        return
+    if (out / "last").exists() or state_dir.exists():
         raise ValueError(f"{out} already holds a run; pass resume=True (--resume) to continue "
                          "it, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        atomic_write_json(out / config_file, config)
-    return state_dir
+    atomic_write_json(out / config_file, config)
 
 
 def load_trainer_state(directory: Path) -> dict[str, Any]:

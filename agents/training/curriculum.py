@@ -279,8 +279,8 @@ class CurriculumCallback(BaseCallback):  # type: ignore[misc,valid-type]
             if buf is not None:
                 buf.clear()  # successes at the old stage say nothing about the new one
             if self.verbose:
-                print(f"curriculum: -> stage {self.scheduler.stage_index} "
-                      f"({self.scheduler.stage.name}) at {self.num_timesteps} steps")
+                log.info("curriculum: -> stage %d (%s) at %d steps", self.scheduler.stage_index,
+                         self.scheduler.stage.name, self.num_timesteps)
         self.logger.record("curriculum/stage", self.scheduler.stage_index)
         return True
 

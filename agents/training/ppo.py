@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ from vla_sim.config import config_to_dict
 from vla_sim.evaluation.success import success_rate
 from vla_sim.utils.seeding import TRAIN_BASE_SEED
 
-from .common import load_trainer_state, prepare_rl_run, save_training_checkpoint
+from .common import load_trainer_state, prepare_run, save_training_checkpoint
 from .rl_common import (
     RLResult,
     actor_critic_groups,
@@ -54,6 +55,8 @@ from .rl_common import (
     load_warm_start,
     make_text_encoder,
 )
+
+log = logging.getLogger(__name__)
 
 REWARDS = ("sparse", "dense", "language", "mixed")
 
@@ -588,8 +591,9 @@ def train_ppo(cfg: PPOConfig, out_dir: str | Path, init: str | Path | None = Non
     bookkeeping are restored; episodes in flight restart from fresh resets, so the continuation
     is faithful but not bit-identical to an uninterrupted run."""
     out = Path(out_dir)
-    state_dir = prepare_rl_run(out, "ppo_config.json", {**config_to_dict(cfg), "init": str(init)},
-                               resume, "PPO")
+    state_dir = out / "checkpoints" / "last_state"
+    prepare_run(out, "ppo_config.json", {**config_to_dict(cfg), "init": str(init)}, resume, "PPO",
+                state_dir)
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     model = build_ppo(cfg, init, out_dir=out)
@@ -601,7 +605,8 @@ def train_ppo(cfg: PPOConfig, out_dir: str | Path, init: str | Path | None = Non
     if resume:
         _restore(model, callback, state_dir)
         ckpt._last = int(model.num_timesteps)
-        print(f"resuming PPO from {state_dir} at env step {model.num_timesteps}/{cfg.total_steps}")
+        log.info("resuming PPO from %s at env step %d/%d", state_dir, model.num_timesteps,
+                 cfg.total_steps)
     else:
         callback.evaluate_now()  # the warm start's own success rate is the bar to beat
     remaining = max(0, cfg.total_steps - int(model.num_timesteps))
@@ -615,7 +620,8 @@ def train_ppo(cfg: PPOConfig, out_dir: str | Path, init: str | Path | None = Non
         model.learn(total_timesteps=remaining, callback=callbacks,
                     progress_bar=cfg.progress, tb_log_name="ppo", reset_num_timesteps=not resume)
     if limit is not None and limit.hit:
-        print(f"PPO stopped by max_minutes={cfg.max_minutes} at env step {model.num_timesteps}")
+        log.info("PPO stopped by max_minutes=%s at env step %d", cfg.max_minutes,
+                 model.num_timesteps)
     ckpt.init_callback(model)
     ckpt.save()
     callback.evaluate_now()

@@ -14,6 +14,7 @@ The policy is the same :class:`VLAPolicy` BC trains, and checkpoints are ``save_
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from vla_sim.utils.seeding import TRAIN_BASE_SEED, episode_seed
 from .common import (
     ScalarLogger,
     load_trainer_state,
-    prepare_rl_run,
+    prepare_run,
     save_training_checkpoint,
 )
 from .rl_common import (
@@ -46,6 +47,8 @@ from .rl_common import (
     load_warm_start,
     make_text_encoder,
 )
+
+log = logging.getLogger(__name__)
 
 REWARDS = ("sparse", "dense", "language", "mixed")
 VECTORS = ("sync", "async")
@@ -204,8 +207,9 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
     weights, optimizer, step, batch index and torch RNG are restored and episode seeds follow
     the batch index, so the continuation matches an uninterrupted run."""
     out = Path(out_dir)
-    state_dir = prepare_rl_run(out, "reinforce_config.json",
-                               {**config_to_dict(cfg), "init": str(init)}, resume, "REINFORCE")
+    state_dir = out / "checkpoints" / "last_state"
+    prepare_run(out, "reinforce_config.json", {**config_to_dict(cfg), "init": str(init)}, resume,
+                "REINFORCE", state_dir)
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     device = torch.device(cfg.device)
@@ -261,7 +265,7 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
         next_eval, last_ckpt = int(state["next_eval"]), int(state["step"])
         history[:] = [(int(s), float(r)) for s, r in state["history"]]
         best = None if state["best"] is None else float(state["best"])
-        print(f"resuming REINFORCE from {state_dir} at env step {step}/{cfg.total_steps}")
+        log.info("resuming REINFORCE from %s at env step %d/%d", state_dir, step, cfg.total_steps)
         if progress is not None:
             progress.update(step)
     else:

@@ -158,7 +158,7 @@ def test_interrupted_ppo_run_resumes_from_its_last_checkpoint(bc_dir, tmp_path, 
 
 
 def test_ppo_resume_without_a_previous_run_is_an_error(bc_dir, tmp_path):
-    with pytest.raises(FileNotFoundError, match="no interrupted PPO run"):
+    with pytest.raises(FileNotFoundError, match="no previous PPO run"):
         train_ppo(_cfg(), tmp_path / "nothing", init=bc_dir, resume=True)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 # module name in vla_sim.cli -> imported lazily so ``vla-sim --help`` stays fast.
@@ -29,7 +30,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging(level: int = logging.INFO) -> None:
+    """Library messages (``logging`` under ``vla_sim``) go to stdout as plain lines. Rebound on
+    every call, so the handler writes to the current ``sys.stdout``."""
+    logger = logging.getLogger("vla_sim")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
+    configure_logging()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
