@@ -236,7 +236,12 @@ class WarmStartPPO(PPO):
     """SB3 PPO with a value-only warm-up and a decaying KL penalty toward a frozen BC policy.
 
     ``train()`` follows SB3's PPO.train line by line; the additions are marked "warm start".
+    SB3 has no hook for extra loss terms inside the update (the KL anchor, the detached critic,
+    per-group clipping, self-imitation), so this one method is overridden; everything else is
+    SB3's (rollouts, GAE, the policy class, callbacks). SB3 is pinned to the minor release this
+    copy follows, and a test fails when that release's ``PPO.train`` changes.
     """
+    SB3_TRAIN_SHA256 = "7c8d09940123242f0ac401c5ec2cc858b8bf3339f571c222382f048ffd8306ae"
 
     def __init__(self, *args: Any, bc_policy: VLAPolicy | None = None, bc_coef: float = 0.0,
                  bc_decay_steps: int = 0, value_warmup_rollouts: int = 0,
