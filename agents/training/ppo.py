@@ -18,7 +18,7 @@ import copy
 import functools
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +45,10 @@ from vla_sim.utils.seeding import TRAIN_BASE_SEED
 
 from .common import load_trainer_state, prepare_run, save_training_checkpoint
 from .rl_common import (
+    RLConfig,
     RLResult,
     actor_critic_groups,
     bc_schedule,
-    check_critic_fields,
     clip_groups,
     env_factory,
     eval_env_kwargs,
@@ -58,72 +58,24 @@ from .rl_common import (
 
 log = logging.getLogger(__name__)
 
-REWARDS = ("sparse", "dense", "language", "mixed")
-
 
 @dataclass
-class PPOConfig:
-    """PPO fine-tuning from a BC warm start."""
+class PPOConfig(RLConfig):
+    """PPO fine-tuning from a BC warm start (SB3's PPO with the guards of :class:`RLConfig`)."""
 
-    # --- Environment ------------------------------------------------------------------------
-    env_id: str = "vla_sim/PickPlace-v0"
-    robot: str = "panda"
-    randomization: str = "medium"
-    reward: str = "language"
-    """``sparse`` | ``dense`` | ``language`` | ``mixed`` (see LanguageRewardWrapper)."""
-    n_envs: int = 1
-    """SubprocVecEnv workers when > 1 (DummyVecEnv for 1)."""
-    max_episode_steps: int | None = None
-    text_encoder: str = "default"
-    """Text encoder for observations and the language reward; ``hashing`` for smoke tests."""
-
-    # --- PPO ----------------------------------------------------------------------------------
-    total_steps: int = 20_000
     n_steps: int = 256
     """Env steps per env per rollout."""
     batch_size: int = 64
     n_epochs: int = 4
-    lr: float = 3e-5
-    """Ten times below SB3's 3e-4: the network starts from a BC solution. At 1e-4 the KL to
-    the BC policy grew from 0.1 to 10 within 8k PickPlace steps (measured)."""
-    gamma: float = 0.99
     gae_lambda: float = 0.95
     clip_range: float = 0.1
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
     target_kl: float | None = 0.05
-
     normalize_reward: bool = True
     """Scale rewards by a running std of the discounted return (SB3 ``VecNormalize``, rewards
     only), so value targets are O(1) whatever the reward mode."""
-
-    # --- Warm start and forgetting guards ------------------------------------------------------
-    value_hidden: int = 256
-    """Critic width (``VLAPolicyConfig.value_hidden``); a BC checkpoint's linear critic is
-    replaced by a fresh two-layer MLP. With the linear one, explained variance stayed below 0
-    for 24k PickPlace steps (measured), so advantages were noise."""
-    value_lr: float = 1e-3
-    """Learning rate of the critic (its own Adam parameter group). It starts untrained, so it
-    must learn far faster than the BC-initialised actor (``lr``)."""
-    freeze_vision: bool = False
-    """Keep the camera encoders at their BC weights (no gradient): RL then adapts language,
-    state, trunk and heads only, fewer parameters for a noisy policy gradient to move."""
-    critic_detach: bool = True
-    """The value head reads detached features for the whole run: value-loss gradients (large
-    and noisy while the critic is fresh) never move the shared, BC-trained encoder."""
-    init_log_std: float | None = -1.25
-    """Log-std of the Gaussian head in normalised action units at the start (None keeps the
-    checkpoint's); std = exp(-1.25) * action_std ~ 0.29 action_std."""
     value_warmup_rollouts: int = 2
     """First rollouts train only the value head (detached features), so early advantages are
     not noise from an untrained critic."""
-    bc_coef: float = 1.0
-    """Weight of KL(pi || pi_BC) toward the frozen BC policy (see ``bc_decay_steps``)."""
-    bc_decay_steps: int = 0
-    """Env steps over which the KL weight decays linearly to 0; 0 = it never decays. Measured on
-    PickPlace (lr 5e-5): with the weight decayed to 0 by 60k steps, success fell from 26% to 2%
-    by 162k steps; the policy gradient alone drifts away from the demonstrations."""
     sil_coef: float = 0.0
     """Self-imitation (Oh et al., 2018, with success as the filter): after each PPO update,
     ``sil_batches`` minibatches maximise ``sil_coef * log pi(a|s)`` over the executed actions of
@@ -134,49 +86,22 @@ class PPOConfig:
     sil_buffer_steps: int = 10_000
     """Steps of successful episodes kept for self-imitation (oldest dropped first; not part of
     the resumable checkpoint, so a resumed run refills it)."""
-
     max_minutes: float = 0.0
     """Wall-clock budget of this run's training in minutes (checked every env step; the final
     evaluation and save follow); 0 = none, ``total_steps`` alone ends the run."""
 
-    # --- Evaluation, logging, checkpoints ------------------------------------------------------
-    eval_every: int = 0
-    """Env steps between success evaluations (best/ is the best one); 0 = only at start/end."""
-    eval_episodes: int = 10
-    checkpoint_every: int = 2048
-    """Env steps between resumable checkpoints (``checkpoints/last_state``: policy, optimizer,
-    step, warm-up and evaluation bookkeeping); checked when a rollout starts, i.e. after the
-    previous update."""
-    tensorboard: bool = True
-    progress: bool = True
-    seed: int = 0
-    device: str = "cpu"
-    num_threads: int = 0
-    """torch CPU threads in the learner; 0 keeps torch's default."""
-
-    policy: dict = field(default_factory=dict)
-    """VLAPolicyConfig fields for a fresh policy when no ``--init`` checkpoint is given."""
-
     def __post_init__(self) -> None:
-        if self.reward not in REWARDS:
-            raise ValueError(f"reward must be one of {REWARDS}, got {self.reward!r}")
-        for name in ("total_steps", "n_steps", "batch_size", "n_epochs", "n_envs",
-                     "eval_episodes", "checkpoint_every"):
+        super().__post_init__()
+        for name in ("n_steps", "batch_size", "n_epochs", "sil_batches", "sil_buffer_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("value_warmup_rollouts", "bc_decay_steps", "eval_every", "num_threads"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.bc_coef < 0:
-            raise ValueError(f"bc_coef must be >= 0, got {self.bc_coef}")
+        if self.value_warmup_rollouts < 0:
+            raise ValueError(f"value_warmup_rollouts must be >= 0, got "
+                             f"{self.value_warmup_rollouts}")
         if self.sil_coef < 0:
             raise ValueError(f"sil_coef must be >= 0, got {self.sil_coef}")
-        for name in ("sil_batches", "sil_buffer_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.max_minutes >= 0:
             raise ValueError(f"max_minutes must be >= 0, got {self.max_minutes}")
-        check_critic_fields(self)
 
 
 # ------------------------------------------------------------------------------------ policy

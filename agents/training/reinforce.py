@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +37,10 @@ from .common import (
     save_training_checkpoint,
 )
 from .rl_common import (
+    RLConfig,
     RLResult,
     actor_critic_groups,
     bc_schedule,
-    check_critic_fields,
     clip_groups,
     env_factory,
     eval_env_kwargs,
@@ -50,86 +50,29 @@ from .rl_common import (
 
 log = logging.getLogger(__name__)
 
-REWARDS = ("sparse", "dense", "language", "mixed")
 VECTORS = ("sync", "async")
 
 
 @dataclass
-class ReinforceConfig:
-    """REINFORCE / actor-critic fine-tuning from a BC warm start."""
+class ReinforceConfig(RLConfig):
+    """REINFORCE / actor-critic fine-tuning from a BC warm start, whole episodes per batch."""
 
-    # --- Environment ------------------------------------------------------------------------
-    env_id: str = "vla_sim/PickPlace-v0"
-    robot: str = "panda"
-    randomization: str = "medium"
-    reward: str = "language"
-    """``sparse`` | ``dense`` | ``language`` | ``mixed`` (see LanguageRewardWrapper)."""
     n_envs: int = 4
     """Episodes per batch, run side by side in a gymnasium vector env."""
     vector: str = "sync"
     """``sync`` (SyncVectorEnv, one process) or ``async`` (AsyncVectorEnv, a process per env)."""
-    max_episode_steps: int | None = None
-    text_encoder: str = "default"
-
-    # --- Optimisation -------------------------------------------------------------------------
-    total_steps: int = 20_000
-    """Env steps (of live episodes) in total; the run stops after the batch that crosses it."""
-    lr: float = 3e-5
-    """Small: one noisy Monte-Carlo step per batch on top of a BC solution."""
-    gamma: float = 0.99
     baseline: bool = True
     """Subtract the value head's V(s) from the returns (the actor-critic variant)."""
     normalize_advantages: bool = True
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    init_log_std: float | None = -1.25
-    """Log-std of the Gaussian head (normalised units) at the start; None keeps the checkpoint's."""
     value_warmup_batches: int = 2
     """First batches train only the value head (detached features)."""
-    value_hidden: int = 256
-    """Critic width (see PPOConfig.value_hidden): BC's linear critic becomes a fresh MLP."""
-    value_lr: float = 1e-3
-    """The critic's own learning rate (it starts untrained; see PPOConfig.value_lr)."""
-    freeze_vision: bool = False
-    """Keep the camera encoders at their BC weights (see PPOConfig.freeze_vision)."""
-    critic_detach: bool = True
-    """The value head reads detached features throughout: its loss never moves the shared,
-    BC-trained encoder (see PPOConfig.critic_detach)."""
-    bc_coef: float = 1.0
-    """Weight of KL(pi || pi_BC) toward the frozen BC policy."""
-    bc_decay_steps: int = 0
-    """Env steps over which that weight decays linearly to 0; 0 = never (see PPOConfig)."""
-
-    # --- Evaluation, logging ------------------------------------------------------------------
-    eval_every: int = 0
-    """Env steps between success evaluations; 0 = only at start and end."""
-    eval_episodes: int = 10
-    checkpoint_every: int = 2048
-    """Env steps between resumable checkpoints (``checkpoints/last_state``)."""
-    tensorboard: bool = True
-    progress: bool = True
-    seed: int = 0
-    device: str = "cpu"
-    num_threads: int = 0
-
-    policy: dict = field(default_factory=dict)
-    """VLAPolicyConfig fields for a fresh policy when no ``--init`` checkpoint is given."""
 
     def __post_init__(self) -> None:
-        if self.reward not in REWARDS:
-            raise ValueError(f"reward must be one of {REWARDS}, got {self.reward!r}")
+        super().__post_init__()
         if self.vector not in VECTORS:
             raise ValueError(f"vector must be one of {VECTORS}, got {self.vector!r}")
-        for name in ("n_envs", "total_steps", "eval_episodes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("value_warmup_batches", "eval_every", "num_threads", "bc_decay_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        check_critic_fields(self)
-        if not 0.0 < self.gamma <= 1.0:
-            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
+        if self.value_warmup_batches < 0:
+            raise ValueError(f"value_warmup_batches must be >= 0, got {self.value_warmup_batches}")
 
 
 def make_vector_env(cfg: ReinforceConfig, policy_config: VLAPolicyConfig) -> gym.vector.VectorEnv:

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import argparse
 
-REWARD_CHOICES = ("sparse", "dense", "language", "mixed")
+from vla_sim.envs.wrappers.language_reward import REWARD_MODES
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", default=None,
                         help="BC checkpoint folder to start from (model.safetensors + config.json)")
     parser.add_argument("--env", default=None, help="env id, e.g. vla_sim/PickPlace-v0")
-    parser.add_argument("--reward", default=None, choices=REWARD_CHOICES, help="reward mode")
+    parser.add_argument("--reward", default=None, choices=REWARD_MODES, help="reward mode")
     parser.add_argument("--steps", type=int, default=None, help="env steps in total")
     parser.add_argument("--n-envs", type=int, default=None, help="parallel envs")
     parser.add_argument("--randomization", default=None, help="none|low|medium|high")
