@@ -4,6 +4,12 @@ Observation: ``Dict(image uint8 (S,S,3), [wrist_image], state float32 (22,), ins
 Action: ``Box(-1, 1, (4,))``: end-effector displacement (x, y, z) scaled to ``max_ee_step`` m per
 control step, and the gripper (-1 closed .. +1 open). Out-of-range actions are clipped to
 [-1, 1]; wrong shapes and non-finite values raise ``ValueError``.
+
+Reset options: ``randomization`` (replay a recorded randomization sample) and ``swap_object``
+(the language probe: the same scene, pixel for pixel, with the instruction naming another movable
+object of the scene; success, reward, goal and privileged state follow the named object, and
+``info["original_task"]`` reports the unswapped instruction, roles and whether its predicate
+holds).
 """
 
 from __future__ import annotations
@@ -87,6 +93,7 @@ class VLAEnv(gym.Env):
         self.task: Task = self._tasks[self.task_names[0]]
         self.instance: TaskInstance | None = None
         self.sample: RandomizationSample | None = None
+        self.original_instance: TaskInstance | None = None  # set when reset swapped the target
         self._last_seed: int | None = None
 
     @staticmethod
@@ -104,6 +111,9 @@ class VLAEnv(gym.Env):
         self.randomization = resolve_randomization(randomization)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Start an episode. ``options``: ``randomization`` (a recorded sample or its dict) and
+        ``swap_object`` (bool: the same scene with the instruction naming another movable object,
+        the destination kept; see :meth:`Task.swap_instance`)."""
         super().reset(seed=seed)
         self._last_seed = seed
         options = options or {}
@@ -130,6 +140,12 @@ class VLAEnv(gym.Env):
             self.sample = sample_randomization(self.randomization, self.instance.placements(),
                                                rand_rng, exclude)
         self._sample_dict = self.sample.to_dict()
+        self.original_instance = None
+        if options.get("swap_object"):
+            # Drawn after the scene: the objects, their placement and the randomization sample
+            # are those of the unswapped episode; only the roles and the sentence change.
+            self.original_instance = self.instance
+            self.instance = self.task.swap_instance(self.instance, task_rng)
         self.robot.reset()
         self.scene.apply(self.sample)
         self.task.reset(self.instance)
@@ -171,10 +187,16 @@ class VLAEnv(gym.Env):
         return obs
 
     def _info(self, success: bool) -> dict:
-        return {"is_success": bool(success), "task": self.task.name,
+        info = {"is_success": bool(success), "task": self.task.name,
                 "instruction": self.instance.instruction,
                 # a fresh copy each call (users keep infos); to_dict() once per episode is ~3 ms
                 "randomization": _copy_plain(self._sample_dict), "seed": self._last_seed}
+        if self.original_instance is not None:
+            roles = self.original_instance.roles
+            info["original_task"] = {"instruction": self.original_instance.instruction,
+                                     "roles": dict(roles),
+                                     "is_success": self.task.is_success_for(roles)}
+        return info
 
     # ------------------------------------------------------------------------------------------
     def privileged_state(self) -> dict:

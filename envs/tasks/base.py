@@ -8,6 +8,7 @@ privileged state (object poses, target names) an expert or a state describer nee
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -92,12 +93,46 @@ class Task:
         return TaskInstance(self.name, tuple(objects[int(i)] for i in order), roles, ins.text,
                             ins.template, split)
 
+    def swap_instance(self, instance: TaskInstance, rng: np.random.Generator) -> TaskInstance:
+        """The same scene with the instruction naming another object: the language probe.
+
+        The target role (``object``) moves to another movable object of ``instance`` that the
+        task can act on (drawn with ``rng``); the destination, where the task has one, stays.
+        The objects (and so the scene) are unchanged; the sentence keeps the original template
+        with the new object's words. Raises ``ValueError`` when the scene has no other object.
+        """
+        taken = set(instance.roles.values())
+        candidates = [o for o in instance.objects
+                      if o.movable and o.shape in self.target_shapes and o.name not in taken]
+        if not candidates:
+            raise ValueError(f"{self.name}: no other movable object to swap the instruction to "
+                             f"(objects {[o.name for o in instance.objects]})")
+        new = candidates[int(rng.integers(len(candidates)))]
+        by_name = {o.name: o for o in instance.objects}
+        dest = by_name[instance.roles["destination"]] if "destination" in instance.roles else None
+        ins = make_instruction(self.name, instance.split, (new.color, new.shape),
+                               (dest.color, dest.shape) if dest else None, rng,
+                               template=instance.template)
+        return dataclasses.replace(instance, roles={**instance.roles, "object": new.name},
+                                   instruction=ins.text)
+
     def reset(self, instance: TaskInstance) -> None:
         self.instance = instance
 
     # -- evaluation ----------------------------------------------------------------------------
     def is_success(self) -> bool:
         raise NotImplementedError
+
+    def is_success_for(self, roles: dict) -> bool:
+        """The success predicate judged on ``roles`` instead of the instruction's, in the current
+        scene state (e.g. "did the original task anyway" under the swap probe)."""
+        assert self.instance is not None, "reset() first"
+        current = self.instance
+        self.instance = dataclasses.replace(current, roles=dict(roles))
+        try:
+            return bool(self.is_success())
+        finally:
+            self.instance = current
 
     def dense_reward(self, success: bool | None = None) -> float:
         """Negative distances toward completion (higher is better), plus 1 on success.

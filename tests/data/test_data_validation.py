@@ -69,7 +69,7 @@ def test_frame_count_disagreement_names_the_file(root):
 
 
 def test_video_shorter_than_episode_names_the_file(root, tmp_path):
-    from vla_sim.data.video import encode_video_bytes
+    from vla_sim.utils.video import encode_video_bytes
 
     path = root / "videos/observation.images.front/chunk-000/file-000.mp4"
     path.write_bytes(encode_video_bytes(np.zeros((3, 32, 32, 3), np.uint8), 20))

@@ -1,5 +1,8 @@
 """A tiny gymnasium env that follows the vla-sim env contract, for evaluator tests that must not
-depend on PyBullet: a point "end effector" moves towards a target drawn from the reset seed."""
+depend on PyBullet: a point "end effector" moves towards a target drawn from the reset seed.
+
+A second, other-coloured point is on the table too; the ``swap_object`` reset option names it
+instead (same scene), as the real env's language probe does."""
 
 from __future__ import annotations
 
@@ -29,7 +32,8 @@ class FakeReachEnv(gym.Env):
 
     def _image(self, size):
         img = np.full((size, size, 3), 40, np.uint8)
-        for pos, colour in ((self.ee, (255, 255, 255)), (self.target, COLOURS[self.colour])):
+        for pos, colour in ((self.other, COLOURS[self.other_colour]),
+                            (self.target, COLOURS[self.colour]), (self.ee, (255, 255, 255))):
             x, y = (np.clip(pos[:2], -0.5, 0.5) + 0.5) * (size - 1)
             img[max(0, int(y) - 1):int(y) + 2, max(0, int(x) - 1):int(x) + 2] = colour
         return img
@@ -41,11 +45,17 @@ class FakeReachEnv(gym.Env):
                 "instruction": self.instruction}
 
     def _info(self):
-        return {"is_success": self._success(), "task": "reach", "instruction": self.instruction,
+        info = {"is_success": self._success(), "task": "reach", "instruction": self.instruction,
                 "randomization": dict(self.sample), "seed": self.seed_}
+        if self.swapped:
+            info["original_task"] = {"instruction": self.original_instruction,
+                                     "roles": {"object": self.other_colour},
+                                     "is_success": self._success(self.other)}
+        return info
 
-    def _success(self):
-        return bool(np.linalg.norm(self.ee - self.target) < 0.03)
+    def _success(self, target=None):
+        target = self.target if target is None else target
+        return bool(np.linalg.norm(self.ee - target) < 0.03)
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
@@ -59,6 +69,16 @@ class FakeReachEnv(gym.Env):
         self.instruction = f"{verb} the {self.colour} target"
         self.sample = {"target": self.target.round(6).tolist(), "colour": self.colour,
                        "level": self.level}
+        direction = rng.normal(size=3)
+        self.other = 0.3 * direction / np.linalg.norm(direction)
+        self.other_colour = str(rng.choice(sorted(set(COLOURS) - {self.colour})))
+        self.swapped = bool((options or {}).get("swap_object"))
+        self.original_target = self.target  # what the unswapped instruction names
+        if self.swapped:
+            self.original_instruction = self.instruction
+            self.target, self.other = self.other, self.target
+            self.colour, self.other_colour = self.other_colour, self.colour
+            self.instruction = f"{verb} the {self.colour} target"
         return self._obs(), self._info()
 
     def step(self, action):
@@ -92,6 +112,29 @@ def make_fake_expert(env):
     return FakeExpert(env)
 
 
+class LanguageBlindPolicy:
+    """Goes to the object the unswapped instruction names whatever the instruction says: what
+    a policy that ignores language (or binds the wrong object) does under the swap probe."""
+
+    def __init__(self, env):
+        self.env = env.unwrapped
+
+    def act(self, obs, deterministic=True):
+        delta = (self.env.original_target - self.env.ee) / 0.025
+        return np.append(np.clip(delta, -1, 1), 1.0).astype(np.float32)
+
+
+def make_language_blind_policy(env):
+    return LanguageBlindPolicy(env)
+
+
+class NoProbeReachEnv(FakeReachEnv):
+    """Ignores reset options: an env that does not support the swap probe."""
+
+    def reset(self, *, seed=None, options=None):
+        return super().reset(seed=seed)
+
+
 class WrongSpacePolicy:
     """Declares a 3-d action space and a 16x16 image: does not fit the fake env."""
 
@@ -110,7 +153,10 @@ def make_wrong_space_policy(env):
 
 
 register(id="vla_sim_fake/Reach-v0", entry_point=FakeReachEnv, max_episode_steps=30)
+register(id="vla_sim_fake/NoProbeReach-v0", entry_point=NoProbeReachEnv, max_episode_steps=30)
+NO_PROBE_ID = f"{__name__}:vla_sim_fake/NoProbeReach-v0"
 
 # Import paths that worker processes can resolve (whatever name pytest gave this module).
 FAKE_EXPERT = f"{__name__}:make_fake_expert"
 WRONG_POLICY = f"{__name__}:make_wrong_space_policy"
+BLIND_POLICY = f"{__name__}:make_language_blind_policy"

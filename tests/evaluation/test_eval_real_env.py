@@ -49,13 +49,20 @@ def test_reach_workers_1_and_2_give_the_same_episodes():
 
 
 def test_reach_video_has_one_frame_per_step_plus_reset_and_hold(tmp_path):
-    from vla_sim.evaluation.video import HOLD_S, read_video
+    from vla_sim.evaluation.video import HOLD_S
+    from vla_sim.utils.video import read_video
 
     cfg = _config(episodes=1, video_dir=str(tmp_path), record="first", videos=1)
     record = evaluate(PolicySpec("expert"), cfg).episodes[0]
     frames = read_video(tmp_path / record.video)
     assert len(frames) == record.length + 1 + int(HOLD_S * cfg.fps)
     assert frames[0].shape == (64, 64, 3)
+
+
+def test_reach_swap_probe_expert_obeys_the_swapped_instruction():
+    # the scripted expert reads the (swapped) roles, so it obeys; the original task stays undone
+    cell = evaluate(PolicySpec("expert"), _config(episodes=2, probe="swap")).cells[0]
+    assert (cell.successes, cell.obeyed, cell.did_original) == (2, 2, 0)
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,9 @@
-import imageio.v2 as imageio
 import numpy as np
 import pytest
 
 from vla_sim.evaluation.video import (HOLD_S, grid_frames, overlay_frame, write_episode_video,
-                                      write_grid_video, write_mp4)
+                                      write_grid_video)
+from vla_sim.utils.video import read_video, write_mp4
 
 
 def _frames(n, h=48, w=64):
@@ -11,8 +11,7 @@ def _frames(n, h=48, w=64):
 
 
 def _read(path):
-    with imageio.get_reader(path, format="FFMPEG") as reader:
-        return [np.asarray(f) for f in reader]
+    return read_video(path)
 
 
 def test_mp4_opens_with_expected_frame_count_and_size(tmp_path):
@@ -27,15 +26,38 @@ def test_odd_sizes_are_padded_to_even_not_rescaled(tmp_path):
     assert frames[0].shape == (48, 64, 3)
 
 
-def test_episode_video_holds_the_outcome_banner(tmp_path):
+def _greenish(px):
+    px = px.astype(int)
+    return px[1] > px[0] + 50 and px[1] > px[2] + 50
+
+
+def test_episode_video_holds_the_outcome_badge_in_the_top_right_corner(tmp_path):
     fps = 10
-    path = write_episode_video(_frames(5, 64, 64), tmp_path / "ep.mp4", "pick up the red cube",
+    path = write_episode_video(_frames(5, 128, 128), tmp_path / "ep.mp4", "pick up the red cube",
                                success=True, fps=fps)
     frames = _read(path)
     assert len(frames) == 5 + int(HOLD_S * fps)
-    # the banner turns the middle of the last frame green
-    mid = frames[-1][32, 5].astype(int)
-    assert mid[1] > mid[0] + 50 and mid[1] > mid[2] + 50
+    top_right = frames[-1][:32, 64:].reshape(-1, 3)
+    assert sum(_greenish(px) for px in top_right) > 50  # the green SUCCESS badge
+    assert not _greenish(frames[-1][64, 64]) and not _greenish(frames[-1][64, 5])
+    assert not any(_greenish(px) for px in frames[0][:32, 64:].reshape(-1, 3))  # only at the end
+
+
+@pytest.mark.parametrize("outcome", [True, False])
+def test_outcome_badge_leaves_the_centre_of_the_frame_unchanged(outcome):
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)  # the default render size
+    text = "pick up the red cube and put it in the blue bowl, then go back to the start"
+    plain = overlay_frame(frame, text, 3)
+    marked = overlay_frame(frame, text, 3, outcome=outcome)
+    changed = np.any(marked != plain, axis=-1)
+    assert changed.any()
+    ys, xs = np.nonzero(changed)
+    # a small box in the top-right corner (under the instruction): right half, top quarter,
+    # a few percent of the frame
+    assert xs.min() >= 256 // 2 and ys.max() < 256 // 4
+    assert changed.sum() < 0.05 * changed.size
+    assert np.array_equal(marked[64:, :], plain[64:, :])  # centre and bottom untouched
 
 
 def test_overlay_draws_without_changing_size():

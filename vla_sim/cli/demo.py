@@ -55,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
 
     import vla_sim  # noqa: F401
     from vla_sim.cli.randomize import env_id
-    from vla_sim.data.video import encode_video_bytes
     from vla_sim.utils.io import atomic_write_bytes
+    from vla_sim.utils.video import encode_video_bytes
 
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")

@@ -82,7 +82,7 @@ def check_encoder_weights(args: argparse.Namespace) -> CheckResult:
 def check_ffmpeg(args: argparse.Namespace) -> CheckResult:
     import numpy as np
 
-    from vla_sim.evaluation.video import read_video, write_mp4
+    from vla_sim.utils.video import read_video, write_mp4
 
     frames = [np.full((48, 64, 3), 20 * i, np.uint8) for i in range(8)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,7 +90,7 @@ def check_ffmpeg(args: argparse.Namespace) -> CheckResult:
         back = read_video(path)
     if len(back) != 8 or back[0].shape != (48, 64, 3):
         return CheckResult("FAIL", f"wrote 8 frames of 48x64, read back {len(back)} of "
-                           f"{back[0].shape if back else None}",
+                           f"{back[0].shape if len(back) else None}",
                            "pip install --force-reinstall imageio-ffmpeg")
     return CheckResult("PASS", "ffmpeg writes and reads back an H.264 mp4")
 

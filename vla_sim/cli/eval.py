@@ -45,6 +45,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--no-alignment", action="store_true",
                    help="skip comparing actions with the scripted expert")
     p.add_argument("--expert-factory", help="'module:function' building the expert for an env")
+    p.add_argument("--probe", choices=["swap"],
+                   help="language probe: 'swap' re-runs every episode from the same scene with "
+                        "the instruction naming another object of the scene; the report shows "
+                        "the obeyed rate and the original-task rate beside the success rate")
     p.add_argument("--out", default="runs/eval", help="report directory (default: runs/eval)")
     p.add_argument("--reference", help="an earlier report.json: re-run its episodes and compare")
     p.set_defaults(func=run)
@@ -59,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     from vla_sim.evaluation.reference import (check_scenes, compare_results,
                                               describe_comparison, describe_scene_check,
                                               reference_config)
-    from vla_sim.evaluation.report import cell_rows, load_report, write_report, CELL_COLUMNS, md_table
+    from vla_sim.evaluation.report import (PROBE_NOTE, cell_headers, cell_rows, has_probe,
+                                           load_report, md_table, write_report)
 
     out = Path(args.out)
     envs = _split_list(args.env)
@@ -70,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers, image_size=args.image_size, max_episode_steps=args.max_steps,
         video_dir=args.video_dir, videos=args.videos, record=args.record,
         render_size=args.render_size, alignment=False if args.no_alignment else None,
-        expert_factory=args.expert_factory)
+        expert_factory=args.expert_factory, probe=args.probe)
     reference = load_report(Path(args.reference)) if args.reference else None
     if reference is not None:
         # The reference's own video dir belongs to the old run; never write into it.
@@ -124,13 +129,17 @@ def run(args: argparse.Namespace) -> int:
 
     comparison = compare_results(reference, result, scenes) if reference is not None else None
     paths = write_report(result, out, reference=comparison)
-    print(md_table([h for h, _, _ in CELL_COLUMNS], cell_rows([c.to_dict() for c in result.cells])))
+    cells = [c.to_dict() for c in result.cells]
+    print(md_table(cell_headers(cells), cell_rows(cells)))
+    if has_probe(cells):
+        print("\n" + PROBE_NOTE)
     if comparison is not None:
         print("\nagainst the reference:")
         for line in describe_comparison(comparison):
             print("  " + line)
     wall = result.timing["wall_s"]
-    print(f"\n{len(result.episodes)} episodes in {wall:.1f} s "
+    probed = f" (each also run under the {config.probe} probe)" if config.probe else ""
+    print(f"\n{len(result.episodes)} episodes{probed} in {wall:.1f} s "
           f"({len(result.episodes) / wall:.2f} episodes/s, {config.workers} worker(s))")
     print(f"report: {paths['json']}  {paths['html']}  {paths['md']}")
     return 0

@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 
 from vla_sim.data import format as fmt
 from vla_sim.data.format import DatasetError
-from vla_sim.data.video import decode_video
 from vla_sim.utils.io import atomic_write_text
+from vla_sim.utils.video import read_video
 
 REQUIRED_INFO_KEYS = ("codebase_version", "fps", "features", "total_episodes", "total_frames",
                       "total_tasks", "chunks_size", "data_path", "video_path")
@@ -211,7 +211,7 @@ class DatasetReader:
             ep = self.episodes[i]
             path = self.root / self.video_path(camera, i)
             try:
-                video = decode_video(path, expected_shape=(h, w))
+                video = read_video(path, expected_shape=(h, w))
             except Exception as exc:
                 raise DatasetError(f"{path}: cannot decode ({exc})") from exc
             if len(video) != ep["length"]:
@@ -263,7 +263,7 @@ class DatasetReader:
         table = table.filter(pc.equal(table.column("episode_index"), episode_index))
         state = np.asarray(table.column(fmt.STATE_KEY).combine_chunks().flatten().to_numpy()).reshape(len(table), -1)
         action = np.asarray(table.column(fmt.ACTION_KEY).combine_chunks().flatten().to_numpy()).reshape(len(table), -1)
-        images = {cam: decode_video(self.root / self.video_path(cam, episode_index))
+        images = {cam: read_video(self.root / self.video_path(cam, episode_index))
                   for cam in self.cameras}
         out = {"states": state, "actions": action,
                "rewards": table.column(fmt.REWARD_KEY).to_numpy(),

@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 
 from vla_sim.data import format as fmt
 from vla_sim.data.format import DatasetError
-from vla_sim.data.video import encode_video_bytes
 from vla_sim.utils.io import atomic_write_bytes, atomic_write_json
+from vla_sim.utils.video import encode_video_bytes
 
 
 @dataclass

@@ -3,6 +3,12 @@
 Episode ``i`` of every (task, split, level) cell resets with ``episode_seed(base_seed, i)``, so
 a result is the same whatever the number of workers or the order episodes finish in. Workers are
 separate processes (spawn); each rebuilds the env and the policy from plain data.
+
+Probe ``swap`` (language sensitivity): every episode is run a second time from the same seed with
+the env's ``swap_object`` reset option, the same scene with the instruction naming another object
+of the scene and success judged on that object. The report shows the "obeyed" rate beside the
+success rate, and how often the policy did the original (unswapped) task anyway: a policy that
+ignores language, or binds the wrong object, scores low on the first and high on the second.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from vla_sim.utils.seeding import EVAL_BASE_SEED, episode_seed
 SPLITS = ("train", "heldout")
 LEVELS = ("none", "low", "medium", "high")
 RECORD_MODES = ("none", "first", "failures", "all")
+PROBES = ("swap",)
+SWAP_OPTIONS = {"swap_object": True}  # the env's reset option the swap probe uses
 
 # A policy to evaluate: a spec (works with any number of workers) or a picklable callable
 # ``factory(env) -> policy`` (a module-level function; lambdas only work with workers=1).
@@ -65,6 +73,8 @@ class EvalConfig:
     videos: Optional[int] = 2  # at most this many videos per cell; None: no limit
     render_size: int = 256
     fps: int = 20
+    # --- Probes ---
+    probe: Optional[str] = None  # "swap": also run each episode with the instruction swapped
 
     def __post_init__(self) -> None:
         if isinstance(self.env_ids, str):
@@ -87,6 +97,8 @@ class EvalConfig:
             raise ValueError(f"videos must be >= 0 or None, got {self.videos}")
         if self.max_episode_steps is not None and self.max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1, got {self.max_episode_steps}")
+        if self.probe is not None and self.probe not in PROBES:
+            raise ValueError(f"probe must be one of {PROBES} or None, got {self.probe!r}")
         if self.image_size < 8 or self.render_size < 8:
             raise ValueError(f"image_size and render_size must be >= 8, got "
                              f"{self.image_size} and {self.render_size}")
@@ -119,7 +131,9 @@ class EvalConfig:
 @dataclasses.dataclass
 class EpisodeRecord:
     """One evaluated episode. ``time_to_success`` is in env steps (None if never successful);
-    alignment fields are None when no expert exists for the task."""
+    alignment fields are None when no expert exists for the task. ``probe_*`` fields (None
+    without a probe): the swapped instruction, whether the policy completed it ("obeyed"),
+    whether the original task's predicate held at the probe episode's end, and its length."""
 
     env_id: str
     split: str
@@ -136,6 +150,10 @@ class EpisodeRecord:
     randomization_hash: str
     alignment_cos: Optional[float] = None
     alignment_sign: Optional[float] = None
+    probe_instruction: Optional[str] = None
+    probe_obeyed: Optional[bool] = None
+    probe_did_original: Optional[bool] = None
+    probe_length: Optional[int] = None
     video: Optional[str] = None  # path relative to the video dir
     wall_s: float = 0.0
 
@@ -159,7 +177,9 @@ class EpisodeRecord:
 
 @dataclasses.dataclass
 class CellSummary:
-    """Aggregates over the episodes of one (env, split, level) cell."""
+    """Aggregates over the episodes of one (env, split, level) cell. With a probe, ``obeyed``
+    counts probe episodes that completed the swapped instruction and ``did_original`` those that
+    ended with the original task done anyway, each with a 95% Wilson interval."""
 
     env_id: str
     split: str
@@ -176,6 +196,16 @@ class CellSummary:
     alignment_cos: Optional[float]
     alignment_sign: Optional[float]
     grid_video: Optional[str] = None
+    probe: Optional[str] = None
+    probe_episodes: Optional[int] = None
+    obeyed: Optional[int] = None
+    obeyed_rate: Optional[float] = None
+    obeyed_ci_low: Optional[float] = None
+    obeyed_ci_high: Optional[float] = None
+    did_original: Optional[int] = None
+    did_original_rate: Optional[float] = None
+    did_original_ci_low: Optional[float] = None
+    did_original_ci_high: Optional[float] = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -287,14 +317,17 @@ def _alignment(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 
 def run_episode(env: gym.Env, policy: Any, seed: int, *, expert: Any = None,
-                record: bool = False, max_steps: int = 10_000
+                record: bool = False, max_steps: int = 10_000,
+                options: Optional[dict[str, Any]] = None
                 ) -> tuple[dict[str, Any], list[np.ndarray], np.ndarray]:
-    """Roll out one episode from ``reset(seed=seed)``.
+    """Roll out one episode from ``reset(seed=seed, options=options)``.
 
     Returns (record fields, rendered frames or [] when not recording, first policy image).
+    When the env reports ``info["original_task"]`` (a swapped instruction), the fields carry
+    ``original_success``: whether the original task's predicate held at the last step.
     """
     reset_policy(policy, seed)
-    obs, info = env.reset(seed=seed)
+    obs, info = env.reset(seed=seed, options=options)
     first_image = np.asarray(obs["image"]) if isinstance(obs, dict) and "image" in obs else None
     fields: dict[str, Any] = {
         "first_frame_hash": first_frame_hash(obs),
@@ -319,6 +352,8 @@ def run_episode(env: gym.Env, policy: Any, seed: int, *, expert: Any = None,
             frames.append(np.asarray(env.render()))
         if terminated or truncated:
             break
+    if "original_task" in info:
+        fields["original_success"] = bool(info["original_task"]["is_success"])
     fields.update(
         success=tts is not None, length=length, episode_return=ep_return, time_to_success=tts,
         alignment_cos=cos_sum / length if expert is not None and length else None,
@@ -337,6 +372,7 @@ class _Job:
     level: str
     indices: list[int]
     record: bool  # render and write a video for every episode in this job
+    probe: bool = True  # run config.probe's episodes too (False for video re-runs)
 
 
 # Per-process cache: cell -> (env, policy, has_expert). Lives for one evaluate() call in the
@@ -392,10 +428,29 @@ def _run_job(job: _Job) -> list[tuple[EpisodeRecord, Optional[bytes]]]:
             preview = png_bytes(frames[len(frames) // 2])
         elif index == 0 and first_image is not None:
             preview = png_bytes(first_image)
+        if config.probe is not None and job.probe:
+            probe_policy = _build_policy(job.factory, env, config) if rebuild else policy
+            fields.update(_probe_fields(env, probe_policy, seed, fields, (job.env_id, index)))
+        fields.pop("original_success", None)
         out.append((EpisodeRecord(env_id=job.env_id, split=job.split, level=job.level,
                                   index=index, seed=seed, video=video,
                                   wall_s=time.perf_counter() - t0, **fields), preview))
     return out
+
+
+def _probe_fields(env: gym.Env, policy: Any, seed: int, plain: dict[str, Any],
+                  where: tuple[str, int]) -> dict[str, Any]:
+    """Run the swap probe's episode of ``seed`` and check it showed the same scene as ``plain``
+    (the unswapped episode's fields)."""
+    fields, _, _ = run_episode(env, policy, seed, options=SWAP_OPTIONS)
+    if "original_success" not in fields:
+        raise ValueError(f"{where[0]} does not support the swap probe: its reset ignores the "
+                         f"{list(SWAP_OPTIONS)} option (no info['original_task'])")
+    if fields["first_frame_hash"] != plain["first_frame_hash"]:
+        raise RuntimeError(f"{where[0]} episode {where[1]} (seed {seed}): the swapped reset shows "
+                           "a different scene; the probe must change only the instruction")
+    return {"probe_instruction": fields["instruction"], "probe_obeyed": fields["success"],
+            "probe_did_original": fields["original_success"], "probe_length": fields["length"]}
 
 
 def _chunks(indices: list[int], size: int) -> Iterable[list[int]]:
@@ -433,6 +488,21 @@ def _mean(values: list[float]) -> Optional[float]:
     return float(np.mean(values)) if values else None
 
 
+def _probe_summary(config: EvalConfig, eps: list[EpisodeRecord]) -> dict[str, Any]:
+    """CellSummary's probe fields: counts, rates and 95% Wilson intervals."""
+    if config.probe is None:
+        return {}
+    probed = [e for e in eps if e.probe_obeyed is not None]
+    n = len(probed)
+    out: dict[str, Any] = {"probe": config.probe, "probe_episodes": n}
+    for name, key in (("obeyed", "probe_obeyed"), ("did_original", "probe_did_original")):
+        k = sum(bool(getattr(e, key)) for e in probed)
+        low, high = wilson_interval(k, n)
+        out.update({name: k, f"{name}_rate": k / n if n else 0.0, f"{name}_ci_low": low,
+                    f"{name}_ci_high": high})
+    return out
+
+
 def summarize(config: EvalConfig, episodes: list[EpisodeRecord]) -> list[CellSummary]:
     cells = []
     for cell in config.cells():
@@ -447,7 +517,8 @@ def summarize(config: EvalConfig, episodes: list[EpisodeRecord]) -> list[CellSum
             mean_return=_mean([e.episode_return for e in eps]) or 0.0,
             mean_time_to_success=_mean([e.time_to_success for e in eps if e.success]),
             alignment_cos=_mean([e.alignment_cos for e in eps if e.alignment_cos is not None]),
-            alignment_sign=_mean([e.alignment_sign for e in eps if e.alignment_sign is not None])))
+            alignment_sign=_mean([e.alignment_sign for e in eps if e.alignment_sign is not None]),
+            **_probe_summary(config, eps)))
     return cells
 
 
@@ -481,6 +552,11 @@ def evaluate(policy_factory: PolicyFactory, config: EvalConfig,
                                    (env_id, config.splits[0], config.randomization[0]))
         probe_obs, _ = env.reset(seed=episode_seed(config.base_seed, 0))
         check_policy_spaces(policy, env, where=env_id, obs=probe_obs)
+        if config.probe == "swap":
+            _, info = env.reset(seed=episode_seed(config.base_seed, 0), options=SWAP_OPTIONS)
+            if "original_task" not in info:
+                raise ValueError(f"{env_id} does not support the swap probe: its reset ignores "
+                                 f"the {list(SWAP_OPTIONS)} option (no info['original_task'])")
     if config.workers > 1:
         close_cached_envs()  # workers build their own
 
@@ -538,7 +614,7 @@ def _record_failures(factory: PolicyFactory, config: EvalConfig,
     for cell in config.cells():
         failed = sorted(r.index for r, _ in items if r.cell == cell and not r.success)[:k]
         if failed:
-            jobs.append(_Job(factory, config, *cell, failed, True))
+            jobs.append(_Job(factory, config, *cell, failed, True, probe=False))
     if not jobs:
         return items
     for rerun, preview in _dispatch(jobs, config.workers, lambda r: None):

@@ -2,7 +2,9 @@
 
 report.json is the machine-readable record a later ``vla-sim eval --reference`` reads back: the
 policy spec, the env config, every seed, every episode, the fingerprint. Only its ``timing``
-part changes between two runs of the same evaluation.
+part changes between two runs of the same evaluation. With ``--probe swap`` the tables add the
+"obeyed" rate (the swapped instruction completed) and the original-task rate under the swap, each
+with its 95% Wilson interval, beside the success rate.
 """
 
 from __future__ import annotations
@@ -24,16 +26,47 @@ CELL_COLUMNS = [  # (header, key in the cell dict, format)
     ("mean return", "mean_return", "{:.3f}"), ("mean steps to success", "mean_time_to_success", "{:.1f}"),
     ("expert cos", "alignment_cos", "{:.3f}"), ("expert sign agree", "alignment_sign", "{:.1%}"),
 ]
+# With a probe, after "95% CI": (header, rate key, CI key prefix)
+PROBE_COLUMNS = [("obeyed under swap (95% CI)", "obeyed"),
+                 ("original task under swap (95% CI)", "did_original")]
 EPISODE_COLUMNS = ["env_id", "split", "level", "index", "seed", "success", "length", "return",
                    "time_to_success", "first_frame_hash", "randomization_hash", "instruction",
                    "video"]
+PROBE_EPISODE_COLUMNS = ["probe_instruction", "probe_obeyed", "probe_did_original"]
+PROBE_NOTE = ("Swap probe: each episode re-run from the same scene with the instruction naming "
+              "another object of the scene. \"Obeyed\": the swapped instruction was completed; "
+              "\"original task under swap\": the original instruction's task was done anyway "
+              "(its success predicate held at the episode's end). A policy that follows language "
+              "obeys about as often as it succeeds and rarely does the original task; one that "
+              "ignores language, or binds the wrong object, does the reverse.")
 
 
 def _fmt(fmt: str, value: Any) -> str:
     return "-" if value is None else fmt.format(value)
 
 
+def has_probe(cells: list[dict[str, Any]]) -> bool:
+    return any(c.get("probe_episodes") is not None for c in cells)
+
+
+def cell_headers(cells: list[dict[str, Any]]) -> list[str]:
+    """Column headers of :func:`cell_rows` for these cells (probe columns when probed)."""
+    headers = [h for h, _, _ in CELL_COLUMNS]
+    if has_probe(cells):
+        at = headers.index("95% CI") + 1
+        headers[at:at] = [h for h, _ in PROBE_COLUMNS]
+    return headers
+
+
+def _rate_ci(c: dict[str, Any], name: str) -> str:
+    if c.get(f"{name}_rate") is None:
+        return "-"
+    return (f"{c[name]}/{c['probe_episodes']} = {c[f'{name}_rate']:.1%} "
+            f"[{c[f'{name}_ci_low']:.1%}, {c[f'{name}_ci_high']:.1%}]")
+
+
 def cell_rows(cells: list[dict[str, Any]]) -> list[list[str]]:
+    probe = has_probe(cells)
     rows = []
     for c in cells:
         row = []
@@ -42,10 +75,19 @@ def cell_rows(cells: list[dict[str, Any]]) -> list[list[str]]:
                 row.append(f"{c['successes']}/{c['episodes']}")
             elif header == "95% CI":
                 row.append(f"[{c['ci_low']:.1%}, {c['ci_high']:.1%}]")
+                if probe:
+                    row += [_rate_ci(c, name) for _, name in PROBE_COLUMNS]
             else:
                 row.append(_fmt(fmt, c[key]))
         rows.append(row)
     return rows
+
+
+def episode_columns(report: dict[str, Any]) -> list[str]:
+    """EPISODE_COLUMNS, with the probe's before ``video`` when the report has a probe."""
+    if not has_probe(report["cells"]):
+        return list(EPISODE_COLUMNS)
+    return EPISODE_COLUMNS[:-1] + PROBE_EPISODE_COLUMNS + EPISODE_COLUMNS[-1:]
 
 
 def md_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -69,8 +111,10 @@ def _fingerprint_rows(fp: dict[str, Any]) -> list[list[str]]:
 
 
 def success_chart_svg(cells: list[dict[str, Any]], width: int = 640) -> str:
-    """Inline SVG bar chart: one bar per cell (success rate) with its 95% Wilson interval."""
+    """Inline SVG bar chart: one bar per cell (success rate) with its 95% Wilson interval, and
+    with a probe a second, orange bar beside it (obeyed rate under the swap) with its own."""
     n = max(1, len(cells))
+    probe = has_probe(cells)
     bar_w = max(12, min(60, (width - 60) // n - 8))
     height, top, bottom, left = 240, 10, 90, 40
     plot_h = height - top - bottom
@@ -92,6 +136,13 @@ def success_chart_svg(cells: list[dict[str, Any]], width: int = 640) -> str:
         cx = x + bar_w / 2
         parts.append(f'<line x1="{cx}" x2="{cx}" y1="{y(c["ci_low"]):.1f}" '
                      f'y2="{y(c["ci_high"]):.1f}" stroke="black"/>')
+        if probe and c.get("obeyed_rate") is not None:
+            ob, ox, ow = c["obeyed_rate"], x + bar_w // 2, bar_w - bar_w // 2
+            parts.append(f'<rect x="{ox}" y="{y(ob):.1f}" width="{ow}" height="{plot_h * ob:.1f}" '
+                         f'fill="#e08a1e"><title>obeyed under swap: {ob:.1%}</title></rect>')
+            ocx = ox + ow / 2
+            parts.append(f'<line x1="{ocx}" x2="{ocx}" y1="{y(c["obeyed_ci_low"]):.1f}" '
+                         f'y2="{y(c["obeyed_ci_high"]):.1f}" stroke="#6b3d00"/>')
         label = html.escape(f'{c["env_id"].split("/")[-1]} {c["split"]} {c["level"]}')
         parts.append(f'<text transform="translate({cx},{top + plot_h + 6}) rotate(60)">'
                      f'{label}</text>')
@@ -106,20 +157,23 @@ def _rel(video_dir: Optional[str], name: Optional[str], out_dir: Path) -> Option
 
 
 def render_markdown(report: dict[str, Any]) -> str:
-    headers = [h for h, _, _ in CELL_COLUMNS]
+    headers = cell_headers(report["cells"])
+    ep_cols = episode_columns(report)
     parts = [f"# Evaluation report: {report['policy'].get('kind')} "
              f"{report['policy'].get('target') or ''}".rstrip(), "",
              f"Base seed {report['env_config']['base_seed']}, "
              f"{report['env_config']['episodes']} episodes per cell, robot "
              f"{report['env_config']['robot']}, image {report['env_config']['image_size']} px.", "",
              "## Success rates", "", md_table(headers, cell_rows(report["cells"])), ""]
+    if has_probe(report["cells"]):
+        parts += [PROBE_NOTE, ""]
     if report.get("reference"):
         parts += ["## Against the reference", "", md_table(*_reference_table(report["reference"])),
                   ""]
     parts += ["## Fingerprint", "", md_table(["field", "value"], _fingerprint_rows(report["fingerprint"])),
               "", "## Episodes", "",
-              md_table(EPISODE_COLUMNS, [[str(e.get(k)) for k in EPISODE_COLUMNS]
-                                          for e in report["episodes"]]), ""]
+              md_table(ep_cols, [[str(e.get(k)) for k in ep_cols] for e in report["episodes"]]),
+              ""]
     return "\n".join(parts)
 
 
@@ -137,7 +191,8 @@ def _reference_table(ref: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def render_html(report: dict[str, Any], out_dir: Path, preview_png: Optional[bytes]) -> str:
     video_dir = report["config"].get("video_dir")
-    headers = [h for h, _, _ in CELL_COLUMNS] + ["grid video"]
+    headers = cell_headers(report["cells"]) + ["grid video"]
+    ep_cols = episode_columns(report)
     rows = []
     for c, row in zip(report["cells"], cell_rows(report["cells"])):
         row = [html.escape(v) for v in row]
@@ -146,7 +201,7 @@ def render_html(report: dict[str, Any], out_dir: Path, preview_png: Optional[byt
         rows.append(row)
     ep_rows = []
     for e in report["episodes"]:
-        row = [html.escape(str(e.get(k))) for k in EPISODE_COLUMNS[:-1]]
+        row = [html.escape(str(e.get(k))) for k in ep_cols[:-1]]
         rel = _rel(video_dir, e.get("video"), out_dir)
         row.append(f'<a href="{html.escape(rel)}">mp4</a>' if rel else "-")
         ep_rows.append(row)
@@ -161,6 +216,8 @@ def render_html(report: dict[str, Any], out_dir: Path, preview_png: Optional[byt
         ref = (f"<h2>Against the reference</h2><p>{html.escape(r.get('summary', ''))}</p>"
                + _html_table(*_reference_table(r)))
     env_json = html.escape(json.dumps(report["env_config"], indent=1))
+    probe_note = (f"<p>{html.escape(PROBE_NOTE)} Orange bars: the obeyed rate.</p>"
+                  if has_probe(report["cells"]) else "")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>vla-sim evaluation: {title}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;font-size:13px}}
@@ -169,11 +226,12 @@ td,th{{border:1px solid #ccc;padding:3px 6px}}th{{background:#f3f3f3}}</style></
 <h2>Success rate per cell (bars: 95% Wilson interval)</h2>
 {success_chart_svg(report["cells"])}
 {_html_table(headers, rows)}
+{probe_note}
 {ref}
 {frame}
 <h2>Env config</h2><pre>{env_json}</pre>
 <h2>Fingerprint</h2>{_html_table(["field", "value"], [[html.escape(a), html.escape(b)] for a, b in _fingerprint_rows(report["fingerprint"])])}
-<details><summary>Episodes ({len(ep_rows)})</summary>{_html_table(EPISODE_COLUMNS, ep_rows)}</details>
+<details><summary>Episodes ({len(ep_rows)})</summary>{_html_table(ep_cols, ep_rows)}</details>
 </body></html>
 """
 

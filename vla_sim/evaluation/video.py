@@ -1,4 +1,5 @@
-"""Rollout videos: H.264 mp4 files with the instruction, step count and outcome drawn on.
+"""Rollout videos: the instruction, step count and outcome drawn on, encoded by the shared mp4
+writer (:mod:`vla_sim.utils.video`).
 
 Frames are uint8 (H, W, 3) arrays from ``env.render()``. Files are written under a temporary
 name and renamed, so a crash never leaves a truncated video under the final name.
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import io
-import os
 import textwrap
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -16,9 +16,9 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from vla_sim.utils.io import atomic_output_path
+from vla_sim.utils.video import read_video, write_mp4
 
-HOLD_S = 1.0  # the outcome banner stays on screen this long at the end of a video
+HOLD_S = 1.0  # the outcome badge stays on screen this long at the end of a video
 GRID_MAX = 4  # episodes per cell in the grid video
 
 
@@ -39,69 +39,41 @@ def _font(size: int) -> Any:
 def overlay_frame(frame: np.ndarray, instruction: str, step: int,
                   outcome: Optional[bool] = None) -> np.ndarray:
     """A copy of ``frame`` with the instruction (top), ``step N`` (bottom left) and, when
-    ``outcome`` is given, a SUCCESS (green) / FAIL (red) banner across the middle."""
+    ``outcome`` is given, a small SUCCESS (green) / FAIL (red) badge in the top-right corner,
+    just under the instruction, so the scene stays visible."""
     img = Image.fromarray(np.asarray(frame, dtype=np.uint8)).convert("RGB")
     w, h = img.size
     size = max(8, h // 22)
     font = _font(size)
     draw = ImageDraw.Draw(img, "RGBA")
-    lines = textwrap.wrap(instruction, width=max(10, int(w / (0.55 * size)))) [:3]
-    draw.rectangle([0, 0, w, (size + 2) * len(lines) + 4], fill=(0, 0, 0, 140))
+    lines = textwrap.wrap(instruction, width=max(10, int(w / (0.55 * size))))[:3]
+    band = (size + 2) * len(lines) + 4 if lines else 0
+    if lines:
+        draw.rectangle([0, 0, w, band], fill=(0, 0, 0, 140))
     for i, line in enumerate(lines):
         draw.text((3, 2 + i * (size + 2)), line, fill=(255, 255, 255), font=font)
     draw.text((3, h - size - 4), f"step {step}", fill=(255, 255, 0), font=font)
     if outcome is not None:
-        text, colour = ("SUCCESS", (0, 160, 0, 210)) if outcome else ("FAIL", (200, 0, 0, 210))
-        big = _font(max(10, h // 8))
-        draw.rectangle([0, h // 2 - h // 10, w, h // 2 + h // 10], fill=colour)
-        box = draw.textbbox((0, 0), text, font=big)
-        draw.text(((w - (box[2] - box[0])) // 2, (h - (box[3] - box[1])) // 2 - box[1]), text,
-                  fill=(255, 255, 255), font=big)
+        _draw_badge(draw, w, band, size, outcome)
     return np.asarray(img)
 
 
-def _even(frame: np.ndarray) -> np.ndarray:
-    """Pad to even height and width (H.264 with yuv420p needs both even) by edge repeat."""
-    h, w = frame.shape[:2]
-    if h % 2 == 0 and w % 2 == 0:
-        return frame
-    return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-
-
-def write_mp4(frames: Sequence[np.ndarray], path: Path, fps: int = 20) -> Path:
-    """Encode frames as H.264 (yuv420p) mp4 at ``path`` atomically; returns ``path``."""
-    import imageio.v2 as imageio
-
-    if len(frames) == 0:
-        raise ValueError(f"no frames to write to {path}")
-    path = Path(path)
-    tmp = atomic_output_path(path)
-    try:
-        # macro_block_size=2: only evenness is required, and _even() guarantees it, so imageio
-        # never rescales frames to multiples of 16.
-        with imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264",
-                                pixelformat="yuv420p", macro_block_size=2, quality=7,
-                                ffmpeg_log_level="error") as writer:
-            for frame in frames:
-                writer.append_data(_even(np.asarray(frame, dtype=np.uint8)))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def read_video(path: Path) -> list[np.ndarray]:
-    import imageio.v2 as imageio
-
-    with imageio.get_reader(Path(path), format="FFMPEG") as reader:
-        return [np.asarray(f) for f in reader]
+def _draw_badge(draw: Any, w: int, top: int, size: int, outcome: bool) -> None:
+    """SUCCESS / FAIL in white on an opaque green / red box, right-aligned, ``top + 2`` px down."""
+    text, colour = ("SUCCESS", (0, 160, 0)) if outcome else ("FAIL", (200, 0, 0))
+    font = _font(size)
+    box = draw.textbbox((0, 0), text, font=font)
+    tw, th, pad = box[2] - box[0], box[3] - box[1], max(2, size // 4)
+    x1, y0 = w - 2, top + 2
+    x0, y1 = x1 - tw - 2 * pad, y0 + th + 2 * pad
+    draw.rectangle([x0, y0, x1, y1], fill=colour)
+    draw.text((x0 + pad - box[0], y0 + pad - box[1]), text, fill=(255, 255, 255), font=font)
 
 
 def write_episode_video(frames: Sequence[np.ndarray], path: Path, instruction: str,
                         success: bool, fps: int = 20) -> Path:
     """One episode: ``frames[t]`` is the render after ``t`` steps; the last frame is held for
-    ``HOLD_S`` seconds under the SUCCESS/FAIL banner."""
+    ``HOLD_S`` seconds with the SUCCESS/FAIL badge."""
     out = [overlay_frame(f, instruction, t) for t, f in enumerate(frames)]
     final = overlay_frame(frames[-1], instruction, len(frames) - 1, outcome=success)
     out.extend([final] * max(1, int(HOLD_S * fps)))

@@ -94,15 +94,22 @@ def phrase(color: str, shape: str, rng: np.random.Generator) -> str:
 
 
 def make_instruction(task: str, split: str, obj: tuple[str, str], dest: tuple[str, str] | None,
-                     rng: np.random.Generator) -> Instruction:
-    """A sentence for ``task`` naming ``obj`` (colour, shape) and ``dest`` (colour, shape)."""
+                     rng: np.random.Generator, template: str | None = None) -> Instruction:
+    """A sentence for ``task`` naming ``obj`` (colour, shape) and ``dest`` (colour, shape).
+
+    ``template``: one of the split's templates to use instead of drawing one (the same sentence
+    naming other objects, e.g. the env's swap probe); the synonyms are still drawn from ``rng``.
+    """
     check_split(split)
     try:
         templates = TEMPLATES[task][split]
     except KeyError:
         raise ValueError(f"no instruction templates for task {task!r}; "
                          f"tasks: {sorted(TEMPLATES)}") from None
-    template = templates[int(rng.integers(len(templates)))]
+    if template is None:
+        template = templates[int(rng.integers(len(templates)))]
+    elif template not in templates:
+        raise ValueError(f"{template!r} is not a {split} template of task {task!r}")
     words = {"obj": phrase(*obj, rng)}
     if dest is not None:
         words["dest"] = phrase(*dest, rng)
