@@ -21,8 +21,10 @@ class ConfigError(ValueError):
 
 
 def load_config(cls: type[T], yaml_path: str | Path | None = None,
-                overrides: Sequence[str] = (), base: T | None = None) -> T:
-    """Return ``cls`` built from ``base`` (or its defaults), then the YAML file, then overrides.
+                overrides: Sequence[str] = (), base: T | None = None,
+                values: dict[str, Any] | None = None) -> T:
+    """Return ``cls`` built from ``base`` (or its defaults), then the YAML file, then overrides,
+    then ``values`` (top-level field -> value, e.g. from command-line flags).
 
     Overrides use dotted keys, e.g. ``["lr=3e-4", "vision.channels=[32,64]"]``. Unknown keys and
     values of the wrong type raise :class:`ConfigError` naming the key.
@@ -40,6 +42,8 @@ def load_config(cls: type[T], yaml_path: str | Path | None = None,
             if bad:
                 raise ConfigError(f"overrides must look like key=value, got {bad}")
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        if values:
+            merged = OmegaConf.merge(merged, OmegaConf.create(dict(values)))
         obj = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:  # unknown key, bad type, ...
         raise ConfigError(f"bad {cls.__name__} config: {exc}") from None
@@ -66,3 +70,91 @@ def save_config_yaml(cfg: Any, path: str | Path) -> None:
     from vla_sim.utils.io import atomic_write_text
 
     atomic_write_text(Path(path), OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+
+
+# ------------------------------------------------------------------------ command-line flags
+def field_docs(cls: type) -> dict[str, str]:
+    """Field name -> its first documentation line: the string literal under the field, else the
+    ``#`` comment on its line. What ``--help`` shows, read from the dataclass itself."""
+    import ast
+    import inspect
+    import textwrap
+
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            source = textwrap.dedent(inspect.getsource(klass))
+        except (OSError, TypeError):
+            continue
+        lines = source.splitlines()
+        body = ast.parse(source).body[0].body  # type: ignore[attr-defined]
+        for node, nxt in zip(body, body[1:] + [None]):
+            if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+                continue
+            name = node.target.id
+            if (isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                    and isinstance(nxt.value.value, str)):
+                docs[name] = nxt.value.value.strip().split("\n")[0]
+            elif "#" in lines[node.lineno - 1]:
+                docs[name] = lines[node.lineno - 1].split("#", 1)[1].strip()
+    return docs
+
+
+def _flag_type(annotation: Any, default: Any):
+    """(argparse type callable, nargs-free) for a scalar or comma-separated sequence field."""
+    text = str(annotation)
+    if "bool" in text and isinstance(default, bool):
+        return None
+    if "list" in text or "tuple" in text:
+        return lambda s: [p.strip() for p in s.split(",") if p.strip()]
+    for name, kind in (("float", float), ("int", int)):
+        if name in text:
+            return (lambda s, k=kind: None if s.lower() in ("none", "null") else k(s)) \
+                if "None" in text else kind
+    return str
+
+
+def add_config_arguments(parser: Any, cls: type, skip: Sequence[str] = (),
+                         required: Sequence[str] = ()) -> None:
+    """Give ``parser`` the one config path every command shares: ``--config FILE.yaml``,
+    ``key=value`` overrides (dotted keys reach nested configs), and a ``--flag`` for each
+    scalar or list field of ``cls`` (defaults, types and help from the dataclass; booleans get
+    ``--x/--no-x``; lists are comma-separated). Precedence: defaults < YAML < overrides < flags."""
+    import argparse
+
+    parser.add_argument("--config", default=None, help=f"{cls.__name__} YAML file")
+    parser.add_argument("overrides", nargs="*",
+                        help=f"{cls.__name__} overrides key=value (dotted keys)")
+    docs = field_docs(cls)
+    group = parser.add_argument_group(f"{cls.__name__} fields")
+    for f in dataclasses.fields(cls):
+        if f.name in skip or dataclasses.is_dataclass(f.default_factory
+                                                      if callable(f.default_factory) else None):
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        if dataclasses.is_dataclass(default) or isinstance(default, dict):
+            continue  # nested configs: key=value overrides (e.g. policy.cameras=[front,wrist])
+        kind = _flag_type(f.type, default)
+        flag = "--" + f.name.replace("_", "-")
+        shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        help_text = (docs.get(f.name, "") + (f" (default: {shown})" if shown not in ("", None)
+                                             else "")).strip()
+        if kind is None:
+            group.add_argument(flag, dest=f"cfg__{f.name}", action=argparse.BooleanOptionalAction,
+                               default=None, help=help_text)
+        else:
+            group.add_argument(flag, dest=f"cfg__{f.name}", type=kind, default=None,
+                               required=f.name in required, help=help_text,
+                               metavar=f.name.upper())
+
+
+def config_from_args(cls: type[T], args: Any) -> T:
+    """The config ``add_config_arguments`` describes: defaults, then ``--config``, then the
+    ``key=value`` overrides, then the explicit flags."""
+    flags = {k[len("cfg__"):]: v for k, v in vars(args).items()
+             if k.startswith("cfg__") and v is not None}
+    return load_config(cls, getattr(args, "config", None), list(getattr(args, "overrides", [])),
+                       values=flags)

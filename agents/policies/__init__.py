@@ -3,20 +3,24 @@
     from vla_sim.agents.policies import load_policy
     policy = load_policy("runs/bc/best")   # VLAPolicy, MultiHeadVLAPolicy or LatentActionPolicy
     action = policy.act(obs)
+
+Names are imported on first use, so ``vla_sim.agents.policies.config`` (plain dataclasses) loads
+without torch.
 """
 
-from .checkpoint import (
-    POLICY_TYPES,
-    CheckpointMismatchError,
-    read_checkpoint_config,
-    save_policy,
-)
-from .config import VLAPolicyConfig
-from .registry import load_policy
-from .vla import VLAFeaturesExtractor, VLAPolicy, build_observation_space
+from importlib import import_module
 
-__all__ = [
-    "CheckpointMismatchError", "POLICY_TYPES", "VLAFeaturesExtractor", "VLAPolicy",
-    "VLAPolicyConfig", "build_observation_space", "load_policy", "read_checkpoint_config",
-    "save_policy",
-]
+_EXPORTS = {
+    "CheckpointMismatchError": "checkpoint", "POLICY_TYPES": "checkpoint",
+    "read_checkpoint_config": "checkpoint", "save_policy": "checkpoint",
+    "VLAPolicyConfig": "config", "load_policy": "registry",
+    "VLAFeaturesExtractor": "vla", "VLAPolicy": "vla", "build_observation_space": "vla",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -36,6 +36,7 @@ from .common import (
     resolve_device,
     save_training_checkpoint,
 )
+from .configs import BCConfig
 from .loop import SupervisedLoop, cosine_with_warmup, decay_groups
 
 # Settings that may change between an interrupted run and its resume without changing the maths.
@@ -44,90 +45,6 @@ log = logging.getLogger(__name__)
 # Beyond the common ones (common.RESUME_FREE_KEYS): knobs that do not change the maths.
 RESUMABLE_CHANGES = ("steps_this_run", "eval_every", "checkpoint_every", "log_every",
                      "val_every", "device")
-
-
-@dataclass
-class BCConfig:
-    """Behaviour cloning: AdamW, warm-up + cosine LR, DrQ-style shift and mild colour jitter."""
-
-    # --- Optimisation ---------------------------------------------------------------------------
-    steps: int = 5000
-    """Gradient steps in total."""
-    batch_size: int = 64
-    lr: float = 3e-4
-    weight_decay: float = 1e-4
-    """AdamW decay, applied to weight matrices and conv kernels only (not biases, norms, log_std)."""
-    warmup_steps: int = 200
-    min_lr_ratio: float = 0.05
-    """The cosine ends at ``lr * min_lr_ratio``."""
-    grad_clip: float = 1.0
-    """Max global grad norm; 0 disables clipping."""
-    aux_weight: float = 0.0
-    """Weight of the auxiliary goal-state loss (predict the instructed object's and destination's
-    positions, ``observation.environment_state``, from the policy's features). Needs a dataset
-    that records them; sets ``policy.aux_dim`` to their size when it is 0."""
-
-    # --- Augmentation ---------------------------------------------------------------------------
-    shift_pad: int = 4
-    """Random shift (pad by replication, random crop back; DrQ uses 4 px for 84 px images)."""
-    color_jitter: float = 0.1
-    """Brightness and contrast factors drawn from [1 - j, 1 + j]. No hue jitter: colour words
-    ("red cube") must stay groundable in the pixels."""
-    instruction_aug: int = 0
-    """Language augmentation: per episode, this many other train-split wordings of the same
-    task and objects (templates and synonyms, seeded); each sample then uses one of them with
-    probability ``instruction_aug_prob``. Needs datasets that record the roles (collected by
-    this version). 0 = off."""
-    instruction_aug_prob: float = 0.5
-
-    # --- Validation, evaluation, checkpoints ----------------------------------------------------
-    val_fraction: float = 0.1
-    """Fraction of episodes held out (whole episodes, chosen by ``seed``) for the val loss."""
-    val_every: int = 250
-    val_max_samples: int = 2048
-    eval_every: int = 0
-    """Steps between in-sim success evaluations (needs an ``eval_fn``); 0 = only at the end."""
-    checkpoint_every: int = 1000
-    log_every: int = 25
-
-    # --- Run --------------------------------------------------------------------------------------
-    seed: int = 0
-    device: str = "auto"
-    """``auto`` = cuda if available, else cpu."""
-    num_threads: int = 0
-    """torch CPU threads during training; 0 keeps torch's default. On a CPU shared with other
-    jobs, 1 thread can be several times faster than an oversubscribed default."""
-    tensorboard: bool = True
-    progress: bool = True
-    steps_this_run: int = 0
-    """Stop (with a checkpoint) after this many steps of this invocation; 0 = run to ``steps``.
-    For time-boxed jobs and the resume test; the LR schedule still spans ``steps``."""
-
-    policy: VLAPolicyConfig = field(default_factory=VLAPolicyConfig)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.policy, dict):
-            self.policy = VLAPolicyConfig(**self.policy)
-        for name in ("steps", "batch_size", "log_every", "val_every", "checkpoint_every",
-                     "val_max_samples"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "eval_every", "shift_pad", "num_threads", "steps_this_run"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.instruction_aug < 0:
-            raise ValueError(f"instruction_aug must be >= 0, got {self.instruction_aug}")
-        if not 0.0 <= self.instruction_aug_prob <= 1.0:
-            raise ValueError(f"instruction_aug_prob must be in [0, 1], got "
-                             f"{self.instruction_aug_prob}")
-        if self.aux_weight < 0:
-            raise ValueError(f"aux_weight must be >= 0, got {self.aux_weight}")
-        if not 0.0 <= self.color_jitter < 1.0:
-            raise ValueError(f"color_jitter must be in [0, 1), got {self.color_jitter}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
 
 
 def instruction_alternatives(data: DemoArrays, k: int, seed: int

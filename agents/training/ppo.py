@@ -18,7 +18,6 @@ import copy
 import functools
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +43,8 @@ from vla_sim.evaluation.success import success_rate
 from vla_sim.utils.seeding import TRAIN_BASE_SEED
 
 from .common import load_trainer_state, prepare_run, save_training_checkpoint
+from .configs import PPOConfig
 from .rl_common import (
-    RLConfig,
     RLResult,
     actor_critic_groups,
     bc_schedule,
@@ -57,51 +56,6 @@ from .rl_common import (
 )
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PPOConfig(RLConfig):
-    """PPO fine-tuning from a BC warm start (SB3's PPO with the guards of :class:`RLConfig`)."""
-
-    n_steps: int = 256
-    """Env steps per env per rollout."""
-    batch_size: int = 64
-    n_epochs: int = 4
-    gae_lambda: float = 0.95
-    clip_range: float = 0.1
-    target_kl: float | None = 0.05
-    normalize_reward: bool = True
-    """Scale rewards by a running std of the discounted return (SB3 ``VecNormalize``, rewards
-    only), so value targets are O(1) whatever the reward mode."""
-    value_warmup_rollouts: int = 2
-    """First rollouts train only the value head (detached features), so early advantages are
-    not noise from an untrained critic."""
-    sil_coef: float = 0.0
-    """Self-imitation (Oh et al., 2018, with success as the filter): after each PPO update,
-    ``sil_batches`` minibatches maximise ``sil_coef * log pi(a|s)`` over the executed actions of
-    the policy's own *successful* training episodes. Policy-gradient alone spreads a rare
-    success over many noisy per-step advantages; this replays it. 0 = off."""
-    sil_batches: int = 8
-    """Self-imitation minibatches (``batch_size`` steps each) per PPO update."""
-    sil_buffer_steps: int = 10_000
-    """Steps of successful episodes kept for self-imitation (oldest dropped first; not part of
-    the resumable checkpoint, so a resumed run refills it)."""
-    max_minutes: float = 0.0
-    """Wall-clock budget of this run's training in minutes (checked every env step; the final
-    evaluation and save follow); 0 = none, ``total_steps`` alone ends the run."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for name in ("n_steps", "batch_size", "n_epochs", "sil_batches", "sil_buffer_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.value_warmup_rollouts < 0:
-            raise ValueError(f"value_warmup_rollouts must be >= 0, got "
-                             f"{self.value_warmup_rollouts}")
-        if self.sil_coef < 0:
-            raise ValueError(f"sil_coef must be >= 0, got {self.sil_coef}")
-        if not self.max_minutes >= 0:
-            raise ValueError(f"max_minutes must be >= 0, got {self.max_minutes}")
 
 
 # ------------------------------------------------------------------------------------ policy

@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +35,8 @@ from .common import (
     prepare_run,
     save_training_checkpoint,
 )
+from .configs import ReinforceConfig
 from .rl_common import (
-    RLConfig,
     RLResult,
     actor_critic_groups,
     bc_schedule,
@@ -50,29 +49,6 @@ from .rl_common import (
 
 log = logging.getLogger(__name__)
 
-VECTORS = ("sync", "async")
-
-
-@dataclass
-class ReinforceConfig(RLConfig):
-    """REINFORCE / actor-critic fine-tuning from a BC warm start, whole episodes per batch."""
-
-    n_envs: int = 4
-    """Episodes per batch, run side by side in a gymnasium vector env."""
-    vector: str = "sync"
-    """``sync`` (SyncVectorEnv, one process) or ``async`` (AsyncVectorEnv, a process per env)."""
-    baseline: bool = True
-    """Subtract the value head's V(s) from the returns (the actor-critic variant)."""
-    normalize_advantages: bool = True
-    value_warmup_batches: int = 2
-    """First batches train only the value head (detached features)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.vector not in VECTORS:
-            raise ValueError(f"vector must be one of {VECTORS}, got {self.vector!r}")
-        if self.value_warmup_batches < 0:
-            raise ValueError(f"value_warmup_batches must be >= 0, got {self.value_warmup_batches}")
 
 
 def make_vector_env(cfg: ReinforceConfig, policy_config: VLAPolicyConfig) -> gym.vector.VectorEnv:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import gymnasium as gym
 import torch
 from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig, load_policy
-from vla_sim.envs.wrappers.language_reward import REWARD_MODES
 
 HASHING_ENCODER = "hashing"  # a text-encoder name for tests and smoke runs (no model load)
 _HASHING: dict[int, Any] = {}
@@ -78,94 +77,6 @@ def _with_value_head(policy: VLAPolicy, value_hidden: int, seed: int) -> VLAPoli
     load_state_strict(rebuilt, state, source="warm-start policy")
     rebuilt.text_encoder = policy.text_encoder
     return rebuilt
-
-
-@dataclass
-class RLConfig:
-    """What PPO and REINFORCE share: the training env, the warm start and its forgetting guards,
-    evaluation, checkpoints and logging. Each trainer's config adds its own algorithm fields."""
-
-    # --- Environment ------------------------------------------------------------------------
-    env_id: str = "vla_sim/PickPlace-v0"
-    robot: str = "panda"
-    randomization: str = "medium"
-    reward: str = "language"
-    """``sparse`` | ``dense`` | ``language`` | ``mixed`` (see LanguageRewardWrapper)."""
-    n_envs: int = 1
-    """Environments stepped side by side."""
-    max_episode_steps: int | None = None
-    text_encoder: str = "default"
-    """Text encoder for observations and the language reward; ``hashing`` for smoke tests."""
-
-    # --- Optimisation -------------------------------------------------------------------------
-    total_steps: int = 20_000
-    """Env steps in total."""
-    lr: float = 3e-5
-    """Ten times below SB3's 3e-4: the network starts from a BC solution. At 1e-4 the KL to
-    the BC policy grew from 0.1 to 10 within 8k PickPlace steps (measured)."""
-    gamma: float = 0.99
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-
-    # --- Warm start and forgetting guards ------------------------------------------------------
-    init_log_std: float | None = -1.25
-    """Log-std of the Gaussian head in normalised action units at the start (None keeps the
-    checkpoint's); std = exp(-1.25) * action_std ~ 0.29 action_std."""
-    value_hidden: int = 256
-    """Critic width (``VLAPolicyConfig.value_hidden``); a BC checkpoint's linear critic is
-    replaced by a fresh two-layer MLP. With the linear one, explained variance stayed below 0
-    for 24k PickPlace steps (measured), so advantages were noise."""
-    value_lr: float = 1e-3
-    """Learning rate of the critic (its own Adam parameter group). It starts untrained, so it
-    must learn far faster than the BC-initialised actor (``lr``)."""
-    freeze_vision: bool = False
-    """Keep the camera encoders at their BC weights (no gradient): RL then adapts language,
-    state, trunk and heads only, fewer parameters for a noisy policy gradient to move."""
-    critic_detach: bool = True
-    """The value head reads detached features for the whole run: value-loss gradients (large
-    and noisy while the critic is fresh) never move the shared, BC-trained encoder."""
-    bc_coef: float = 1.0
-    """Weight of KL(pi || pi_BC) toward the frozen BC policy (see ``bc_decay_steps``)."""
-    bc_decay_steps: int = 0
-    """Env steps over which the KL weight decays linearly to 0; 0 = it never decays. Measured on
-    PickPlace (lr 5e-5): with the weight decayed to 0 by 60k steps, success fell from 26% to 2%
-    by 162k steps; the policy gradient alone drifts away from the demonstrations."""
-
-    # --- Evaluation, logging, checkpoints ------------------------------------------------------
-    eval_every: int = 0
-    """Env steps between success evaluations (best/ is the best one); 0 = only at start/end."""
-    eval_episodes: int = 10
-    checkpoint_every: int = 2048
-    """Env steps between resumable checkpoints (``checkpoints/last_state``)."""
-    tensorboard: bool = True
-    progress: bool = True
-    seed: int = 0
-    device: str = "cpu"
-    num_threads: int = 0
-    """torch CPU threads in the learner; 0 keeps torch's default."""
-
-    policy: dict = field(default_factory=dict)
-    """VLAPolicyConfig fields for a fresh policy when no ``--init`` checkpoint is given."""
-
-    def __post_init__(self) -> None:
-        if self.reward not in REWARD_MODES:
-            raise ValueError(f"reward must be one of {REWARD_MODES}, got {self.reward!r}")
-        for name in ("total_steps", "n_envs", "eval_episodes", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("bc_decay_steps", "eval_every", "num_threads"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.bc_coef < 0:
-            raise ValueError(f"bc_coef must be >= 0, got {self.bc_coef}")
-        if not 0.0 < self.gamma <= 1.0:
-            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
-        if self.value_hidden < 0:
-            raise ValueError(f"value_hidden must be >= 0, got {self.value_hidden}")
-        for name in ("lr", "value_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 
 
 def actor_critic_groups(policy: VLAPolicy, lr: float, value_lr: float) -> list[dict[str, Any]]:
@@ -248,5 +159,5 @@ def eval_env_kwargs(cfg: Any, policy: VLAPolicy) -> dict[str, Any]:
 
 
 __all__ = ["HASHING_ENCODER", "RLResult", "actor_critic_groups", "bc_schedule",
-           "RLConfig", "clip_groups", "env_factory", "eval_env_kwargs", "load_warm_start",
+           "clip_groups", "env_factory", "eval_env_kwargs", "load_warm_start",
            "make_text_encoder", "make_training_env"]

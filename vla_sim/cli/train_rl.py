@@ -4,55 +4,51 @@
         --steps 20000 --n-envs 4 --out runs/ppo [--config ppo.yaml] [key=value ...]
     vla-sim train reinforce --init BC_DIR --env vla_sim/Reach-v0 --reward dense --out runs/rf
 
-Overrides are PPOConfig / ReinforceConfig keys (``lr=1e-4 bc_coef=0.5``); the flags above win
-over them. The run's ``best/`` and ``last/`` load with ``vla-sim eval --policy RUN/best``.
+Every PPOConfig / ReinforceConfig field is a flag (``--lr 1e-4``) and an override
+(``lr=1e-4``); flags win over overrides, which win over ``--config``. The run's ``best/`` and ``last/`` load with ``vla-sim eval --policy RUN/best``.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from vla_sim.envs.wrappers.language_reward import REWARD_MODES
+from vla_sim.config import add_config_arguments, config_from_args
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, cls: type) -> None:
     parser.add_argument("--init", default=None,
                         help="BC checkpoint folder to start from (model.safetensors + config.json)")
-    parser.add_argument("--env", default=None, help="env id, e.g. vla_sim/PickPlace-v0")
-    parser.add_argument("--reward", default=None, choices=REWARD_MODES, help="reward mode")
-    parser.add_argument("--steps", type=int, default=None, help="env steps in total")
-    parser.add_argument("--n-envs", type=int, default=None, help="parallel envs")
-    parser.add_argument("--randomization", default=None, help="none|low|medium|high")
-    parser.add_argument("--robot", default=None, help="panda|iiwa")
     parser.add_argument("--out", required=True, help="run folder: best/, last/, tb/")
-    parser.add_argument("--config", default=None, help="YAML config file")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run in --out from checkpoints/last_state "
                              "(same config and --init)")
-    parser.add_argument("overrides", nargs="*", help="config overrides key=value")
+    # short names for the two fields every command line sets
+    parser.add_argument("--env", dest="cfg__env_id", default=None, help="alias of --env-id")
+    parser.add_argument("--steps", dest="cfg__total_steps", type=int, default=None,
+                        help="alias of --total-steps")
+    add_config_arguments(parser, cls)
 
 
 def _load(cls, args: argparse.Namespace):
-    from vla_sim.config import load_config
-
-    flags = {"env_id": args.env, "reward": args.reward, "total_steps": args.steps,
-             "n_envs": args.n_envs, "randomization": args.randomization, "robot": args.robot}
-    overrides = list(args.overrides) + [f"{k}={v}" for k, v in flags.items() if v is not None]
-    return load_config(cls, args.config, overrides)
+    return config_from_args(cls, args)
 
 
 def add_ppo_parser(sub) -> None:
     parser = sub.add_parser("ppo", help="PPO fine-tuning from a BC checkpoint",
                             description="PPO (Stable-Baselines3) fine-tuning of a BC policy with "
                                         "a value warm-up and a decaying KL toward the BC policy.")
-    _common(parser)
+    from vla_sim.agents.training.configs import PPOConfig
+
+    _common(parser, PPOConfig)
     parser.set_defaults(func=run_ppo)
 
 
 def add_reinforce_parser(sub) -> None:
     parser = sub.add_parser("reinforce", help="REINFORCE fine-tuning from a BC checkpoint",
                             description="REINFORCE with a value baseline on whole episodes.")
-    _common(parser)
+    from vla_sim.agents.training.configs import ReinforceConfig
+
+    _common(parser, ReinforceConfig)
     parser.set_defaults(func=run_reinforce)
 
 

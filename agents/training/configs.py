@@ -1,0 +1,257 @@
+"""The trainers' configurations, in one torch-free module: the CLI builds its flags from these
+dataclasses (``vla_sim.config.add_config_arguments``) without importing torch or SB3, and a
+config file can be checked before any training code loads.
+
+    BCConfig                      behaviour cloning (also DAgger's, multi-task's, continual's)
+    RLConfig                      what PPO and REINFORCE share
+      PPOConfig, ReinforceConfig  each algorithm's own fields
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vla_sim.agents.policies.config import VLAPolicyConfig
+from vla_sim.envs.wrappers.language_reward import REWARD_MODES
+
+VECTORS = ("sync", "async")
+"""REINFORCE's vector envs: SyncVectorEnv (one process) or AsyncVectorEnv (one per env)."""
+
+
+@dataclass
+class BCConfig:
+    """Behaviour cloning: AdamW, warm-up + cosine LR, DrQ-style shift and mild colour jitter."""
+
+    # --- Optimisation ---------------------------------------------------------------------------
+    steps: int = 5000
+    """Gradient steps in total."""
+    batch_size: int = 64
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    """AdamW decay, applied to weight matrices and conv kernels only (not biases, norms, log_std)."""
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.05
+    """The cosine ends at ``lr * min_lr_ratio``."""
+    grad_clip: float = 1.0
+    """Max global grad norm; 0 disables clipping."""
+    aux_weight: float = 0.0
+    """Weight of the auxiliary goal-state loss (predict the instructed object's and destination's
+    positions, ``observation.environment_state``, from the policy's features). Needs a dataset
+    that records them; sets ``policy.aux_dim`` to their size when it is 0."""
+
+    # --- Augmentation ---------------------------------------------------------------------------
+    shift_pad: int = 4
+    """Random shift (pad by replication, random crop back; DrQ uses 4 px for 84 px images)."""
+    color_jitter: float = 0.1
+    """Brightness and contrast factors drawn from [1 - j, 1 + j]. No hue jitter: colour words
+    ("red cube") must stay groundable in the pixels."""
+    instruction_aug: int = 0
+    """Language augmentation: per episode, this many other train-split wordings of the same
+    task and objects (templates and synonyms, seeded); each sample then uses one of them with
+    probability ``instruction_aug_prob``. Needs datasets that record the roles (collected by
+    this version). 0 = off."""
+    instruction_aug_prob: float = 0.5
+
+    # --- Validation, evaluation, checkpoints ----------------------------------------------------
+    val_fraction: float = 0.1
+    """Fraction of episodes held out (whole episodes, chosen by ``seed``) for the val loss."""
+    val_every: int = 250
+    val_max_samples: int = 2048
+    eval_every: int = 0
+    """Steps between in-sim success evaluations (needs an ``eval_fn``); 0 = only at the end."""
+    checkpoint_every: int = 1000
+    log_every: int = 25
+
+    # --- Run --------------------------------------------------------------------------------------
+    seed: int = 0
+    device: str = "auto"
+    """``auto`` = cuda if available, else cpu."""
+    num_threads: int = 0
+    """torch CPU threads during training; 0 keeps torch's default. On a CPU shared with other
+    jobs, 1 thread can be several times faster than an oversubscribed default."""
+    tensorboard: bool = True
+    progress: bool = True
+    steps_this_run: int = 0
+    """Stop (with a checkpoint) after this many steps of this invocation; 0 = run to ``steps``.
+    For time-boxed jobs and the resume test; the LR schedule still spans ``steps``."""
+
+    policy: VLAPolicyConfig = field(default_factory=VLAPolicyConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.policy, dict):
+            self.policy = VLAPolicyConfig(**self.policy)
+        for name in ("steps", "batch_size", "log_every", "val_every", "checkpoint_every",
+                     "val_max_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "eval_every", "shift_pad", "num_threads", "steps_this_run"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.instruction_aug < 0:
+            raise ValueError(f"instruction_aug must be >= 0, got {self.instruction_aug}")
+        if not 0.0 <= self.instruction_aug_prob <= 1.0:
+            raise ValueError(f"instruction_aug_prob must be in [0, 1], got "
+                             f"{self.instruction_aug_prob}")
+        if self.aux_weight < 0:
+            raise ValueError(f"aux_weight must be >= 0, got {self.aux_weight}")
+        if not 0.0 <= self.color_jitter < 1.0:
+            raise ValueError(f"color_jitter must be in [0, 1), got {self.color_jitter}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+@dataclass
+class RLConfig:
+    """What PPO and REINFORCE share: the training env, the warm start and its forgetting guards,
+    evaluation, checkpoints and logging. Each trainer's config adds its own algorithm fields."""
+
+    # --- Environment ------------------------------------------------------------------------
+    env_id: str = "vla_sim/PickPlace-v0"
+    robot: str = "panda"
+    randomization: str = "medium"
+    reward: str = "language"
+    """``sparse`` | ``dense`` | ``language`` | ``mixed`` (see LanguageRewardWrapper)."""
+    n_envs: int = 1
+    """Environments stepped side by side."""
+    max_episode_steps: int | None = None
+    text_encoder: str = "default"
+    """Text encoder for observations and the language reward; ``hashing`` for smoke tests."""
+
+    # --- Optimisation -------------------------------------------------------------------------
+    total_steps: int = 20_000
+    """Env steps in total."""
+    lr: float = 3e-5
+    """Ten times below SB3's 3e-4: the network starts from a BC solution. At 1e-4 the KL to
+    the BC policy grew from 0.1 to 10 within 8k PickPlace steps (measured)."""
+    gamma: float = 0.99
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+
+    # --- Warm start and forgetting guards ------------------------------------------------------
+    init_log_std: float | None = -1.25
+    """Log-std of the Gaussian head in normalised action units at the start (None keeps the
+    checkpoint's); std = exp(-1.25) * action_std ~ 0.29 action_std."""
+    value_hidden: int = 256
+    """Critic width (``VLAPolicyConfig.value_hidden``); a BC checkpoint's linear critic is
+    replaced by a fresh two-layer MLP. With the linear one, explained variance stayed below 0
+    for 24k PickPlace steps (measured), so advantages were noise."""
+    value_lr: float = 1e-3
+    """Learning rate of the critic (its own Adam parameter group). It starts untrained, so it
+    must learn far faster than the BC-initialised actor (``lr``)."""
+    freeze_vision: bool = False
+    """Keep the camera encoders at their BC weights (no gradient): RL then adapts language,
+    state, trunk and heads only, fewer parameters for a noisy policy gradient to move."""
+    critic_detach: bool = True
+    """The value head reads detached features for the whole run: value-loss gradients (large
+    and noisy while the critic is fresh) never move the shared, BC-trained encoder."""
+    bc_coef: float = 1.0
+    """Weight of KL(pi || pi_BC) toward the frozen BC policy (see ``bc_decay_steps``)."""
+    bc_decay_steps: int = 0
+    """Env steps over which the KL weight decays linearly to 0; 0 = it never decays. Measured on
+    PickPlace (lr 5e-5): with the weight decayed to 0 by 60k steps, success fell from 26% to 2%
+    by 162k steps; the policy gradient alone drifts away from the demonstrations."""
+
+    # --- Evaluation, logging, checkpoints ------------------------------------------------------
+    eval_every: int = 0
+    """Env steps between success evaluations (best/ is the best one); 0 = only at start/end."""
+    eval_episodes: int = 10
+    checkpoint_every: int = 2048
+    """Env steps between resumable checkpoints (``checkpoints/last_state``)."""
+    tensorboard: bool = True
+    progress: bool = True
+    seed: int = 0
+    device: str = "cpu"
+    num_threads: int = 0
+    """torch CPU threads in the learner; 0 keeps torch's default."""
+
+    policy: dict = field(default_factory=dict)
+    """VLAPolicyConfig fields for a fresh policy when no ``--init`` checkpoint is given."""
+
+    def __post_init__(self) -> None:
+        if self.reward not in REWARD_MODES:
+            raise ValueError(f"reward must be one of {REWARD_MODES}, got {self.reward!r}")
+        for name in ("total_steps", "n_envs", "eval_episodes", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("bc_decay_steps", "eval_every", "num_threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.bc_coef < 0:
+            raise ValueError(f"bc_coef must be >= 0, got {self.bc_coef}")
+        if not 0.0 < self.gamma <= 1.0:
+            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
+        if self.value_hidden < 0:
+            raise ValueError(f"value_hidden must be >= 0, got {self.value_hidden}")
+        for name in ("lr", "value_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+
+@dataclass
+class PPOConfig(RLConfig):
+    """PPO fine-tuning from a BC warm start (SB3's PPO with the guards of :class:`RLConfig`)."""
+
+    n_steps: int = 256
+    """Env steps per env per rollout."""
+    batch_size: int = 64
+    n_epochs: int = 4
+    gae_lambda: float = 0.95
+    clip_range: float = 0.1
+    target_kl: float | None = 0.05
+    normalize_reward: bool = True
+    """Scale rewards by a running std of the discounted return (SB3 ``VecNormalize``, rewards
+    only), so value targets are O(1) whatever the reward mode."""
+    value_warmup_rollouts: int = 2
+    """First rollouts train only the value head (detached features), so early advantages are
+    not noise from an untrained critic."""
+    sil_coef: float = 0.0
+    """Self-imitation (Oh et al., 2018, with success as the filter): after each PPO update,
+    ``sil_batches`` minibatches maximise ``sil_coef * log pi(a|s)`` over the executed actions of
+    the policy's own *successful* training episodes. Policy-gradient alone spreads a rare
+    success over many noisy per-step advantages; this replays it. 0 = off."""
+    sil_batches: int = 8
+    """Self-imitation minibatches (``batch_size`` steps each) per PPO update."""
+    sil_buffer_steps: int = 10_000
+    """Steps of successful episodes kept for self-imitation (oldest dropped first; not part of
+    the resumable checkpoint, so a resumed run refills it)."""
+    max_minutes: float = 0.0
+    """Wall-clock budget of this run's training in minutes (checked every env step; the final
+    evaluation and save follow); 0 = none, ``total_steps`` alone ends the run."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("n_steps", "batch_size", "n_epochs", "sil_batches", "sil_buffer_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.value_warmup_rollouts < 0:
+            raise ValueError(f"value_warmup_rollouts must be >= 0, got "
+                             f"{self.value_warmup_rollouts}")
+        if self.sil_coef < 0:
+            raise ValueError(f"sil_coef must be >= 0, got {self.sil_coef}")
+        if not self.max_minutes >= 0:
+            raise ValueError(f"max_minutes must be >= 0, got {self.max_minutes}")
+
+
+@dataclass
+class ReinforceConfig(RLConfig):
+    """REINFORCE / actor-critic fine-tuning from a BC warm start, whole episodes per batch."""
+
+    n_envs: int = 4
+    """Episodes per batch, run side by side in a gymnasium vector env."""
+    vector: str = "sync"
+    """``sync`` (SyncVectorEnv, one process) or ``async`` (AsyncVectorEnv, a process per env)."""
+    baseline: bool = True
+    """Subtract the value head's V(s) from the returns (the actor-critic variant)."""
+    normalize_advantages: bool = True
+    value_warmup_batches: int = 2
+    """First batches train only the value head (detached features)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.vector not in VECTORS:
+            raise ValueError(f"vector must be one of {VECTORS}, got {self.vector!r}")
+        if self.value_warmup_batches < 0:
+            raise ValueError(f"value_warmup_batches must be >= 0, got {self.value_warmup_batches}")
