@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-from vla_sim.cli import train_extra, train_rl
+from vla_sim.cli import train_dagger, train_extra, train_rl
 from vla_sim.cli.common import dataset_eval_fn, env_id, open_training_dataset, success
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,7 @@ def add_parser(subparsers) -> None:
                                    description="Train a policy.")
     sub = parser.add_subparsers(dest="trainer", required=True, metavar="TRAINER")
     add_bc_parser(sub)
+    train_dagger.add_dagger_parser(sub)
     train_rl.add_ppo_parser(sub)
     train_rl.add_reinforce_parser(sub)
     train_extra.add_extra_trainers(sub)

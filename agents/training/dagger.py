@@ -1,0 +1,525 @@
+"""DAgger (Ross, Gordon & Bagnell 2011) with the scripted experts.
+
+Behaviour cloning only sees the states the expert visits; a learned policy drifts off them and
+has no labels there (compounding errors). DAgger lets the learner drive, asks the expert what it
+would have done at every visited state and trains on the aggregate. The scripted experts are
+stateless and read ``env.unwrapped.privileged_state()``, so they can label any state.
+
+The algorithm, as run here::
+
+    policy_0 = BC on the demonstrations (or ``init_policy``)
+    for round i = 0 .. rounds-1:
+        beta_i = beta0 * beta_decay**i
+        roll out episodes_per_round episodes; at every step the expert's action on the current
+            state is recorded as the label, and the env executes the expert's action with
+            probability beta_i, else the learner's (policy_i, deterministic)
+        append the rollouts to the aggregated dataset (each episode marked relabelled)
+        policy_{i+1} = BC on demonstrations + all rollouts so far (warm-started from policy_i)
+
+Mixing is per step by default (``mixing="step"``: Ross et al.'s pi_i = beta pi* + (1-beta)
+pi_hat, drawn afresh each step); ``mixing="episode"`` hands whole episodes to one of the two.
+
+Layout of the run folder ``out``::
+
+    dagger_config.json, dagger_state.json   config; completed rounds and per-round records
+    data/                                   copy of the demonstrations + every rollout appended
+    policy_0/ .. policy_K/                  one train_bc run per round (last/, best/, tb/)
+    last/                                   copy of the newest policy_K/last
+
+The demonstrations folder itself is never written. Resume: every rollout episode is committed
+atomically in index order and records its round and index, every BC run is resumable, and the
+state file records completed rounds, so ``resume=True`` continues at the first unfinished piece
+(rollout, BC step or round) and ``rounds`` may be raised to run more rounds.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import gymnasium as gym
+import numpy as np
+from vla_sim.agents.policies.checkpoint import copy_checkpoint, load_state_strict
+from vla_sim.agents.training.bc import RESUMABLE_CHANGES, BCConfig, BCResult, train_bc
+
+from vla_sim.config import config_to_dict
+from vla_sim.data import format as fmt
+from vla_sim.data.collect import CollectConfig, make_env, make_expert, rollout_episode
+from vla_sim.data.writer import EncodedEpisode, LeRobotDatasetWriter, encode_episode
+from vla_sim.utils.io import atomic_write_json
+from vla_sim.utils.seeding import EVAL_BASE_SEED, episode_seed
+
+log = logging.getLogger(__name__)
+
+DAGGER_BASE_SEED = 2_000_029
+"""Base seed of the rollouts: disjoint from demonstration collection (``TRAIN_BASE_SEED``) and
+evaluation (``EVAL_BASE_SEED``), so no rollout replays a demo or an evaluation episode."""
+MIXING = ("step", "episode")
+CONFIG_FILE, STATE_FILE = "dagger_config.json", "dagger_state.json"
+# Keys that may change when resuming (they change speed, logging or how far to go, not the maths).
+DAGGER_RESUMABLE = ("rounds", "workers")
+_MIX_STREAM = 0xDA66E5  # second seed word of the mixing generator (independent of the env's)
+
+
+@dataclass
+class DAggerConfig:
+    """DAgger rounds on top of behaviour cloning (the nested ``bc`` config)."""
+
+    rounds: int = 5
+    """Rollout + retraining rounds (may be raised when resuming)."""
+    episodes_per_round: int = 20
+    """Learner rollouts appended to the dataset per round (all kept, failures included: the
+    labels are right whatever the outcome)."""
+    beta0: float = 0.5
+    """Probability that the expert executes, in round 0 (0 = the learner drives alone)."""
+    beta_decay: float = 0.5
+    """beta_i = beta0 * beta_decay**i."""
+    mixing: str = "step"
+    """``step``: who acts is drawn every step; ``episode``: once per episode."""
+    round_steps: int = 1000
+    """BC gradient steps per round, warm-started from the previous policy (fresh optimiser and
+    warm-up + cosine LR over these steps). The initial policy gets ``bc.steps``."""
+    warm_start: bool = True
+    """False: every round retrains from scratch for ``bc.steps`` (the paper's variant; slower)."""
+    workers: int = 2
+    """Rollout processes (each its own env and policy copy, one torch thread)."""
+    seed: int = DAGGER_BASE_SEED
+    """Rollout j of round i uses env seed ``episode_seed(seed, i * episodes_per_round + j)``."""
+    env: str = ""
+    """Env of the rollouts; empty = the one the demonstrations were collected in."""
+    randomization: str = ""
+    """Randomization level of the rollouts; empty = the demonstrations' level."""
+    init_policy: str = ""
+    """Start from this checkpoint (a folder with model.safetensors, or a BC run with last/)
+    instead of training policy_0; its architecture must be ``bc.policy``."""
+    bc: BCConfig = field(default_factory=BCConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.bc, dict):
+            self.bc = BCConfig(**self.bc)
+        for name in ("rounds", "episodes_per_round", "round_steps", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("beta0", "beta_decay"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.mixing not in MIXING:
+            raise ValueError(f"mixing must be one of {MIXING}, got {self.mixing!r}")
+        if self.bc.steps_this_run:
+            raise ValueError(f"bc.steps_this_run must be 0 for DAgger (a round's BC run must "
+                             f"finish before the next rollouts), got {self.bc.steps_this_run}")
+        if self.seed < 0 or self.seed == EVAL_BASE_SEED:
+            raise ValueError(f"seed must be >= 0 and not the evaluation base seed "
+                             f"{EVAL_BASE_SEED}, got {self.seed}")
+
+    def beta(self, round_index: int) -> float:
+        """Probability that the expert executes in round ``round_index`` (0-based)."""
+        return float(self.beta0 * self.beta_decay ** round_index)
+
+
+@dataclass
+class DAggerResult:
+    out_dir: Path
+    rounds_completed: int
+    history: list[dict[str, Any]]
+    """One record per completed round: round, beta, episodes, rollout_success,
+    learner_step_fraction, frames_added, dataset_frames, bc_steps, val_loss, rollout_s,
+    train_s, seconds."""
+    initial: dict[str, Any] | None
+    """The initial BC run's record (None with ``init_policy``)."""
+    policy_dir: Path
+    """The newest policy checkpoint (``out/last``)."""
+
+
+# ------------------------------------------------------------------------------------- rollout
+class MixedControl(gym.Wrapper):
+    """Executes the action it is given (the expert's, from :func:`rollout_episode`) with
+    probability ``beta``, else the learner's on the current observation, and remembers what
+    ran. Wrapping the env lets collection's recorder store the expert's label at every state
+    the mixture visits, in exactly the format ``collect`` writes."""
+
+    def __init__(self, env: gym.Env, learner: Any, beta: float, mixing: str = "step"):
+        super().__init__(env)
+        if mixing not in MIXING:
+            raise ValueError(f"mixing must be one of {MIXING}, got {mixing!r}")
+        self.learner, self.beta, self.mixing = learner, float(beta), mixing
+        self.executed: list[np.ndarray] = []
+        self.expert_steps = 0
+        self._obs: Any = None
+        self._rng = np.random.default_rng(0)
+        self._expert_episode = False
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        # Seeded by the episode, so who acts is the same for any worker count or order.
+        self._rng = np.random.default_rng([0 if seed is None else int(seed), _MIX_STREAM])
+        self._expert_episode = bool(self._rng.random() < self.beta)
+        self._obs, self.executed, self.expert_steps = obs, [], 0
+        if self._learner_needed() and hasattr(self.learner, "reset"):
+            self.learner.reset()
+        return obs, info
+
+    def _learner_needed(self) -> bool:
+        # Queried every step it might act, so a chunking policy's ensemble history stays whole.
+        return self.beta < 1.0 if self.mixing == "step" else not self._expert_episode
+
+    def step(self, action):
+        expert = (bool(self._rng.random() < self.beta) if self.mixing == "step"
+                  else self._expert_episode)
+        learner_action = (np.asarray(self.learner.act(self._obs, deterministic=True), np.float32)
+                          if self._learner_needed() else None)
+        executed = np.asarray(action, np.float32) if expert else learner_action
+        executed = np.clip(executed, -1.0, 1.0).astype(np.float32)
+        self.executed.append(executed)
+        self.expert_steps += int(expert)
+        obs, reward, terminated, truncated, info = self.env.step(executed)
+        self._obs = obs
+        return obs, reward, terminated, truncated, info
+
+
+def dagger_rollout(env: gym.Env, expert: Any, learner: Any, seed: int, beta: float,
+                   cameras: tuple[str, ...] = ("front",), mixing: str = "step",
+                   round_index: int = 0, index: int = 0, attempt_index: int = 0):
+    """One episode from ``env.reset(seed)`` under the beta-mixture, recorded like ``collect``
+    records (obs, the expert's action as the label, reward, done, goal state, roles) plus
+    metadata marking it relabelled: ``relabelled``, ``dagger_round``, ``dagger_index``,
+    ``beta``, ``mixing``, ``expert_steps`` and ``executed_actions`` (what ran; replaying them
+    from ``seed`` reproduces the episode)."""
+    mixed = MixedControl(env, learner, beta, mixing)
+    ep = rollout_episode(mixed, expert, seed, cameras=cameras, attempt_index=attempt_index)
+    ep.metadata.update(relabelled=True, dagger_round=int(round_index), dagger_index=int(index),
+                       beta=float(beta), mixing=mixing, expert_steps=int(mixed.expert_steps),
+                       executed_actions=[[float(x) for x in a] for a in mixed.executed])
+    return ep
+
+
+@dataclass
+class _RolloutJob:
+    """Everything a rollout worker needs (picklable: sent to spawned processes)."""
+
+    settings: CollectConfig
+    policy_dir: str
+    beta: float
+    mixing: str
+    round_index: int
+    seed: int
+    episodes_per_round: int
+
+    def attempt(self, index: int) -> int:
+        return self.round_index * self.episodes_per_round + index
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(job: _RolloutJob) -> None:
+    import torch
+    from vla_sim.agents.policies import load_policy
+    from vla_sim.agents.training.rl_common import make_text_encoder
+
+    torch.set_num_threads(1)  # one observation at a time: threads only contend
+    env = make_env(job.settings)
+    learner = load_policy(job.policy_dir)
+    if hasattr(learner, "text_encoder") and hasattr(learner, "config"):
+        learner.text_encoder = make_text_encoder(learner.config.text_encoder)
+    _WORKER.update(job=job, env=env, expert=make_expert(job.settings.expert, env),
+                   learner=learner)
+
+
+def _run_rollout(index: int) -> tuple[int, EncodedEpisode]:
+    job: _RolloutJob = _WORKER["job"]
+    env = _WORKER["env"]
+    attempt = job.attempt(index)
+    ep = dagger_rollout(env, _WORKER["expert"], _WORKER["learner"],
+                        episode_seed(job.seed, attempt), job.beta, job.settings.cameras,
+                        job.mixing, job.round_index, index, attempt)
+    return index, encode_episode(ep, int(env.unwrapped.metadata.get("render_fps", 20)))
+
+
+def _close_worker() -> None:
+    if "env" in _WORKER:
+        _WORKER.pop("env").close()
+    _WORKER.clear()
+
+
+def _run_rollouts(job: _RolloutJob, indices: list[int], workers: int,
+                  commit: Callable[[int, EncodedEpisode], None]) -> None:
+    """Roll out ``indices`` (in worker processes when ``workers > 1``); commit in index order,
+    so the dataset is the same for any worker count and a crash loses no committed episode."""
+    if not indices:
+        return
+    if workers == 1:
+        _init_worker(job)
+        try:
+            for i in indices:
+                commit(*_run_rollout(i))
+        finally:
+            _close_worker()
+        return
+    ctx = mp.get_context("spawn")  # each worker builds its own PyBullet client; no forked state
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(indices)), mp_context=ctx,
+                               initializer=_init_worker, initargs=(job,))
+    try:
+        for result in pool.map(_run_rollout, indices):  # yields in submission order
+            commit(*result)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ---------------------------------------------------------------------------------- the dataset
+def _copy_demos(demos: Path, data_dir: Path) -> None:
+    """Copy the demonstrations to ``data_dir`` (beside, then renamed into place). The decode
+    cache is left behind (it is rebuilt), and so is ``collect``'s resume file: the copy is no
+    longer a pure collection, so ``vla-sim collect`` must refuse to extend it."""
+    from vla_sim.data.reader import DatasetReader
+
+    DatasetReader(demos)  # validates: fail before copying a broken dataset
+    tmp = data_dir.with_name(f".{data_dir.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(demos, tmp, ignore=shutil.ignore_patterns(fmt.CACHE_DIR))
+    state = tmp / fmt.COLLECT_STATE_PATH
+    if state.exists():
+        state.unlink()
+    os.replace(tmp, data_dir)
+
+
+def _open_writer(data_dir: Path) -> LeRobotDatasetWriter:
+    """A writer appending to the aggregated dataset, with that dataset's own features."""
+    from vla_sim.data.reader import DatasetReader
+
+    reader = DatasetReader(data_dir, validate=False)
+    feats = reader.info["features"]
+    env_state = feats.get(fmt.ENV_STATE_KEY)
+    return LeRobotDatasetWriter(
+        data_dir, fps=reader.fps, robot_type=reader.info["robot_type"], cameras=reader.cameras,
+        state_dim=int(feats[fmt.STATE_KEY]["shape"][0]),
+        action_dim=int(feats[fmt.ACTION_KEY]["shape"][0]),
+        image_size=tuple(reader.image_shape(reader.cameras[0])[:2]),
+        env_state_dim=int(env_state["shape"][0]) if env_state else 0)
+
+
+def episode_metadata(row: dict[str, Any]) -> dict[str, Any]:
+    """The free-form metadata of one episodes-parquet row (where ``relabelled`` lives)."""
+    text = row.get("vla_sim/metadata")
+    return json.loads(text) if text else {}
+
+
+def _rollout_settings(data_dir: Path, cfg: DAggerConfig) -> CollectConfig:
+    """Env settings of the rollouts: the demonstrations' (as ``collect`` recorded them), with
+    ``cfg.env`` / ``cfg.randomization`` overriding; cameras, image size and robot must be the
+    dataset's, or the rollouts could not be appended."""
+    from vla_sim.data.reader import DatasetReader
+
+    reader = DatasetReader(data_dir, validate=False)
+    rec = reader.info.get("vla_sim", {}).get("collect", {})
+    env = cfg.env or rec.get("env")
+    if not env:
+        raise ValueError(f"{data_dir}: the dataset does not record its env; give env "
+                         "(--env) for the rollouts")
+    kwargs = {k: rec[k] for k in ("instruction_split", "seed", "expert") if k in rec}
+    settings = CollectConfig(
+        out=str(data_dir), env=env, robot=reader.info["robot_type"],
+        randomization=cfg.randomization or rec.get("randomization", "low"),
+        image_size=int(reader.image_shape(reader.cameras[0])[0]),
+        cameras=tuple(reader.cameras), progress=False, **kwargs)
+    if "seed" in rec and int(rec["seed"]) == cfg.seed:
+        raise ValueError(f"seed {cfg.seed} is the demonstrations' collection seed: the rollouts "
+                         "would replay the demo scenes; choose another seed")
+    return settings
+
+
+# --------------------------------------------------------------------------------------- driver
+def _checkpoint_dir(path: Path) -> Path:
+    """A checkpoint folder (model.safetensors) from itself or a training run holding last/."""
+    if (path / "model.safetensors").is_file():
+        return path
+    if (path / "last" / "model.safetensors").is_file():
+        return path / "last"
+    raise FileNotFoundError(f"{path}: no checkpoint (model.safetensors, or last/ of a run)")
+
+
+def _warm_start(source: Path) -> Callable[[Any], None]:
+    """``init_fn`` for train_bc copying every weight and normalisation buffer of ``source``
+    (the previous round's normalisation is kept: the weights were fitted to it)."""
+    def init(policy: Any) -> None:
+        from safetensors.torch import load_file
+
+        load_state_strict(policy, load_file(str(source / "model.safetensors")), str(source))
+    return init
+
+
+def _round_bc_config(cfg: DAggerConfig, first: bool) -> BCConfig:
+    # A deep copy per run: train_bc may fill in policy.aux_dim, which must not leak into cfg.
+    bc = copy.deepcopy(cfg.bc)
+    if first or not cfg.warm_start:
+        return bc
+    return replace(bc, steps=cfg.round_steps, warmup_steps=min(bc.warmup_steps, cfg.round_steps))
+
+
+def _train(data_dir: Path, run_dir: Path, bc: BCConfig, eval_fn: Callable | None,
+           init: Callable | None) -> BCResult:
+    """One BC run on the whole aggregated dataset (resumed if a previous attempt left one)."""
+    from vla_sim.agents.training.rl_common import make_text_encoder
+
+    from vla_sim.data.demos import DemoArrays
+    from vla_sim.data.torch_dataset import VLADataset
+
+    data = DemoArrays.from_dataset(VLADataset(data_dir))
+    encoder = make_text_encoder(bc.policy.text_encoder)
+    check = None
+    if eval_fn is not None:
+        def check(policy: Any) -> float:
+            policy.text_encoder = encoder  # in-sim checks read text as training did
+            return eval_fn(policy)
+    resume = (run_dir / "last").is_dir()
+    return train_bc(data, run_dir, bc, resume=resume, eval_fn=check, encoder=encoder,
+                    init_fn=init)
+
+
+def _prepare(out: Path, cfg: DAggerConfig, resume: bool) -> dict[str, Any]:
+    """Check ``out`` for a fresh run or a resumable one; return the state."""
+    state_path = out / STATE_FILE
+    now = config_to_dict(cfg)
+    if resume:
+        if not state_path.is_file() or not (out / CONFIG_FILE).is_file():
+            raise FileNotFoundError(f"cannot resume: no DAgger run in {out} "
+                                    f"(needs {CONFIG_FILE} and {STATE_FILE})")
+        saved = json.loads((out / CONFIG_FILE).read_text())
+        diffs = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in now
+                 if k not in DAGGER_RESUMABLE + ("bc",) and saved.get(k) != now[k]]
+        bc_saved, bc_now = saved.get("bc", {}), now["bc"]
+        diffs += [f"bc.{k}: {bc_saved.get(k)!r} -> {bc_now[k]!r}" for k in bc_now
+                  if k not in RESUMABLE_CHANGES and bc_saved.get(k) != bc_now[k]]
+        if diffs:
+            raise ValueError("cannot resume with a different config: " + "; ".join(diffs))
+        atomic_write_json(out / CONFIG_FILE, now)  # record the new rounds / workers
+        return json.loads(state_path.read_text())
+    if state_path.exists() or (out / "data").exists():
+        raise ValueError(f"{out} already holds a DAgger run; pass resume=True (--resume) to "
+                         "continue it, or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / CONFIG_FILE, now)
+    state = {"completed_rounds": 0, "initial": None, "history": []}
+    atomic_write_json(state_path, state)
+    return state
+
+
+def policy_dir(out: str | Path, k: int) -> Path:
+    """The BC run trained on the demonstrations plus ``k`` rounds of rollouts."""
+    return Path(out) / f"policy_{k}"
+
+
+def train_dagger(demos: str | Path, out: str | Path, config: DAggerConfig | None = None,
+                 resume: bool = False, eval_fn: Callable[[Any], float] | None = None
+                 ) -> DAggerResult:
+    """Run DAgger from the demonstrations in ``demos`` (a ``collect`` dataset, left untouched)
+    into the run folder ``out`` (layout in the module docstring).
+
+    Args:
+        resume: continue the run in ``out`` (same config except ``rounds``, ``workers`` and
+            BC's logging knobs); finished rounds are skipped, a half-done round continues at
+            its first uncommitted rollout or its BC checkpoint.
+        eval_fn: ``policy -> success rate``, handed to every BC run (in-sim checks, ``best/``).
+    """
+    cfg = config or DAggerConfig()
+    out, demos = Path(out), Path(demos)
+    state = _prepare(out, cfg, resume)
+    data_dir = out / "data"
+    if not data_dir.exists():
+        _copy_demos(demos, data_dir)
+    settings = _rollout_settings(data_dir, cfg)
+    writer = _open_writer(data_dir)
+    if "demo_episodes" not in writer.info.get("vla_sim", {}).get("dagger", {}):
+        writer.set_extra_info(dagger={"source": str(demos), "demo_episodes": writer.num_episodes,
+                                      "seed": cfg.seed})
+
+    def save() -> None:
+        atomic_write_json(out / STATE_FILE, state)
+
+    # policy_0: BC on the demonstrations (or the given checkpoint).
+    if cfg.init_policy:
+        current = _checkpoint_dir(Path(cfg.init_policy))
+    else:
+        current = policy_dir(out, 0) / "last"
+        if state["initial"] is None:
+            t0 = time.perf_counter()
+            res = _train(data_dir, policy_dir(out, 0), _round_bc_config(cfg, first=True),
+                         eval_fn, None)
+            state["initial"] = {"bc_steps": res.steps, "val_loss": res.val_loss,
+                                "frames": writer.num_frames,
+                                "seconds": round(time.perf_counter() - t0, 2)}
+            save()
+            log.info("dagger: initial BC on %d demonstration frames: val loss %s, %.1f s",
+                     writer.num_frames, _fmt(res.val_loss), state["initial"]["seconds"])
+    if state["completed_rounds"]:
+        current = policy_dir(out, state["completed_rounds"]) / "last"
+
+    for r in range(state["completed_rounds"], cfg.rounds):
+        t0, beta = time.perf_counter(), cfg.beta(r)
+        job = _RolloutJob(settings=settings, policy_dir=str(current), beta=beta,
+                          mixing=cfg.mixing, round_index=r, seed=cfg.seed,
+                          episodes_per_round=cfg.episodes_per_round)
+        done = {episode_metadata(e).get("dagger_index") for e in writer.episodes
+                if episode_metadata(e).get("dagger_round") == r}
+        todo = [i for i in range(cfg.episodes_per_round) if i not in done]
+
+        _run_rollouts(job, todo, cfg.workers, lambda index, enc: writer.add_encoded(enc))
+        rows = [(e, episode_metadata(e)) for e in writer.episodes]
+        ours = [(e, m) for e, m in rows if m.get("dagger_round") == r]
+        writer.set_extra_info(dagger={**writer.info["vla_sim"]["dagger"],
+                                      "relabelled_episodes": sum(bool(m.get("relabelled"))
+                                                                 for _, m in rows)})
+        rollout_s = time.perf_counter() - t0
+
+        t1 = time.perf_counter()
+        run = policy_dir(out, r + 1)
+        init = _warm_start(current) if cfg.warm_start else None
+        res = _train(data_dir, run, _round_bc_config(cfg, first=False), eval_fn, init)
+        current = run / "last"
+        copy_checkpoint(current, out / "last")
+        frames = sum(int(e["length"]) for e, _ in ours)
+        expert_steps = sum(int(m["expert_steps"]) for _, m in ours)
+        record = {
+            "round": r, "beta": beta, "episodes": len(ours),
+            "rollout_success": sum(bool(e["vla_sim/success"]) for e, _ in ours) / len(ours),
+            "learner_step_fraction": 1.0 - expert_steps / max(1, frames),
+            "frames_added": frames, "dataset_frames": writer.num_frames, "bc_steps": res.steps,
+            "val_loss": res.val_loss, "rollout_s": round(rollout_s, 2),
+            "train_s": round(time.perf_counter() - t1, 2),
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+        state["history"].append(record)
+        state["completed_rounds"] = r + 1
+        save()
+        log.info("dagger round %d/%d: beta %.3f, %d rollouts, rollout success %.2f (learner "
+                 "acted %.0f%% of steps), %d frames added (%d in all), BC val loss %s, %.1f s "
+                 "(rollouts %.1f, BC %.1f)", r + 1, cfg.rounds, beta, record["episodes"],
+                 record["rollout_success"], 100 * record["learner_step_fraction"], frames,
+                 writer.num_frames, _fmt(res.val_loss), record["seconds"], rollout_s,
+                 record["train_s"])
+    return DAggerResult(out_dir=out, rounds_completed=state["completed_rounds"],
+                        history=list(state["history"]), initial=state["initial"],
+                        policy_dir=out / "last")
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def relabelled_episodes(rows: Iterable[dict[str, Any]]) -> list[int]:
+    """Indices of the episodes (episodes-parquet rows) that DAgger relabelled."""
+    return [int(r["episode_index"]) for r in rows if episode_metadata(r).get("relabelled")]
+
+
+__all__ = ["DAGGER_BASE_SEED", "DAggerConfig", "DAggerResult", "MixedControl", "dagger_rollout",
+           "episode_metadata", "policy_dir", "relabelled_episodes", "train_dagger"]

@@ -1,0 +1,165 @@
+"""DAgger benchmark: collect N expert demos, train BC, run DAgger rounds, report success per round.
+
+    python benchmarks/dagger_benchmark.py --env PickPlace --episodes 200 --steps 3000 \
+        --rounds 4 --episodes-per-round 50 --round-steps 1000 --eval-episodes 50 \
+        --work /tmp/dagger_bench
+
+Defaults are the current best BC recipe (bc_benchmark.py / README: PickPlace, Panda, low
+randomization, 200 demos with DART noise 0.3, front+wrist cameras, aux_weight=1.0,
+instruction_aug=8). Round 0 of the table is that BC policy; round k is the policy after k DAgger
+rounds. Every policy is evaluated on the same ``--eval-episodes`` fresh episodes (seeds from
+EVAL_BASE_SEED, never seen in training) with train- and heldout-split instructions, each with a
+95% Wilson interval, then wall-clock minutes per phase and in total are printed. The dataset is
+reused if ``--work`` already holds it (collection resumes); the DAgger run is fresh each time
+unless ``--resume`` continues it (more ``--rounds`` allowed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--env", default="PickPlace")
+    ap.add_argument("--robot", default="panda")
+    ap.add_argument("--randomization", default="low")
+    ap.add_argument("--episodes", type=int, default=200, help="expert demonstrations")
+    ap.add_argument("--noise", type=float, default=0.3,
+                    help="DART noise std on the demos' executed expert actions")
+    ap.add_argument("--cameras", default="front,wrist", help="comma-separated cameras")
+    ap.add_argument("--steps", type=int, default=3000, help="BC gradient steps of policy_0")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--aux-weight", type=float, default=1.0)
+    ap.add_argument("--instruction-aug", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for training")
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--episodes-per-round", type=int, default=50)
+    ap.add_argument("--round-steps", type=int, default=1000,
+                    help="BC steps per round (warm-started)")
+    ap.add_argument("--beta0", type=float, default=0.5)
+    ap.add_argument("--beta-decay", type=float, default=0.5)
+    ap.add_argument("--mixing", default="step", choices=["step", "episode"])
+    ap.add_argument("--workers", type=int, default=2, help="processes for collection, DAgger "
+                                                          "rollouts and evaluation")
+    ap.add_argument("--eval-episodes", type=int, default=50,
+                    help="episodes per split for BC (round 0) and the final policy")
+    ap.add_argument("--curve-episodes", type=int, default=None,
+                    help="episodes per split for the rounds in between (default: "
+                         "--eval-episodes; 0 skips them)")
+    ap.add_argument("--work", default="/tmp/vla_sim_dagger_benchmark")
+    ap.add_argument("--resume", action="store_true", help="continue the DAgger run in --work")
+    ap.add_argument("overrides", nargs="*", help="extra DAggerConfig overrides key=value "
+                                                 "(dotted: bc.lr=1e-4)")
+    args = ap.parse_args(argv)
+    # Worker processes (rollouts, evaluation) inherit this: one torch thread each, or two
+    # workers on two cores thrash.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    import torch
+
+    torch.set_num_threads(args.threads)
+
+    from vla_sim.agents.training.dagger import DAggerConfig, policy_dir, train_dagger
+
+    from vla_sim.config import load_config
+    from vla_sim.data.collect import CollectConfig, collect, resolve_env_id
+    from vla_sim.evaluation import EvalConfig, PolicySpec, evaluate
+
+    cameras = tuple(c.strip() for c in args.cameras.split(",") if c.strip())
+    env_id = resolve_env_id(args.env)
+    # Overrides are checked before any work.
+    cfg = load_config(DAggerConfig, overrides=[
+        f"rounds={args.rounds}", f"episodes_per_round={args.episodes_per_round}",
+        f"round_steps={args.round_steps}", f"beta0={args.beta0}",
+        f"beta_decay={args.beta_decay}", f"mixing={args.mixing}", f"workers={args.workers}",
+        f"bc.steps={args.steps}", f"bc.batch_size={args.batch_size}",
+        f"bc.num_threads={args.threads}", f"bc.aux_weight={args.aux_weight}",
+        f"bc.instruction_aug={args.instruction_aug}", f"bc.policy.cameras=[{','.join(cameras)}]",
+        "bc.checkpoint_every=1000000", "bc.progress=false", *args.overrides])
+
+    work = Path(args.work)
+    tag = "_".join([args.env, str(args.episodes), f"n{args.noise}", "+".join(cameras),
+                    args.randomization, args.robot])
+    data_dir, run_dir = work / f"data_{tag}", work / "run"
+    phases: dict[str, float] = {}
+    t0 = time.perf_counter()
+    result = collect(CollectConfig(out=str(data_dir), env=args.env, robot=args.robot,
+                                   episodes=args.episodes, randomization=args.randomization,
+                                   workers=args.workers, image_size=64, progress=False,
+                                   noise=args.noise, cameras=cameras))
+    phases["collect"] = time.perf_counter() - t0
+    print(f"collect: {result.episodes} episodes ({result.successes} successful, expert success "
+          f"{result.success_rate:.2f}) in {phases['collect']:.1f} s")
+
+    if run_dir.exists() and not args.resume:
+        shutil.rmtree(run_dir)
+    t0 = time.perf_counter()
+    dagger = train_dagger(data_dir, run_dir, cfg, resume=args.resume)
+    dagger_s = time.perf_counter() - t0
+    initial = dagger.initial or {}
+    phases["BC (policy_0)"] = float(initial.get("seconds", 0.0))
+    phases["DAgger rollouts"] = sum(r["rollout_s"] for r in dagger.history)
+    phases["DAgger BC"] = sum(r["train_s"] for r in dagger.history)
+    # Data loading and bookkeeping the phases above do not count.
+    phases["other (DAgger)"] = max(0.0, dagger_s - sum(phases[k] for k in (
+        "BC (policy_0)", "DAgger rollouts", "DAgger BC")))
+
+    ecfg = dict(env_ids=[env_id], robot=args.robot, episodes=args.eval_episodes,
+                splits=["train", "heldout"], randomization=[args.randomization],
+                image_size=64, cameras=list(cameras), workers=args.workers)
+    rows, t_eval = [], time.perf_counter()
+    last = dagger.rounds_completed
+    curve = args.eval_episodes if args.curve_episodes is None else args.curve_episodes
+    for k in range(last + 1):
+        n = args.eval_episodes if k in (0, last) else curve
+        if n < 1:
+            continue
+        t0 = time.perf_counter()
+        spec = PolicySpec("checkpoint", str(policy_dir(run_dir, k) / "last"))
+        res = evaluate(spec, EvalConfig(**{**ecfg, "episodes": n}))
+        rec = dagger.history[k - 1] if k else None
+        rows.append((k, rec, [res.cell(env_id, s, args.randomization) for s in
+                              ("train", "heldout")], time.perf_counter() - t0))
+    phases["evaluation"] = time.perf_counter() - t_eval
+
+    print(f"\nDAgger on {env_id} ({args.robot}, {args.randomization}, cameras "
+          f"{'+'.join(cameras)}): {args.episodes} demos, BC {args.steps} steps, then "
+          f"{dagger.rounds_completed} rounds x {args.episodes_per_round} rollouts "
+          f"({args.mixing} mixing), {args.round_steps} BC steps each; success on "
+          f"{args.eval_episodes} eval episodes per split (95% Wilson CI)")
+    head = (f"{'round':>5} {'beta':>6} {'rollout ok':>10} {'learner%':>8} {'frames':>7} "
+            f"{'val loss':>9} {'train split':>20} {'heldout split':>20} {'min':>5}")
+    print(head)
+    print("-" * len(head))
+    for k, rec, cells, eval_s in rows:
+        split_cols = [f"{c.success_rate:.2f} [{c.ci_low:.2f}-{c.ci_high:.2f}]" for c in cells]
+        if rec is None:
+            cols = [f"{k:>5}", f"{'BC':>6}", f"{'-':>10}", f"{'-':>8}",
+                    f"{initial.get('frames', 0):>7}", _loss(initial.get("val_loss"))]
+            minutes = (initial.get("seconds", 0.0) + eval_s) / 60
+        else:
+            cols = [f"{k:>5}", f"{rec['beta']:>6.3f}", f"{rec['rollout_success']:>10.2f}",
+                    f"{100 * rec['learner_step_fraction']:>8.0f}", f"{rec['dataset_frames']:>7}",
+                    _loss(rec["val_loss"])]
+            minutes = (rec["seconds"] + eval_s) / 60
+        print(" ".join(cols + [f"{s:>20}" for s in split_cols] + [f"{minutes:>5.1f}"])
+              + f"  n={cells[0].episodes}")
+    print("\nwall-clock minutes per phase:")
+    for name, seconds in phases.items():
+        print(f"  {name:<16} {seconds / 60:7.2f}")
+    print(f"  {'total':<16} {sum(phases.values()) / 60:7.2f}")
+    return 0
+
+
+def _loss(value: float | None) -> str:
+    return f"{'n/a':>9}" if value is None else f"{value:>9.4f}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,228 @@
+"""DAgger: expert labels at the states the mixture visits, beta mixing, aggregation into a copy
+of the demonstrations marked relabelled, resume, and config errors named."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from tiny_policy import SMALL
+from vla_sim.agents.experts import make_expert
+from vla_sim.agents.training import dagger
+from vla_sim.agents.training.dagger import (
+    DAggerConfig,
+    _RolloutJob,
+    _run_rollouts,
+    dagger_rollout,
+    episode_metadata,
+    policy_dir,
+    relabelled_episodes,
+    train_dagger,
+)
+
+import vla_sim  # noqa: F401  (registers the env ids)
+from vla_sim.config import ConfigError, load_config
+from vla_sim.data.collect import CollectConfig, collect
+from vla_sim.data.reader import DatasetReader
+from vla_sim.utils.seeding import EVAL_BASE_SEED
+
+DEMOS = 3
+
+
+def tiny(**overrides) -> DAggerConfig:
+    """One round of two Reach rollouts and a few BC steps of a 16 px policy (seconds)."""
+    policy = json.dumps({**SMALL, "text_encoder": "hashing"})
+    base = {"rounds": 1, "episodes_per_round": 2, "round_steps": 3, "workers": 1,
+            "beta0": 0.5, "bc.steps": 4, "bc.batch_size": 8, "bc.warmup_steps": 1,
+            "bc.val_every": 2, "bc.checkpoint_every": 100, "bc.log_every": 2,
+            "bc.device": "cpu", "bc.tensorboard": False, "bc.num_threads": 1,
+            "bc.progress": False}
+    base.update(overrides)
+    items = [f"{k}={json.dumps(v) if isinstance(v, bool) else v}" for k, v in base.items()]
+    return load_config(DAggerConfig, overrides=items + [f"bc.policy={policy}"])
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demos") / "reach"
+    collect(CollectConfig(out=str(out), env="Reach", episodes=DEMOS, image_size=16,
+                          progress=False))
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_round(demos, tmp_path_factory):
+    """A finished one-round run, and the demo folder's digest from before it."""
+    before = tree_digest(demos)
+    run = tmp_path_factory.mktemp("dagger") / "run"
+    result = train_dagger(demos, run, tiny())
+    return run, result, before
+
+
+class ConstantLearner:
+    """A learner whose action is known, counting the observations it is asked about."""
+
+    action = np.array([0.3, -0.2, 0.1, 1.0], np.float32)
+
+    def __init__(self):
+        self.calls = 0
+
+    def act(self, obs, deterministic=True):
+        assert "state" in obs and "image" in obs
+        self.calls += 1
+        return self.action.copy()
+
+
+def reach_env():
+    return gym.make("vla_sim/Reach-v0", image_size=16)
+
+
+def test_labels_are_the_experts_action_at_every_visited_state(one_round):
+    run, _, _ = one_round
+    reader = DatasetReader(run / "data")
+    checked = 0
+    for ep in relabelled_episodes(reader.episodes):
+        rec = reader.episode_record(ep)
+        labels = reader.episode_arrays(ep)["actions"]
+        executed = np.asarray(rec["metadata"]["executed_actions"], np.float32)
+        assert len(executed) == len(labels) == rec["length"]
+        env = reach_env()
+        expert = make_expert(env)
+        env.reset(seed=rec["seed"])  # replay the recorded episode with what actually ran
+        for label, action in zip(labels, executed):
+            np.testing.assert_allclose(expert.act(), label, atol=1e-6)
+            env.step(action)
+        env.close()
+        checked += 1
+    assert checked == 2
+
+
+def test_beta_one_executes_the_expert_and_beta_zero_the_learner():
+    env = reach_env()
+    expert = make_expert(env)
+    learner = ConstantLearner()
+    ep = dagger_rollout(env, expert, learner, seed=7, beta=1.0)
+    executed = np.asarray(ep.metadata["executed_actions"], np.float32)
+    np.testing.assert_array_equal(executed, ep.actions)
+    assert ep.metadata["expert_steps"] == ep.length and learner.calls == 0
+
+    ep = dagger_rollout(env, expert, learner, seed=7, beta=0.0)
+    executed = np.asarray(ep.metadata["executed_actions"], np.float32)
+    np.testing.assert_array_equal(executed, np.tile(ConstantLearner.action, (ep.length, 1)))
+    assert ep.metadata["expert_steps"] == 0 and learner.calls == ep.length
+    assert not np.allclose(ep.actions, executed)  # the labels are still the expert's
+    env.close()
+
+
+def test_episode_mixing_hands_whole_episodes_to_one_controller():
+    env = reach_env()
+    expert, learner = make_expert(env), ConstantLearner()
+    owners = set()
+    for seed in range(6):
+        ep = dagger_rollout(env, expert, learner, seed=seed, beta=0.5, mixing="episode")
+        assert ep.metadata["expert_steps"] in (0, ep.length)
+        owners.add(ep.metadata["expert_steps"] == ep.length)
+    assert owners == {True, False}
+    env.close()
+
+
+def test_rollouts_are_appended_to_a_copy_marked_relabelled(one_round, demos):
+    run, result, before = one_round
+    assert tree_digest(demos) == before  # the demonstrations are never written
+    reader = DatasetReader(run / "data")
+    assert reader.num_episodes == DEMOS + 2
+    assert relabelled_episodes(reader.episodes) == [DEMOS, DEMOS + 1]
+    meta = [episode_metadata(e) for e in reader.episodes[DEMOS:]]
+    assert [(m["dagger_round"], m["dagger_index"], m["beta"]) for m in meta] == \
+        [(0, 0, 0.5), (0, 1, 0.5)]
+    demo_frames = sum(int(e["length"]) for e in reader.episodes[:DEMOS])
+    (record,) = result.history
+    assert record["frames_added"] == reader.num_frames - demo_frames
+    assert record["dataset_frames"] == reader.num_frames
+    assert 0.0 <= record["rollout_success"] <= 1.0 and record["bc_steps"] == 3
+    assert reader.info["vla_sim"]["dagger"]["demo_episodes"] == DEMOS
+    assert reader.info["vla_sim"]["dagger"]["relabelled_episodes"] == 2
+    for k in (0, 1):
+        assert (policy_dir(run, k) / "last" / "model.safetensors").is_file()
+    assert (run / "last" / "model.safetensors").is_file()
+
+
+def test_resume_continues_at_the_next_round(one_round, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(one_round[0], run)
+    first = (policy_dir(run, 1) / "last" / "model.safetensors").read_bytes()
+    with pytest.raises(ValueError, match="--resume"):
+        train_dagger(run / "unused", run, tiny())
+    with pytest.raises(ValueError, match=r"beta0: 0\.5 -> 0\.9"):
+        train_dagger(run / "unused", run, tiny(rounds=2, beta0=0.9), resume=True)
+    result = train_dagger(run / "unused", run, tiny(rounds=2), resume=True)
+    assert result.rounds_completed == 2 and [r["round"] for r in result.history] == [0, 1]
+    assert result.history[1]["beta"] == 0.25
+    reader = DatasetReader(run / "data")
+    rounds = [episode_metadata(e).get("dagger_round") for e in reader.episodes]
+    assert rounds == [None] * DEMOS + [0, 0, 1, 1]
+    assert (policy_dir(run, 1) / "last" / "model.safetensors").read_bytes() == first
+    assert (policy_dir(run, 2) / "last" / "model.safetensors").is_file()
+    again = train_dagger(run / "unused", run, tiny(rounds=2), resume=True)  # nothing left
+    assert again.rounds_completed == 2 and DatasetReader(run / "data").num_episodes == DEMOS + 4
+
+
+def test_interrupted_round_resumes_without_rolling_out_again(demos, tmp_path, monkeypatch):
+    real = dagger._train
+    calls = []
+
+    def interrupt_round_training(data_dir, run_dir, bc, eval_fn, init):
+        calls.append(run_dir.name)
+        if run_dir.name == "policy_1" and calls.count("policy_1") == 1:
+            raise KeyboardInterrupt
+        return real(data_dir, run_dir, bc, eval_fn, init)
+
+    monkeypatch.setattr(dagger, "_train", interrupt_round_training)
+    with pytest.raises(KeyboardInterrupt):
+        train_dagger(demos, tmp_path / "run", tiny())
+    assert DatasetReader(tmp_path / "run" / "data").num_episodes == DEMOS + 2
+    result = train_dagger(demos, tmp_path / "run", tiny(), resume=True)
+    assert calls == ["policy_0", "policy_1", "policy_1"]  # policy_0 not retrained
+    assert result.rounds_completed == 1 and result.history[0]["episodes"] == 2
+    assert DatasetReader(tmp_path / "run" / "data").num_episodes == DEMOS + 2
+
+
+def test_parallel_rollouts_equal_in_process_ones(one_round, demos):
+    run = one_round[0]
+    settings = CollectConfig(out=str(demos), env="Reach", image_size=16, progress=False)
+    job = _RolloutJob(settings=settings, policy_dir=str(policy_dir(run, 0) / "last"), beta=0.5,
+                      mixing="step", round_index=3, seed=11, episodes_per_round=2)
+    got: dict[int, list] = {1: [], 2: []}
+    for workers in (1, 2):
+        _run_rollouts(job, [0, 1], workers, lambda i, enc, w=workers: got[w].append((i, enc)))
+    assert [i for i, _ in got[1]] == [i for i, _ in got[2]] == [0, 1]
+    for (_, a), (_, b) in zip(got[1], got[2]):
+        np.testing.assert_array_equal(a.actions, b.actions)
+        assert a.metadata["executed_actions"] == b.metadata["executed_actions"]
+        assert a.metadata["seed"] == b.metadata["seed"] and a.metadata["attempt_index"] >= 6
+
+
+@pytest.mark.parametrize("key,value", [
+    ("rounds", 0), ("episodes_per_round", 0), ("round_steps", 0), ("workers", 0),
+    ("beta0", 1.5), ("beta_decay", -0.1), ("mixing", "coin"), ("seed", EVAL_BASE_SEED),
+    ("bc.steps_this_run", 5)])
+def test_bad_config_values_are_refused_by_name(key, value):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        load_config(DAggerConfig, overrides=[f"{key}={value}"])
+
+
+def test_unknown_config_keys_and_demo_seed_reuse_are_refused(demos, tmp_path):
+    with pytest.raises(ConfigError, match="epsiodes"):
+        load_config(DAggerConfig, overrides=["epsiodes_per_round=3"])
+    with pytest.raises(ValueError, match="collection seed"):
+        train_dagger(demos, tmp_path / "run", tiny(seed=0))
