@@ -90,6 +90,8 @@ class VLAEnv(gym.Env):
         self.robot = make_robot(robot, self.sim, detailed=detailed_meshes)
         self.scene = Scene(self.sim, self.robot)
         self._tasks: dict[str, Task] = {n: TASKS[n](self.sim, self.robot) for n in self.task_names}
+        for task in self._tasks.values():
+            task.scene = self.scene  # the cameras that goal_state()'s image coordinates refer to
         self.task: Task = self._tasks[self.task_names[0]]
         self.instance: TaskInstance | None = None
         self.sample: RandomizationSample | None = None

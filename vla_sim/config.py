@@ -10,6 +10,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -47,6 +48,11 @@ def load_config(cls: type[T], yaml_path: str | Path | None = None,
         obj = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:  # unknown key, bad type, ...
         raise ConfigError(f"bad {cls.__name__} config: {exc}") from None
+    except yaml.YAMLError as exc:  # a malformed file: one line naming it and where
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{yaml_path}:{where}: not valid YAML ({problem})") from None
     # to_object runs __post_init__ of the dataclass, so validation errors surface here too.
     return obj  # type: ignore[return-value]
 
@@ -63,13 +69,6 @@ def config_from_dict(cls: type[T], data: dict) -> T:
         return OmegaConf.to_object(OmegaConf.merge(schema, OmegaConf.create(data)))  # type: ignore
     except OmegaConfBaseException as exc:
         raise ConfigError(f"bad {cls.__name__} config: {exc}") from None
-
-
-def save_config_yaml(cfg: Any, path: str | Path) -> None:
-    """Write a config as YAML atomically."""
-    from vla_sim.utils.io import atomic_write_text
-
-    atomic_write_text(Path(path), OmegaConf.to_yaml(OmegaConf.structured(cfg)))
 
 
 # ------------------------------------------------------------------------ command-line flags
@@ -117,16 +116,17 @@ def _flag_type(annotation: Any, default: Any):
 
 
 def add_config_arguments(parser: Any, cls: type, skip: Sequence[str] = (),
-                         required: Sequence[str] = ()) -> None:
+                         required: Sequence[str] = (), files: bool = True) -> None:
     """Give ``parser`` the one config path every command shares: ``--config FILE.yaml``,
     ``key=value`` overrides (dotted keys reach nested configs), and a ``--flag`` for each
     scalar or list field of ``cls`` (defaults, types and help from the dataclass; booleans get
     ``--x/--no-x``; lists are comma-separated). Precedence: defaults < YAML < overrides < flags."""
     import argparse
 
-    parser.add_argument("--config", default=None, help=f"{cls.__name__} YAML file")
-    parser.add_argument("overrides", nargs="*",
-                        help=f"{cls.__name__} overrides key=value (dotted keys)")
+    if files:
+        parser.add_argument("--config", default=None, help=f"{cls.__name__} YAML file")
+        parser.add_argument("overrides", nargs="*",
+                            help=f"{cls.__name__} overrides key=value (dotted keys)")
     docs = field_docs(cls)
     group = parser.add_argument_group(f"{cls.__name__} fields")
     for f in dataclasses.fields(cls):
@@ -145,16 +145,25 @@ def add_config_arguments(parser: Any, cls: type, skip: Sequence[str] = (),
         if kind is None:
             group.add_argument(flag, dest=f"cfg__{f.name}", action=argparse.BooleanOptionalAction,
                                default=None, help=help_text)
+        elif isinstance(default, (list, tuple)):  # comma-separated, repeatable
+            group.add_argument(flag, dest=f"cfg__{f.name}", type=kind, action="extend",
+                               default=None, required=f.name in required, help=help_text,
+                               metavar=f.name.upper())
         else:
             group.add_argument(flag, dest=f"cfg__{f.name}", type=kind, default=None,
                                required=f.name in required, help=help_text,
                                metavar=f.name.upper())
 
 
+def flag_values(args: Any) -> dict[str, Any]:
+    """The config fields given as explicit flags (field name -> value)."""
+    return {k[len("cfg__"):]: v for k, v in vars(args).items()
+            if k.startswith("cfg__") and v is not None}
+
+
 def config_from_args(cls: type[T], args: Any) -> T:
     """The config ``add_config_arguments`` describes: defaults, then ``--config``, then the
     ``key=value`` overrides, then the explicit flags."""
-    flags = {k[len("cfg__"):]: v for k, v in vars(args).items()
-             if k.startswith("cfg__") and v is not None}
+    flags = flag_values(args)
     return load_config(cls, getattr(args, "config", None), list(getattr(args, "overrides", [])),
                        values=flags)

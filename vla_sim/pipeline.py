@@ -16,57 +16,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vla_sim.agents.training.configs import BCConfig, PPOConfig
+from vla_sim.data.collect import CollectConfig
+from vla_sim.evaluation.evaluator import EvalConfig
 from vla_sim.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class DataStage:
-    episodes: int = 600
-    """Successful expert demonstrations to collect."""
-    workers: int = 1
-    noise: float = 0.3
-    """DART noise: the env executes expert action + N(0, noise); the label stays the expert's."""
-
-
-@dataclass
-class BCStage:
-    steps: int = 4000
-    batch_size: int = 64
-    lr: float = 3e-4
-    eval_episodes: int = 0
-    """In-sim checks during BC (0: only the final evaluation stage)."""
-    aux_weight: float = 1.0
-    """Auxiliary goal-state loss (BCConfig.aux_weight); 0 turns it off."""
-    instruction_aug: int = 8
-    """Other wordings per episode for language augmentation (BCConfig.instruction_aug); 0 = off."""
-
-
-@dataclass
-class PPOStage:
-    total_steps: int = 2048
-    """Env steps of PPO fine-tuning; 0 skips PPO."""
-    n_steps: int = 256
-    n_envs: int = 1
-    reward: str = "dense"
-    """sparse | dense | language | mixed."""
-
-
-@dataclass
-class EvalStage:
-    episodes: int = 30
-    """Episodes per instruction split."""
-    splits: list[str] = field(default_factory=lambda: ["train", "heldout"])
-    videos: int = 2
-    """Recorded episodes per split (mp4)."""
-    render_size: int = 192
-    workers: int = 1
 
 
 @dataclass
 class QuickstartConfig:
-    """Everything the quickstart does, in one file (see vla_sim/configs/quickstart.yaml)."""
+    """Everything the quickstart does, in one file (see vla_sim/configs/quickstart.yaml).
+
+    The stages are the real configs of ``vla-sim collect``, ``train bc``, ``train ppo`` and
+    ``eval`` (every field and default defined once, there). The top-level fields are the ones
+    the stages must agree on; the quickstart writes them into every stage (env, robot,
+    randomization, image size, cameras, seed), so a stage's own copy of them is ignored.
+    """
 
     env: str = "vla_sim/Reach-v0"
     robot: str = "panda"
@@ -78,10 +46,11 @@ class QuickstartConfig:
     seed: int = 0
     threads: int = 0
     """torch CPU threads; 0 = one per core (at most 4)."""
-    data: DataStage = field(default_factory=DataStage)
-    bc: BCStage = field(default_factory=BCStage)
-    ppo: PPOStage = field(default_factory=PPOStage)
-    eval: EvalStage = field(default_factory=EvalStage)
+    data: CollectConfig = field(default_factory=CollectConfig)
+    bc: BCConfig = field(default_factory=BCConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    """``ppo.total_steps = 0`` skips PPO."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
         import gymnasium as gym
@@ -92,26 +61,46 @@ class QuickstartConfig:
             from vla_sim.envs.registration import ENV_IDS
 
             raise ValueError(f"unknown env {self.env!r}; valid: {sorted(ENV_IDS)}")
-        for name, value in (("data.episodes", self.data.episodes), ("bc.steps", self.bc.steps),
-                            ("eval.episodes", self.eval.episodes)):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
         from vla_sim.agents.policies.config import CAMERA_KEYS
 
         bad = [c for c in self.cameras if c not in CAMERA_KEYS]
         if not self.cameras or bad:
             raise ValueError(f"cameras must be a non-empty list of {sorted(CAMERA_KEYS)}, "
                              f"got {self.cameras}")
-        if self.ppo.total_steps < 0:
-            raise ValueError(f"ppo.total_steps must be >= 0, got {self.ppo.total_steps}")
+        # The shared settings, written into every stage.
+        cams = list(self.cameras)
+        self.data.env, self.data.robot, self.data.randomization = self.env, self.robot, \
+            self.randomization
+        self.data.image_size, self.data.cameras, self.data.seed = self.image_size, tuple(cams), \
+            self.seed
+        self.bc.seed = self.seed
+        self.bc.policy.image_size, self.bc.policy.cameras = self.image_size, cams
+        self.ppo.env_id, self.ppo.robot, self.ppo.randomization = self.env, self.robot, \
+            self.randomization
+        self.ppo.seed = self.seed
+        self.eval.env_ids, self.eval.robot = [self.env], self.robot
+        self.eval.randomization, self.eval.image_size, self.eval.cameras = \
+            [self.randomization], self.image_size, cams
 
 
 PRESETS: dict[str, list[str]] = {
     "default": [],
     # A smoke test of every stage in a few minutes on 2 CPU cores: learns little.
-    "tiny": ["data.episodes=4", "bc.steps=60", "bc.batch_size=32", "ppo.total_steps=64",
-             "ppo.n_steps=32", "eval.episodes=3", "eval.videos=1", "eval.render_size=128"],
+    "tiny": ["data.episodes=4", "bc.steps=60", "bc.batch_size=32", "bc.warmup_steps=6",
+             "bc.checkpoint_every=60", "ppo.total_steps=64", "ppo.n_steps=32",
+             "ppo.batch_size=32", "ppo.eval_episodes=3", "eval.episodes=3", "eval.videos=1",
+             "eval.render_size=128"],
 }
+
+
+def stage_key(*parts: Any) -> str:
+    """A short hash of a stage's settings and of the stages it reads from: a finished stage is
+    reused only while this key is unchanged."""
+    import hashlib
+
+    text = json.dumps([dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p
+                       for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def default_config_path() -> Path:
@@ -120,12 +109,27 @@ def default_config_path() -> Path:
     return Path(str(files("vla_sim.configs").joinpath("quickstart.yaml")))
 
 
-def _done(path: Path) -> bool:
-    return (path / ".done").exists()
+def _finished(stage: Path, key: str) -> bool:
+    """True when ``stage`` finished with the same settings (``key``). A marker with other
+    settings is removed, with the stage's outputs, so the stage runs again."""
+    marker = stage / ".done"
+    if not marker.exists():
+        return False
+    if json.loads(marker.read_text()).get("key") == key:
+        return True
+    _log(f"{stage.name}: settings changed since it finished; running it again")
+    marker.unlink()
+    return False
 
 
-def _mark_done(path: Path, info: dict[str, Any]) -> None:
-    atomic_write_json(path / ".done", info)
+def _mark_done(stage: Path, key: str, info: dict[str, Any]) -> None:
+    atomic_write_json(stage / ".done", {"key": key, **info})
+
+
+def _fresh(path: Path) -> None:
+    """Remove a stage's outputs left by other settings (they cannot be resumed)."""
+    if path.exists():
+        shutil.rmtree(path)
 
 
 def _log(msg: str) -> None:
@@ -133,7 +137,10 @@ def _log(msg: str) -> None:
 
 
 def run_quickstart(cfg: QuickstartConfig, out: Path) -> dict[str, Any]:
-    """Run every unfinished stage into ``out``; returns the summary (also in summary.json)."""
+    """Run every unfinished stage into ``out``; returns the summary (also in summary.json).
+
+    A stage is skipped when it finished with the same settings as now (its own and those of
+    the stages it reads); otherwise it runs again, and so does everything after it."""
     import torch
 
     out.mkdir(parents=True, exist_ok=True)
@@ -143,82 +150,79 @@ def run_quickstart(cfg: QuickstartConfig, out: Path) -> dict[str, Any]:
     atomic_write_json(out / "quickstart_config.json", dataclasses.asdict(cfg))
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
+    stages = out / "stages"
 
     # 1. demonstrations ---------------------------------------------------------------------
     data_dir = out / "data"
+    data_cfg = dataclasses.replace(cfg.data, out=str(data_dir))
+    data_key = stage_key("data", data_cfg.identity(), data_cfg.episodes)
     t0 = time.perf_counter()
-    if _done(out / "stages" / "data"):
+    if _finished(stages / "data", data_key):
         _log(f"data: complete, skipping ({data_dir})")
     else:
-        from vla_sim.data.collect import CollectConfig, collect
+        from vla_sim.data.collect import collect
 
-        _log(f"data: collecting {cfg.data.episodes} expert episodes of {cfg.env}")
-        res = collect(CollectConfig(out=str(data_dir), env=cfg.env, robot=cfg.robot,
-                                    episodes=cfg.data.episodes, randomization=cfg.randomization,
-                                    seed=cfg.seed, workers=cfg.data.workers, noise=cfg.data.noise,
-                                    image_size=cfg.image_size, cameras=tuple(cfg.cameras),
-                                    progress=True))
+        if _collected_with_other_settings(data_dir, data_cfg):
+            _fresh(data_dir)
+        _log(f"data: collecting {data_cfg.episodes} expert episodes of {cfg.env}")
+        res = collect(data_cfg)
         if not res.reached_target:
             raise RuntimeError(f"the expert reached only {res.successes} successes in "
                                f"{res.attempts} attempts; see {data_dir}")
-        _mark_done(out / "stages" / "data", {"episodes": res.episodes})
+        _mark_done(stages / "data", data_key, {"episodes": res.episodes})
     timings["data_s"] = time.perf_counter() - t0
 
     # 2. behaviour cloning ------------------------------------------------------------------
     bc_dir = out / "bc"
+    bc_cfg = dataclasses.replace(cfg.bc, device=device)
+    bc_key = stage_key("bc", bc_cfg, data_key)
     t0 = time.perf_counter()
-    if _done(out / "stages" / "bc"):
+    if _finished(stages / "bc", bc_key):
         _log(f"bc: complete, skipping ({bc_dir})")
     else:
-        from vla_sim.agents.training.bc import BCConfig, train_bc
+        from vla_sim.agents.training.bc import train_bc
         from vla_sim.data.demos import DemoArrays
         from vla_sim.data.torch_dataset import VLADataset
 
-        resume = (bc_dir / "last").exists()
-        _log(f"bc: {'resuming' if resume else 'training'} for {cfg.bc.steps} steps on {device}")
-        bc_cfg = BCConfig(steps=cfg.bc.steps, batch_size=cfg.bc.batch_size, lr=cfg.bc.lr,
-                          seed=cfg.seed, device=device, aux_weight=cfg.bc.aux_weight,
-                          instruction_aug=cfg.bc.instruction_aug,
-                          checkpoint_every=max(1, min(500, cfg.bc.steps)),
-                          warmup_steps=min(200, cfg.bc.steps // 10))
-        bc_cfg.policy.image_size = cfg.image_size
-        bc_cfg.policy.cameras = list(cfg.cameras)
+        started = stages / "bc" / "started.json"
+        resume = (bc_dir / "last").exists() and started.exists() and \
+            json.loads(started.read_text()).get("key") == bc_key
+        if not resume:
+            _fresh(bc_dir)
+            atomic_write_json(started, {"key": bc_key})
+        _log(f"bc: {'resuming' if resume else 'training'} for {bc_cfg.steps} steps on {device}")
         result = train_bc(DemoArrays.from_dataset(VLADataset(data_dir)), bc_dir, bc_cfg,
                           resume=resume)
-        _mark_done(out / "stages" / "bc", {"steps": result.steps,
+        _mark_done(stages / "bc", bc_key, {"steps": result.steps,
                                            "samples_per_s": result.samples_per_s})
     timings["bc_s"] = time.perf_counter() - t0
     bc_policy = bc_dir / "last"
 
     # 3. PPO fine-tuning --------------------------------------------------------------------
     ppo_dir = out / "ppo"
+    ppo_key = stage_key("ppo", cfg.ppo, bc_key)
     t0 = time.perf_counter()
     ppo_policy = None
     if cfg.ppo.total_steps > 0:
-        if _done(out / "stages" / "ppo"):
+        if _finished(stages / "ppo", ppo_key):
             _log(f"ppo: complete, skipping ({ppo_dir})")
         else:
-            from vla_sim.agents.training.ppo import PPOConfig, train_ppo
+            from vla_sim.agents.training.ppo import train_ppo
 
-            if ppo_dir.exists():  # an interrupted PPO stage restarts (it is short)
-                shutil.rmtree(ppo_dir)
+            _fresh(ppo_dir)  # an interrupted PPO stage restarts (it is short)
             _log(f"ppo: fine-tuning for {cfg.ppo.total_steps} env steps, reward {cfg.ppo.reward}")
-            ppo_cfg = PPOConfig(env_id=cfg.env, robot=cfg.robot, randomization=cfg.randomization,
-                                reward=cfg.ppo.reward, n_envs=cfg.ppo.n_envs,
-                                total_steps=cfg.ppo.total_steps, n_steps=cfg.ppo.n_steps,
-                                batch_size=min(64, cfg.ppo.n_steps * cfg.ppo.n_envs),
-                                eval_episodes=max(2, min(10, cfg.eval.episodes)),
-                                seed=cfg.seed, device=device)
-            train_ppo(ppo_cfg, ppo_dir, init=bc_policy)
-            _mark_done(out / "stages" / "ppo", {"total_steps": cfg.ppo.total_steps})
+            train_ppo(cfg.ppo, ppo_dir, init=bc_policy)
+            _mark_done(stages / "ppo", ppo_key, {"total_steps": cfg.ppo.total_steps})
         ppo_policy = ppo_dir / "last"
     timings["ppo_s"] = time.perf_counter() - t0
 
     # 4. evaluation on held-out seeds (and held-out instructions) ---------------------------
     t0 = time.perf_counter()
-    results = {"bc": _evaluate(cfg, bc_policy, out / "eval" / "bc", videos=ppo_policy is None)}
+    results = {"bc": _evaluate(cfg, bc_policy, out / "eval" / "bc", videos=ppo_policy is None,
+                               key=stage_key("eval", cfg.eval, bc_key))}
     if ppo_policy is not None:
-        results["ppo"] = _evaluate(cfg, ppo_policy, out / "eval" / "ppo", videos=True)
+        results["ppo"] = _evaluate(cfg, ppo_policy, out / "eval" / "ppo", videos=True,
+                                   key=stage_key("eval", cfg.eval, ppo_key))
     timings["eval_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
 
@@ -232,22 +236,31 @@ def run_quickstart(cfg: QuickstartConfig, out: Path) -> dict[str, Any]:
     return summary
 
 
-def _evaluate(cfg: QuickstartConfig, policy_dir: Path, out: Path, videos: bool) -> dict:
-    """Evaluate one checkpoint (skipped when its report exists); returns per-split figures."""
-    report_path = out / "report.json"
-    if not report_path.exists():
-        from vla_sim.evaluation import EvalConfig, PolicySpec, evaluate, write_report
+def _collected_with_other_settings(data_dir: Path, data_cfg: Any) -> bool:
+    """A dataset folder left by a collection with other settings (it would refuse to resume)."""
+    from vla_sim.data import format as fmt
 
+    state = data_dir / fmt.COLLECT_STATE_PATH
+    if not state.exists():
+        return False
+    return json.loads(state.read_text()).get("config") != data_cfg.identity()
+
+
+def _evaluate(cfg: QuickstartConfig, policy_dir: Path, out: Path, videos: bool,
+              key: str) -> dict:
+    """Evaluate one checkpoint (skipped when its report exists with the same settings);
+    returns per-split figures."""
+    report_path = out / "report.json"
+    if not _finished(out, key):
+        from vla_sim.evaluation import PolicySpec, evaluate, write_report
+
+        _fresh(out)
         _log(f"eval: {policy_dir} on {cfg.eval.episodes} held-out seeds x {cfg.eval.splits}")
-        ecfg = EvalConfig(env_ids=[cfg.env], robot=cfg.robot, episodes=cfg.eval.episodes,
-                          splits=list(cfg.eval.splits), randomization=[cfg.randomization],
-                          image_size=cfg.image_size, cameras=list(cfg.cameras),
-                          workers=cfg.eval.workers,
-                          video_dir=str(out / "videos") if videos else None,
-                          record="first" if videos else "none",
-                          videos=cfg.eval.videos, render_size=cfg.eval.render_size)
+        ecfg = dataclasses.replace(cfg.eval, video_dir=str(out / "videos") if videos else None,
+                                   record=cfg.eval.record if videos else "none")
         result = evaluate(PolicySpec("checkpoint", str(policy_dir)), ecfg)
         write_report(result, out)
+        _mark_done(out, key, {})
     report = json.loads(report_path.read_text())
     per_split = {}
     for cell in report["cells"]:

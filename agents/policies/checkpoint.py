@@ -79,7 +79,12 @@ def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no policy checkpoint at {directory} (missing {CONFIG_FILE})")
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointMismatchError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise CheckpointMismatchError(f"{path}: expected a JSON object, got {type(data).__name__}")
     if data.get("policy_type") not in POLICY_TYPES:
         raise CheckpointMismatchError(
             f"{path}: policy_type {data.get('policy_type')!r}, expected one of {POLICY_TYPES}")
@@ -96,6 +101,15 @@ def policy_type_of(data: dict[str, Any]) -> str:
     if kind == "vla" and meta.get("latent_action"):
         return "vla_latent"
     return kind
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a truncated or corrupt file is a
+    :class:`CheckpointMismatchError` naming it (never a traceback from the parser)."""
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise CheckpointMismatchError(f"{path}: unreadable weights ({exc})") from None
 
 
 def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor],
@@ -147,7 +161,7 @@ def load_vla_weights(directory: str | Path, device: str | torch.device = "cpu",
         policy: VLAPolicy = MultiHeadVLAPolicy(config, tasks)
     else:
         policy = VLAPolicy(config)
-    load_state_strict(policy, load_file(str(weights)), source=str(weights))
+    load_state_strict(policy, read_weights(weights), source=str(weights))
     return policy.to(device).eval()
 
 

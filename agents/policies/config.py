@@ -64,6 +64,16 @@ class VLAPolicyConfig:
     """Size of the language vector that conditions vision (FiLM) and enters the trunk."""
     film: bool = True
     """Modulate every conv stage with per-channel scale/shift from language (RT-1 style)."""
+    spatial_lang: bool = False
+    """Language as a spatial query (LAVA-style), besides FiLM: ``spatial_queries`` slot queries
+    read the per-token states, then per camera attend over the last conv map's cells (with 2-D
+    sinusoidal positions); the attended cell features and each query's soft-argmax (expected
+    x, y) enter the trunk. Needs ``use_tokens``. Off until measured better (see the issue)."""
+    spatial_queries: int = 4
+    """Slot queries of ``spatial_lang``; the first three are the ones grounding supervises
+    (object, destination, current target), so at least 3."""
+    spatial_dim: int = 32
+    """Size of the attention-weighted cell features each spatial query contributes per camera."""
 
     # --- Fusion and heads ----------------------------------------------------------------------
     state_hidden: int = 64
@@ -93,8 +103,15 @@ class VLAPolicyConfig:
     explained none of the return's variance on PickPlace (measured)."""
     aux_dim: int = 0
     """Size of an auxiliary regression head on the trunk features, trained by BC to predict the
-    demonstration's goal state (``observation.environment_state``: the instructed object's and
-    destination's positions) when ``BCConfig.aux_weight > 0``. Never used to act. 0 = none."""
+    first ``aux_dim`` values of the demonstration's goal state (``observation.environment_state``;
+    BC sets 6: the instructed object's and destination's positions) when
+    ``BCConfig.aux_weight > 0``. Never used to act. 0 = none."""
+    grounding: bool = False
+    """Build the grounding head that BC trains from the simulator's image-plane labels when
+    ``BCConfig.ground_weight > 0`` (which sets it): per camera, where the instructed object, the
+    destination and the current target are (the soft-argmax of the first spatial queries with
+    ``spatial_lang``, else a linear head on the trunk features), and whether the gripper holds
+    the object. Never used to act."""
 
     def __post_init__(self) -> None:
         self.cameras = list(self.cameras)
@@ -121,7 +138,7 @@ class VLAPolicyConfig:
             raise ValueError(f"trunk_hidden must be non-empty positive ints, got {self.trunk_hidden}")
         for name in ("state_dim", "action_dim", "text_dim", "max_tokens", "image_features",
                      "num_queries", "attn_dim", "attn_heads", "lang_features", "state_hidden",
-                     "keypoints"):
+                     "keypoints", "spatial_queries", "spatial_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.attn_dim % self.attn_heads:
@@ -135,6 +152,12 @@ class VLAPolicyConfig:
             raise ValueError(f"aux_dim must be >= 0, got {self.aux_dim}")
         if self.value_hidden < 0:
             raise ValueError(f"value_hidden must be >= 0, got {self.value_hidden}")
+        if self.spatial_lang and not self.use_tokens:
+            raise ValueError("spatial_lang needs use_tokens=True (its queries read the "
+                             "instruction's token states)")
+        if self.spatial_lang and self.spatial_queries < 3:
+            raise ValueError(f"spatial_queries must be >= 3 with spatial_lang (object, "
+                             f"destination, current target), got {self.spatial_queries}")
         if self.num_bins < 2:
             raise ValueError(f"num_bins must be >= 2, got {self.num_bins}")
 
@@ -144,5 +167,38 @@ class VLAPolicyConfig:
         return [CAMERA_KEYS[c] for c in self.cameras]
 
     @property
+    def feature_map_side(self) -> int:
+        """Side of the last conv map in cells (each stage halves the image)."""
+        return self.image_size // 2 ** len(self.channels)
+
+    @property
     def features_dim(self) -> int:
         return self.trunk_hidden[-1]
+
+
+@dataclass
+class ActionAEConfig:
+    """Action-chunk autoencoder."""
+
+    chunk: int = 4
+    """Actions per chunk (H); 1 autoencodes single actions."""
+    action_dim: int = 4
+    latent_dim: int = 4
+    """Latent size; the latent policy's head predicts this many numbers."""
+    hidden: list[int] = field(default_factory=lambda: [128, 128])
+    steps: int = 2000
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    val_fraction: float = 0.1
+    seed: int = 0
+    num_threads: int = 0
+    """torch CPU threads; 0 keeps torch's default."""
+
+    def __post_init__(self) -> None:
+        self.hidden = [int(h) for h in self.hidden]
+        for name in ("chunk", "action_dim", "latent_dim", "steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.hidden or min(self.hidden) < 1:
+            raise ValueError(f"hidden must be non-empty positive ints, got {self.hidden}")

@@ -11,7 +11,6 @@ first ``execute_steps`` actions. Trained by ``vla_sim.agents.training.pretrain_a
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -22,38 +21,11 @@ from torch import nn
 from vla_sim.config import config_from_dict, config_to_dict
 from vla_sim.utils.io import atomic_write_json
 
+from .config import ActionAEConfig
 from .vla import VLAPolicy
 
 AE_WEIGHTS = "action_ae.safetensors"
 AE_CONFIG = "action_ae.json"
-
-
-@dataclass
-class ActionAEConfig:
-    """Action-chunk autoencoder."""
-
-    chunk: int = 4
-    """Actions per chunk (H); 1 autoencodes single actions."""
-    action_dim: int = 4
-    latent_dim: int = 4
-    """Latent size; the latent policy's head predicts this many numbers."""
-    hidden: list[int] = field(default_factory=lambda: [128, 128])
-    steps: int = 2000
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    val_fraction: float = 0.1
-    seed: int = 0
-    num_threads: int = 0
-    """torch CPU threads; 0 keeps torch's default."""
-
-    def __post_init__(self) -> None:
-        self.hidden = [int(h) for h in self.hidden]
-        for name in ("chunk", "action_dim", "latent_dim", "steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.hidden or min(self.hidden) < 1:
-            raise ValueError(f"hidden must be non-empty positive ints, got {self.hidden}")
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -107,16 +79,14 @@ def save_action_ae(model: ActionChunkAE, directory: str | Path, meta: dict | Non
 
 
 def load_action_ae(directory: str | Path) -> ActionChunkAE:
-    from safetensors.torch import load_file
-
-    from .checkpoint import load_state_strict
+    from .checkpoint import load_state_strict, read_weights
 
     directory = Path(directory)
     if not (directory / AE_CONFIG).is_file():
         raise FileNotFoundError(f"no action autoencoder at {directory} (missing {AE_CONFIG})")
     cfg = config_from_dict(ActionAEConfig, json.loads((directory / AE_CONFIG).read_text())["config"])
     model = ActionChunkAE(cfg)
-    load_state_strict(model, load_file(str(directory / AE_WEIGHTS)), str(directory))
+    load_state_strict(model, read_weights(directory / AE_WEIGHTS), str(directory))
     return model.eval()
 
 

@@ -23,6 +23,9 @@ Two pieces, separable on purpose:
     value_head.{weight,bias}                          (if config.value_head, value_hidden=0)
     value_head.{0,2,4}.{weight,bias}                  (if config.value_head, value_hidden>0)
     aux_head.linear.*, aux_head.target_mean, .target_std   (if config.aux_dim)
+    extractor.spatial.{queries,state_query.*,slot_attn.*,slot_norm.*}  (spatial_lang) slots
+    extractor.spatial.cameras.<cam>.{query,key,position,value}.*   per-camera cell attention
+    ground_head.phase.*, ground_head.coords.*         (grounding; coords without spatial_lang)
 
 Images: a ``uint8`` tensor is read as 0..255 and divided by 255; a floating tensor is taken as
 already in [0, 1], which is what SB3 hands over (its ``preprocess_obs`` divides uint8 image
@@ -160,6 +163,16 @@ class ConvEncoder(nn.Module):
         return torch.softmax(logits, dim=-1) @ self.grid  # (B, K, 2)
 
     def forward(self, image: torch.Tensor, lang: torch.Tensor) -> torch.Tensor:
+        return self.pooled(self.feature_map(image, lang))
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """Last conv map (B, C, h, w) -> image features (B, image_features)."""
+        if self.pool == "spatial_softmax":
+            x = self.spatial_softmax(x)
+        return self.fc(x)
+
+    def feature_map(self, image: torch.Tensor, lang: torch.Tensor) -> torch.Tensor:
+        """Image (B, 3, S, S) in [0, 1] -> the last stage's FiLM-ed map (B, C, h, w)."""
         x = image - 0.5
         if self.coord_conv:
             b, _, h, w = x.shape
@@ -174,9 +187,7 @@ class ConvEncoder(nn.Module):
             x = torch.relu(x)
             if "block" in stage:
                 x = stage["block"](x)
-        if self.pool == "spatial_softmax":
-            x = self.spatial_softmax(x)
-        return self.fc(x)
+        return x
 
 
 class LanguageEncoder(nn.Module):
@@ -204,7 +215,15 @@ class LanguageEncoder(nn.Module):
 
     def forward(self, pooled: torch.Tensor, tokens: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.encode(pooled, tokens, mask)[0]
+
+    def encode(self, pooled: torch.Tensor, tokens: torch.Tensor | None = None,
+               mask: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(language vector (B, lang_features), projected token states (B, T, attn_dim) and
+        their padding mask (B, T) bool, True = padding; both None without tokens)."""
         parts = [self.pooled_proj(pooled)]
+        keys = pad = None
         if self.use_tokens:
             keys = self.token_proj(tokens)
             pad = mask < 0.5
@@ -213,7 +232,81 @@ class LanguageEncoder(nn.Module):
             attended, _ = self.attn(queries, keys, keys, key_padding_mask=pad,
                                     need_weights=False)
             parts.append(attended.flatten(1))
-        return self.out(torch.cat(parts, dim=-1))
+        return self.out(torch.cat(parts, dim=-1)), keys, pad
+
+
+def cell_centers(side: int) -> torch.Tensor:
+    """(side*side, 2) x/y of a square map's cell centres, row-major, in the normalised image
+    coordinates of the goal-state labels: -1/+1 are the map's outer edges."""
+    coords = (torch.arange(side, dtype=torch.float32) * 2 + 1) / side - 1.0
+    ys, xs = torch.meshgrid(coords, coords, indexing="ij")
+    return torch.stack([xs.flatten(), ys.flatten()], -1)
+
+
+def sinusoidal_positions(grid: torch.Tensor, frequencies: int = 4) -> torch.Tensor:
+    """(N, 2) positions in [-1, 1] -> (N, 4 * frequencies) sin/cos features at octave
+    frequencies (pi, 2 pi, 4 pi, ...) of x and y."""
+    freqs = math.pi * 2.0 ** torch.arange(frequencies, dtype=torch.float32)
+    angles = grid[:, :, None] * freqs  # (N, 2, F)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(1)
+
+
+class SpatialLanguage(nn.Module):
+    """Language as a spatial query over each camera's last conv map (LAVA-style).
+
+    ``spatial_queries`` learned slot queries first read the instruction: each attends over the
+    projected per-token MiniLM states (the language encoder's), so slot 0 can pick out the
+    object's words, slot 1 the destination's; the proprio features shift the queries, so slot
+    2 can read the object's words before the grasp and the destination's after. Per camera, each slot then attends over the map's
+    cells, keyed by cell features plus sinusoidal 2-D position encodings; the attention-weighted
+    cell values (``spatial_dim`` each) and the expected cell position under the attention (a
+    soft-argmax: x, y in [-1, 1]) enter the trunk. BC can supervise the soft-argmax of slots 0-2
+    with the simulator's image coordinates of the object, the destination and the current target
+    (``BCConfig.ground_weight``).
+    """
+
+    def __init__(self, config: VLAPolicyConfig, channels: int, side: int):
+        super().__init__()
+        d, k = config.attn_dim, config.spatial_queries
+        self.scale = 1.0 / math.sqrt(d)
+        self.queries = nn.Parameter(torch.randn(k, d) / math.sqrt(d))  # no weight decay (name)
+        # The proprio features shift each slot's query (from zero): the "current target" slot
+        # can read the object's words before the grasp and the destination's after it.
+        self.state_query = nn.Linear(config.state_hidden, k * d)
+        nn.init.zeros_(self.state_query.weight)
+        nn.init.zeros_(self.state_query.bias)
+        self.slot_attn = nn.MultiheadAttention(d, config.attn_heads, batch_first=True)
+        self.slot_norm = nn.LayerNorm(d)
+        grid = cell_centers(side)
+        self.register_buffer("grid", grid, persistent=False)
+        self.register_buffer("positions", sinusoidal_positions(grid), persistent=False)
+        self.cameras = nn.ModuleDict({cam: nn.ModuleDict({
+            "query": nn.Linear(d, d),
+            "key": nn.Conv2d(channels, d, 1),
+            "position": nn.Linear(self.positions.shape[1], d),
+            "value": nn.Conv2d(channels, config.spatial_dim, 1),
+        }) for cam in config.cameras})
+        self.out_dim = k * (config.spatial_dim + 2)
+
+    def read(self, tokens: torch.Tensor, pad: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """Slot vectors (B, K, attn_dim) from the projected tokens (B, T, attn_dim), with
+        queries shifted by the proprio features ``state`` (B, state_hidden)."""
+        slots = self.queries + self.state_query(state).view(-1, *self.queries.shape)
+        attended, _ = self.slot_attn(slots, tokens, tokens, key_padding_mask=pad,
+                                     need_weights=False)
+        return self.slot_norm(slots + attended)
+
+    def forward(self, cam: str, fmap: torch.Tensor, slots: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(trunk input (B, K * (spatial_dim + 2)), attention logits over the cells (B, K, h*w),
+        soft-argmax (B, K, 2)) of camera ``cam``'s map ``fmap`` (B, C, h, w)."""
+        layers = self.cameras[cam]
+        keys = layers["key"](fmap).flatten(2) + layers["position"](self.positions).T  # (B,d,N)
+        logits = layers["query"](slots) @ keys * self.scale  # (B, K, N)
+        attn = torch.softmax(logits, dim=-1)
+        values = attn @ layers["value"](fmap).flatten(2).transpose(1, 2)  # (B, K, spatial_dim)
+        xy = attn @ self.grid  # (B, K, 2)
+        return torch.cat([values, xy], dim=-1).flatten(1), logits, xy
 
 
 class VLAFeaturesExtractor(BaseFeaturesExtractor):
@@ -238,11 +331,15 @@ class VLAFeaturesExtractor(BaseFeaturesExtractor):
         self.register_buffer("state_std", torch.ones(config.state_dim))
         self.language = LanguageEncoder(config)
         self.vision = nn.ModuleDict({cam: ConvEncoder(config) for cam in config.cameras})
+        self.spatial = (SpatialLanguage(config, config.channels[-1], config.feature_map_side)
+                        if config.spatial_lang else None)
         self.state_mlp = nn.Sequential(
             nn.Linear(config.state_dim, config.state_hidden), nn.ReLU(),
             nn.Linear(config.state_hidden, config.state_hidden), nn.ReLU())
         n_in = config.image_features * len(config.cameras) + config.lang_features \
             + config.state_hidden
+        if self.spatial is not None:
+            n_in += self.spatial.out_dim * len(config.cameras)
         layers: list[nn.Module] = []
         for h in config.trunk_hidden:
             layers += [nn.Linear(n_in, h), nn.ReLU()]
@@ -259,20 +356,37 @@ class VLAFeaturesExtractor(BaseFeaturesExtractor):
         return image.float()
 
     def forward(self, observations: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.forward_with_spatial(observations)[0]
+
+    def forward_with_spatial(self, observations: Mapping[str, torch.Tensor]
+                             ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+        """(features, and with ``spatial_lang`` the per-camera attention of the spatial
+        queries: ``logits`` (B, cams, K, h*w) and ``xy`` (B, cams, K, 2); else None)."""
         cfg = self.config
-        lang = self.language(observations["instruction_embedding"].float(),
-                             observations.get("instruction_tokens"),
-                             observations.get("instruction_mask"))
-        feats = []
-        for cam, key in zip(cfg.cameras, cfg.image_keys):
-            image = self.image_to_float(observations[key], cfg.image_size)
-            feats.append(self.vision[cam](image, lang))
+        tokens = observations.get("instruction_tokens")
+        lang, keys, pad = self.language.encode(observations["instruction_embedding"].float(),
+                                               None if tokens is None else tokens.float(),
+                                               observations.get("instruction_mask"))
         # Clipped like SB3's VecNormalize: a dim that barely moved in the demonstrations (the
         # gripper quaternion) must not turn small test-time drift into huge inputs.
         state = ((observations["state"].float() - self.state_mean) / self.state_std).clamp(
             -STATE_CLIP, STATE_CLIP)
-        feats += [lang, self.state_mlp(state)]
-        return self.trunk(torch.cat(feats, dim=-1))
+        state = self.state_mlp(state)
+        slots = self.spatial.read(keys, pad, state) if self.spatial is not None else None
+        feats, logits, xys = [], [], []
+        for cam, key in zip(cfg.cameras, cfg.image_keys):
+            image = self.image_to_float(observations[key], cfg.image_size)
+            fmap = self.vision[cam].feature_map(image, lang)
+            feats.append(self.vision[cam].pooled(fmap))
+            if slots is not None:
+                out, cam_logits, xy = self.spatial(cam, fmap, slots)
+                feats.append(out)
+                logits.append(cam_logits)
+                xys.append(xy)
+        feats += [lang, state]
+        spatial = (None if slots is None else
+                   {"logits": torch.stack(logits, 1), "xy": torch.stack(xys, 1)})
+        return self.trunk(torch.cat(feats, dim=-1)), spatial
 
 
 class GaussianHead(nn.Module):
@@ -376,6 +490,66 @@ class AuxHead(nn.Module):
             self.linear(features), (target - self.target_mean) / self.target_std)
 
 
+GROUND_SLOTS = ("object", "destination", "target")
+"""What the grounding head locates per camera, in order: the instructed object, the destination,
+and the current target (the object before the grasp, the destination while holding it)."""
+
+
+class GroundingHead(nn.Module):
+    """BC's grounding predictions from free simulator labels (never used to act).
+
+    Per camera, the normalised image coordinates of :data:`GROUND_SLOTS`: with
+    ``spatial_lang`` the soft-argmax of the first three spatial queries (so the loss shapes
+    where language looks), else a linear layer on the trunk features (the labels as a plain
+    auxiliary target). And the phase: the logit of "the gripper holds the instructed object",
+    from the trunk features.
+    """
+
+    def __init__(self, features_dim: int, config: VLAPolicyConfig):
+        super().__init__()
+        self.n_cams, self.spatial = len(config.cameras), config.spatial_lang
+        self.side = config.feature_map_side
+        self.phase = nn.Linear(features_dim, 1)
+        self.coords = (None if self.spatial else
+                       nn.Linear(features_dim, self.n_cams * len(GROUND_SLOTS) * 2))
+        self.register_buffer("grid", cell_centers(self.side), persistent=False)
+
+    def predict(self, features: torch.Tensor, spatial: Mapping[str, torch.Tensor] | None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(coordinates (B, cams, 3, 2), phase logit (B,))."""
+        n = len(GROUND_SLOTS)
+        if self.spatial:
+            if spatial is None:
+                raise ValueError("spatial_lang grounding needs the extractor's spatial outputs")
+            xy = spatial["xy"][:, :, :n]
+        else:
+            xy = self.coords(features).view(-1, self.n_cams, n, 2)
+        return xy, self.phase(features).squeeze(-1)
+
+    def loss(self, features: torch.Tensor, spatial: Mapping[str, torch.Tensor] | None,
+             target: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Loss terms against ``target`` (``uv`` (B, cams, 3, 2), ``visible`` (B, cams, 3),
+        ``holding`` (B,)): ``coords``, the squared image-plane error summed over x and y,
+        averaged over visible labels; ``heatmap`` (spatial only), the KL from a Gaussian (std half a
+        cell) around each visible label to the query's attention, which keeps the attention
+        on the object rather than spread around it; ``phase``, the holding flag's
+        binary cross-entropy."""
+        xy, phase_logit = self.predict(features, spatial)
+        visible = target["visible"].float()
+        denom = visible.sum().clamp(min=1.0)
+        terms = {"coords": (((xy - target["uv"]) ** 2).sum(-1) * visible).sum() / denom,
+                 "phase": torch.nn.functional.binary_cross_entropy_with_logits(
+                     phase_logit, target["holding"].float())}
+        if self.spatial:
+            logits = spatial["logits"][:, :, :len(GROUND_SLOTS)]  # (B, cams, 3, cells)
+            sigma = 1.0 / self.side  # half a cell: one cell blurred the soft-argmax (measured)
+            dist2 = ((self.grid - target["uv"].unsqueeze(-2)) ** 2).sum(-1)  # (B, cams, 3, N)
+            heat = torch.softmax(-dist2 / (2 * sigma ** 2), dim=-1)
+            kl = (heat * (heat.clamp(min=1e-12).log() - torch.log_softmax(logits, -1))).sum(-1)
+            terms["heatmap"] = (kl * visible).sum() / denom
+        return terms
+
+
 class GaussianDistribution:
     """Diagonal Gaussian; ``log_prob``/``entropy`` are summed over action dimensions."""
 
@@ -435,6 +609,7 @@ class VLAPolicy(nn.Module):
                             else DiscreteHead(f, self.config))
         self.value_head = build_value_head(f, self.config) if self.config.value_head else None
         self.aux_head = AuxHead(f, self.config.aux_dim) if self.config.aux_dim else None
+        self.ground_head = GroundingHead(f, self.config) if self.config.grounding else None
         self.text_encoder: Any = None  # lazily the shared TextEncoder; tests may inject one
         self._chunk_history: list[torch.Tensor] = []  # newest last: (B, chunk, A) predictions
 
@@ -490,14 +665,18 @@ class VLAPolicy(nn.Module):
 
     def bc_loss(self, obs: Mapping[str, torch.Tensor], actions: torch.Tensor,
                 aux_target: torch.Tensor | None = None, aux_weight: float = 0.0,
-                action_mask: torch.Tensor | None = None) -> torch.Tensor:
+                action_mask: torch.Tensor | None = None,
+                ground_target: Mapping[str, torch.Tensor] | None = None,
+                ground_weight: float = 0.0) -> torch.Tensor:
         """Behaviour-cloning loss: MSE in normalised action units (gaussian) or bin
         cross-entropy averaged over dimensions (discrete); plus ``aux_weight`` times the
-        auxiliary head's normalised MSE to ``aux_target`` when both are given.
+        auxiliary head's normalised MSE to ``aux_target`` when both are given; plus
+        ``ground_weight`` times the grounding head's summed terms (:meth:`GroundingHead.loss`)
+        against ``ground_target`` when both are given.
 
         ``actions`` is (B, A), or (B, chunk, A) for a chunking policy with ``action_mask``
         (B, chunk) marking real (not past-the-episode) steps."""
-        features = self.extractor(obs)
+        features, spatial = self.extractor.forward_with_spatial(obs)
         head = self.action_head
         if isinstance(head, GaussianHead) and actions.dim() == 3:
             if actions.shape[1] != head.chunk:
@@ -519,6 +698,12 @@ class VLAPolicy(nn.Module):
                 raise ValueError("aux_target given but the policy has no auxiliary head "
                                  "(policy.aux_dim = 0)")
             loss = loss + aux_weight * self.aux_head.loss(features, aux_target)
+        if ground_target is not None and ground_weight > 0:
+            if self.ground_head is None:
+                raise ValueError("ground_target given but the policy has no grounding head "
+                                 "(policy.grounding = False)")
+            terms = self.ground_head.loss(features, spatial, ground_target)
+            loss = loss + ground_weight * sum(terms.values())
         return loss
 
     # --- inference on env observations -------------------------------------------------------

@@ -26,6 +26,7 @@ from vla_sim.agents.policies.vla import VLAPolicy
 
 from vla_sim.config import config_from_dict, config_to_dict
 from vla_sim.data.demos import DemoArrays, chunk_indices, split_episodes
+from vla_sim.envs.goal_state import GOAL_STATE_DIM, GOAL_STATE_LAYOUT, GOAL_XYZ_DIM
 
 from .common import (
     RESUME_FREE_KEYS,
@@ -92,19 +93,55 @@ def instruction_features(encoder: Any, instructions: Sequence[str], cfg: VLAPoli
 def augment(images: torch.Tensor, rng: np.random.Generator, shift_pad: int, jitter: float
             ) -> torch.Tensor:
     """Float (B,3,S,S) in [0,1] -> randomly shifted, brightness/contrast-jittered copy."""
+    return augment_with_shift(images, rng, shift_pad, jitter)[0]
+
+
+def augment_with_shift(images: torch.Tensor, rng: np.random.Generator, shift_pad: int,
+                       jitter: float) -> tuple[torch.Tensor, np.ndarray]:
+    """:func:`augment` (the same draws), also returning how far each image's content moved:
+    (B, 2) pixels along x (columns) and y (rows), for labels that live in image coordinates."""
     b, _, s, _ = images.shape
+    moved = np.zeros((b, 2), np.float32)
     if shift_pad > 0:
         padded = torch.nn.functional.pad(images, (shift_pad,) * 4, mode="replicate")
         offsets = rng.integers(0, 2 * shift_pad + 1, size=(b, 2))
         images = torch.stack([padded[i, :, dy:dy + s, dx:dx + s]
                               for i, (dy, dx) in enumerate(offsets)])
+        # Output pixel p shows input pixel p + offset - pad: content moves by pad - offset.
+        moved = (shift_pad - offsets[:, ::-1]).astype(np.float32)
     if jitter > 0:
         factors = torch.from_numpy(rng.uniform(1 - jitter, 1 + jitter, size=(b, 2))
                                    .astype(np.float32)).to(images.device)
         mean = images.mean(dim=(1, 2, 3), keepdim=True)
         images = (images - mean) * factors[:, 1, None, None, None] + mean  # contrast
         images = (images * factors[:, 0, None, None, None]).clamp(0.0, 1.0)  # brightness
-    return images
+    return images, moved
+
+
+def grounding_targets(env_states: torch.Tensor, cameras: Sequence[str], image_size: int,
+                      moved: Sequence[np.ndarray | None] | None = None) -> dict[str, torch.Tensor]:
+    """The grounding head's targets from goal states laid out as ``GOAL_STATE_LAYOUT``:
+    ``uv`` (B, cams, 3, 2) normalised image coordinates of the object, the destination and the
+    current target (the destination while holding the object, else the object), ``visible``
+    (B, cams, 3) and ``holding`` (B,). ``moved``: per camera, the augmentation's content shift
+    in pixels (B, 2) (:func:`augment_with_shift`), applied to the labels; a label shifted out
+    of the image is no longer visible."""
+    holding = env_states[:, GOAL_STATE_LAYOUT["holding"]].squeeze(-1) > 0.5
+    uvs, visibles = [], []
+    for i, cam in enumerate(cameras):
+        obj = env_states[:, GOAL_STATE_LAYOUT[f"{cam}_object_uv"]]
+        dest = env_states[:, GOAL_STATE_LAYOUT[f"{cam}_destination_uv"]]
+        vis = env_states[:, GOAL_STATE_LAYOUT[f"{cam}_visible"]] > 0.5  # (B, 2)
+        uv = torch.stack([obj, dest], 1)  # (B, 2, 2)
+        if moved is not None and moved[i] is not None:
+            uv = uv + torch.as_tensor(moved[i] * 2.0 / image_size, device=uv.device)[:, None]
+            vis = vis & (uv.abs() <= 1.0).all(-1)
+        current = torch.where(holding[:, None, None], uv[:, 1:2], uv[:, 0:1])
+        current_vis = torch.where(holding[:, None], vis[:, 1:2], vis[:, 0:1])
+        uvs.append(torch.cat([uv, current], 1))
+        visibles.append(torch.cat([vis, current_vis], 1))
+    return {"uv": torch.stack(uvs, 1), "visible": torch.stack(visibles, 1).float(),
+            "holding": holding.float()}
 
 
 class _Batches:
@@ -122,6 +159,8 @@ class _Batches:
                            torch.from_numpy(np.ascontiguousarray(data.env_states, np.float32)))
         self.text = text
         self.image_keys, self.device = cfg.image_keys, device
+        self.aux_dim = cfg.aux_dim
+        self.cameras, self.image_size = list(cfg.cameras), cfg.image_size
         # (N, K) instruction ids of other wordings per step (-1 = none), for augmentation.
         self.alternatives, self.alt_prob = alternatives, alt_prob
         self.chunk_ids = self.chunk_mask = None
@@ -130,18 +169,30 @@ class _Batches:
 
     def get(self, ids: np.ndarray, rng: np.random.Generator | None = None,
             shift_pad: int = 0, jitter: float = 0.0) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        return self.get_with_shifts(ids, rng, shift_pad, jitter)[:2]
+
+    def get_with_shifts(self, ids: np.ndarray, rng: np.random.Generator | None = None,
+                        shift_pad: int = 0, jitter: float = 0.0
+                        ) -> tuple[dict[str, torch.Tensor], torch.Tensor, list[np.ndarray | None]]:
+        """:meth:`get`, plus each camera's augmentation shift (B, 2) in pixels (None unshifted)."""
         idx = torch.from_numpy(ids)
         obs: dict[str, torch.Tensor] = {}
+        moved: list[np.ndarray | None] = []
         for key in self.image_keys:
             img = self.images[key][idx].to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
-            obs[key] = augment(img, rng, shift_pad, jitter) if rng is not None else img
+            if rng is not None:
+                img, shift = augment_with_shift(img, rng, shift_pad, jitter)
+                moved.append(shift)
+            else:
+                moved.append(None)
+            obs[key] = img
         obs["state"] = self.states[idx].to(self.device)
         t = self.instr[idx]
         if rng is not None and self.alternatives is not None and self.alt_prob > 0:
             t = torch.from_numpy(self._augment_instructions(ids, t.numpy(), rng))
         for key, value in self.text.items():
             obs[key] = value[t].to(self.device)
-        return obs, self.actions[idx].to(self.device)
+        return obs, self.actions[idx].to(self.device), moved
 
     def _augment_instructions(self, ids: np.ndarray, t: np.ndarray, rng: np.random.Generator
                               ) -> np.ndarray:
@@ -158,10 +209,17 @@ class _Batches:
                 torch.from_numpy(self.chunk_mask[ids]).to(self.device))
 
     def env_state(self, ids: np.ndarray) -> torch.Tensor | None:
-        """Goal-state targets of the auxiliary loss (None when the data has none)."""
+        """Goal-state targets of the auxiliary loss: the first ``policy.aux_dim`` values of the
+        goal state (None when the data has none)."""
         if self.env_states is None:
             return None
-        return self.env_states[torch.from_numpy(ids)].to(self.device)
+        return self.env_states[torch.from_numpy(ids), :self.aux_dim].to(self.device)
+
+    def grounding(self, ids: np.ndarray, moved: Sequence[np.ndarray | None] | None = None
+                  ) -> dict[str, torch.Tensor]:
+        """Grounding targets (:func:`grounding_targets`) of steps ``ids``."""
+        return grounding_targets(self.env_states[torch.from_numpy(ids)].to(self.device),
+                                 self.cameras, self.image_size, moved)
 
 
 # ----------------------------------------------------------------------------------- training
@@ -190,6 +248,36 @@ def _val_loss(policy: VLAPolicy, batches: _Batches, val_ids: np.ndarray, batch_s
     return total / max(1, count)
 
 
+@torch.no_grad()
+def grounding_metrics(policy: VLAPolicy, batches: _Batches, ids: np.ndarray, batch_size: int
+                      ) -> dict[str, float]:
+    """Where the grounding head looks, on un-augmented steps ``ids``: per camera and slot
+    (object, destination, target) the mean distance in pixels between predicted and labelled
+    image coordinates where the label is visible, and the holding flag's accuracy."""
+    from vla_sim.agents.policies.vla import GROUND_SLOTS
+
+    policy.eval()
+    err = torch.zeros(len(batches.cameras), len(GROUND_SLOTS))
+    count = torch.zeros_like(err)
+    correct = 0.0
+    for start in range(0, len(ids), batch_size):
+        chunk = ids[start:start + batch_size]
+        obs, _ = batches.get(chunk)
+        features, spatial = policy.extractor.forward_with_spatial(obs)
+        xy, phase = policy.ground_head.predict(features, spatial)
+        target = batches.grounding(chunk)
+        pixels = (xy - target["uv"]).norm(dim=-1).cpu() * batches.image_size / 2.0
+        vis = target["visible"].cpu()
+        err += (pixels * vis).sum(0)
+        count += vis.sum(0)
+        correct += float(((phase > 0).float() == target["holding"]).float().sum())
+    policy.train()
+    out = {f"val/ground_px/{cam}_{slot}": float(err[i, j] / count[i, j].clamp(min=1))
+           for i, cam in enumerate(batches.cameras) for j, slot in enumerate(GROUND_SLOTS)}
+    out["val/phase_accuracy"] = correct / max(1, len(ids))
+    return out
+
+
 def train_bc(data: DemoArrays, out_dir: str | Path, config: BCConfig | None = None,
              resume: bool = False, eval_fn: Callable[[VLAPolicy], float] | None = None,
              encoder: Any = None, init_fn: Callable[[VLAPolicy], Any] | None = None) -> BCResult:
@@ -216,11 +304,21 @@ def train_bc(data: DemoArrays, out_dir: str | Path, config: BCConfig | None = No
             raise ValueError("aux_weight > 0 needs demonstrations with a goal state "
                              "(observation.environment_state); this dataset has none - "
                              "recollect it with `vla-sim collect`")
+        size = int(data.env_states.shape[1])
         if pcfg.aux_dim == 0:
-            pcfg.aux_dim = int(data.env_states.shape[1])
-        elif pcfg.aux_dim != data.env_states.shape[1]:
-            raise ValueError(f"policy.aux_dim {pcfg.aux_dim} != the dataset's goal-state size "
-                             f"{data.env_states.shape[1]}")
+            # The positions (the layout's first GOAL_XYZ_DIM values; all of an old dataset's).
+            pcfg.aux_dim = min(size, GOAL_XYZ_DIM)
+        elif pcfg.aux_dim > size:
+            raise ValueError(f"policy.aux_dim {pcfg.aux_dim} > the dataset's goal-state size "
+                             f"{size}")
+    if cfg.ground_weight > 0:
+        size = 0 if data.env_states is None else int(data.env_states.shape[1])
+        if size < GOAL_STATE_DIM:
+            raise ValueError(f"ground_weight > 0 needs demonstrations whose goal state "
+                             f"(observation.environment_state) holds the image-plane labels "
+                             f"({GOAL_STATE_DIM} values); this dataset has {size} - recollect "
+                             "it with `vla-sim collect`")
+        pcfg.grounding = True
     data.check_fits(pcfg)
     device = resolve_device(cfg.device)
     threads_before = torch.get_num_threads()
@@ -260,7 +358,7 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
     policy.set_normalization(data.states[train_ids].mean(0), data.states[train_ids].std(0),
                              train_actions.mean(0), train_actions.std(0))
     if policy.aux_head is not None and data.env_states is not None:
-        targets = data.env_states[train_ids]
+        targets = data.env_states[train_ids, :pcfg.aux_dim]
         policy.set_aux_normalization(targets.mean(0), targets.std(0))
     if init_fn is not None and not resume:
         init_fn(policy)
@@ -312,6 +410,11 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
         vloss = _val_loss(policy, batches, val_ids, 256) if len(val_ids) else None
         if vloss is not None:
             metrics["val/loss"] = vloss
+        if policy.ground_head is not None and cfg.ground_weight > 0 and len(val_ids):
+            ground = grounding_metrics(policy, batches, val_ids, 256)
+            metrics.update(ground)
+            log.info("step %d grounding (val): %s", step,
+                     ", ".join(f"{k.split('/')[-1]} {v:.2f}" for k, v in ground.items()))
         success = None
         if eval_fn is not None and (final or (cfg.eval_every and step % cfg.eval_every == 0)):
             policy.eval()
@@ -345,17 +448,17 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
 
     def sample(rng: np.random.Generator):
         ids = train_ids[rng.integers(0, len(train_ids), cfg.batch_size)]
-        obs, actions = batches.get(ids, rng, cfg.shift_pad, cfg.color_jitter)
+        obs, actions, moved = batches.get_with_shifts(ids, rng, cfg.shift_pad, cfg.color_jitter)
         mask = None
         if pcfg.action_chunk > 1:
             actions, mask = batches.chunk(ids)
-        return obs, actions, batches.env_state(ids), mask
+        ground = batches.grounding(ids, moved) if cfg.ground_weight > 0 else None
+        return obs, actions, batches.env_state(ids), mask, ground
 
     def loss(batch) -> torch.Tensor:
-        obs, actions, env_state, mask = batch
-        if mask is None:
-            return policy.bc_loss(obs, actions, env_state, cfg.aux_weight)
-        return policy.bc_loss(obs, actions, env_state, cfg.aux_weight, mask)
+        obs, actions, env_state, mask, ground = batch
+        return policy.bc_loss(obs, actions, env_state, cfg.aux_weight, mask,
+                              ground_target=ground, ground_weight=cfg.ground_weight)
 
     def after_step(done: int, value: float, grad_norm: float) -> None:
         nonlocal step, vloss
@@ -401,5 +504,5 @@ def bc_config_from_dict(data: dict) -> BCConfig:
     return config_from_dict(BCConfig, data)
 
 
-__all__ = ["BCConfig", "BCResult", "DemoArrays", "augment", "bc_config_from_dict",
-           "split_episodes", "train_bc"]
+__all__ = ["BCConfig", "BCResult", "DemoArrays", "augment", "augment_with_shift",
+           "bc_config_from_dict", "grounding_targets", "split_episodes", "train_bc"]

@@ -76,7 +76,11 @@ def load_trainer_state(directory: Path) -> dict[str, Any]:
     path = Path(directory) / TRAINER_STATE_FILE
     if not path.is_file():
         raise FileNotFoundError(f"cannot resume: no {TRAINER_STATE_FILE} in {directory}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, empty or not a weights-only file
+        raise ValueError(f"cannot resume: {path} is unreadable ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else 'empty'})") from None
 
 
 def publish_checkpoint(src: Path, dst: Path) -> None:

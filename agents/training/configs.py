@@ -3,8 +3,12 @@ dataclasses (``vla_sim.config.add_config_arguments``) without importing torch or
 config file can be checked before any training code loads.
 
     BCConfig                      behaviour cloning (also DAgger's, multi-task's, continual's)
+    DAggerConfig                  DAgger rounds on top of BC
+    ContinualConfig               fine-tuning on a new task with replay
+    VLPretrainConfig              contrastive vision-language pre-training
     RLConfig                      what PPO and REINFORCE share
       PPOConfig, ReinforceConfig  each algorithm's own fields
+(``ActionAEConfig``, the action autoencoder's, lives with that model in agents/policies/config.py.)
 """
 
 from __future__ import annotations
@@ -13,7 +17,12 @@ from dataclasses import dataclass, field
 
 from vla_sim.agents.policies.config import VLAPolicyConfig
 from vla_sim.envs.wrappers.language_reward import REWARD_MODES
+from vla_sim.utils.seeding import DAGGER_BASE_SEED, EVAL_BASE_SEED
 
+TEXT_SOURCES = ("instruction", "description", "both")
+"""What VL pre-training pairs each frame with."""
+MIXING = ("step", "episode")
+"""DAgger: who acts (learner or expert) is drawn every step, or once per episode."""
 VECTORS = ("sync", "async")
 """REINFORCE's vector envs: SyncVectorEnv (one process) or AsyncVectorEnv (one per env)."""
 
@@ -37,7 +46,14 @@ class BCConfig:
     aux_weight: float = 0.0
     """Weight of the auxiliary goal-state loss (predict the instructed object's and destination's
     positions, ``observation.environment_state``, from the policy's features). Needs a dataset
-    that records them; sets ``policy.aux_dim`` to their size when it is 0."""
+    that records them; sets ``policy.aux_dim`` to their size (the 6 positions) when it is 0."""
+    ground_weight: float = 0.0
+    """Weight of the grounding loss from the simulator's image-plane labels
+    (vla_sim.envs.goal_state): per policy camera, the predicted image coordinates of the
+    instructed object, the destination and the current target (object before the grasp,
+    destination after), masked where the label is outside the image, plus a heatmap term on
+    the spatial queries' attention (``policy.spatial_lang``) and the holding flag's
+    cross-entropy. Needs a dataset collected with those labels; sets ``policy.grounding``."""
 
     # --- Augmentation ---------------------------------------------------------------------------
     shift_pad: int = 4
@@ -96,10 +112,156 @@ class BCConfig:
                              f"{self.instruction_aug_prob}")
         if self.aux_weight < 0:
             raise ValueError(f"aux_weight must be >= 0, got {self.aux_weight}")
+        if self.ground_weight < 0:
+            raise ValueError(f"ground_weight must be >= 0, got {self.ground_weight}")
         if not 0.0 <= self.color_jitter < 1.0:
             raise ValueError(f"color_jitter must be in [0, 1), got {self.color_jitter}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+@dataclass
+class DAggerConfig:
+    """DAgger rounds on top of behaviour cloning (the nested ``bc`` config)."""
+
+    rounds: int = 5
+    """Rollout + retraining rounds (may be raised when resuming)."""
+    episodes_per_round: int = 20
+    """Learner rollouts appended to the dataset per round (all kept, failures included: the
+    labels are right whatever the outcome)."""
+    beta0: float = 0.5
+    """Probability that the expert executes, in round 0 (0 = the learner drives alone)."""
+    beta_decay: float = 0.5
+    """beta_i = beta0 * beta_decay**i."""
+    mixing: str = "step"
+    """``step``: who acts is drawn every step; ``episode``: once per episode."""
+    round_steps: int = 1000
+    """BC gradient steps per round, warm-started from the previous policy (fresh optimiser and
+    warm-up + cosine LR over these steps). The initial policy gets ``bc.steps``."""
+    warm_start: bool = True
+    """False: every round retrains from scratch for ``bc.steps`` (the paper's variant; slower)."""
+    workers: int = 2
+    """Rollout processes (each its own env and policy copy, one torch thread)."""
+    seed: int = DAGGER_BASE_SEED
+    """Rollout j of round i uses env seed ``episode_seed(seed, i * episodes_per_round + j)``."""
+    env: str = ""
+    """Env of the rollouts; empty = the one the demonstrations were collected in."""
+    randomization: str = ""
+    """Randomization level of the rollouts; empty = the demonstrations' level."""
+    init_policy: str = ""
+    """Start from this checkpoint (a folder with model.safetensors, or a BC run with last/)
+    instead of training policy_0; its architecture must be ``bc.policy``."""
+    bc: BCConfig = field(default_factory=BCConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.bc, dict):
+            self.bc = BCConfig(**self.bc)
+        for name in ("rounds", "episodes_per_round", "round_steps", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("beta0", "beta_decay"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.mixing not in MIXING:
+            raise ValueError(f"mixing must be one of {MIXING}, got {self.mixing!r}")
+        if self.bc.steps_this_run:
+            raise ValueError(f"bc.steps_this_run must be 0 for DAgger (a round's BC run must "
+                             f"finish before the next rollouts), got {self.bc.steps_this_run}")
+        if self.seed < 0 or self.seed == EVAL_BASE_SEED:
+            raise ValueError(f"seed must be >= 0 and not the evaluation base seed "
+                             f"{EVAL_BASE_SEED}, got {self.seed}")
+
+    def beta(self, round_index: int) -> float:
+        """Probability that the expert executes in round ``round_index`` (0-based)."""
+        return float(self.beta0 * self.beta_decay ** round_index)
+
+
+@dataclass
+class ContinualConfig:
+    """Fine-tuning on a new task with replay of earlier tasks' demonstrations."""
+
+    replay_size: int = 5000
+    """Reservoir capacity, in demonstration steps of earlier tasks."""
+    replay_ratio: float = 0.5
+    """Fraction of every batch drawn from the replay buffer (0 = plain fine-tuning)."""
+    lr_scale: float = 0.3
+    """Fine-tuning peak LR = ``lr_scale * bc.lr`` (lower than training from scratch)."""
+    steps: int = 1000
+    seed: int = 0
+    renormalize: bool = True
+    """Re-fit the normalisation statistics on old + new data, re-parameterising the layers so
+    the policy computes exactly the same actions (see :func:`renormalize_policy`)."""
+    bc: BCConfig = field(default_factory=BCConfig)
+    """Batch size, augmentation, optimiser settings (``bc.steps`` and ``bc.lr`` are overridden
+    by ``steps`` and ``lr_scale``)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.bc, dict):
+            self.bc = BCConfig(**self.bc)
+        if self.replay_size < 1:
+            raise ValueError(f"replay_size must be >= 1, got {self.replay_size}")
+        if not 0.0 <= self.replay_ratio < 1.0:
+            raise ValueError(f"replay_ratio must be in [0, 1), got {self.replay_ratio}")
+        if not 0.0 < self.lr_scale <= 1.0:
+            raise ValueError(f"lr_scale must be in (0, 1], got {self.lr_scale}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+
+
+@dataclass
+class VLPretrainConfig:
+    """Contrastive (frame, text) pre-training of the policy's vision encoder."""
+
+    # --- Data ---------------------------------------------------------------------------------
+    text: str = "instruction"
+    """Text paired with each frame: ``instruction``, ``description`` (objects in the scene,
+    from the episode's randomization record) or ``both`` (each pair draws one at random)."""
+    camera: str = "front"
+    """Which camera's encoder is pre-trained."""
+    val_fraction: float = 0.2
+    """Whole episodes held out for the zero-shot retrieval accuracy."""
+    retrieval_k: int = 4
+    """Candidate texts per retrieval query (chance = 1/K)."""
+
+    # --- Model --------------------------------------------------------------------------------
+    proj_dim: int = 128
+    init_temperature: float = 0.07
+    """CLIP's initial temperature; ``learn_temperature`` trains log(1/T), capped at 100 like CLIP."""
+    learn_temperature: bool = True
+    max_logit_scale: float = 100.0
+
+    # --- Optimisation -------------------------------------------------------------------------
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    shift_pad: int = 4
+    color_jitter: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int = 0
+    """torch CPU threads; 0 keeps torch's default."""
+
+    policy: VLAPolicyConfig = field(default_factory=VLAPolicyConfig)
+    """The policy architecture whose vision encoder is pre-trained."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.policy, dict):
+            self.policy = VLAPolicyConfig(**self.policy)
+        if self.text not in TEXT_SOURCES:
+            raise ValueError(f"text must be one of {TEXT_SOURCES}, got {self.text!r}")
+        if self.camera not in self.policy.cameras:
+            raise ValueError(f"camera {self.camera!r} is not among policy.cameras {self.policy.cameras}")
+        if self.retrieval_k < 2:
+            raise ValueError(f"retrieval_k must be >= 2, got {self.retrieval_k}")
+        if not 0 < self.init_temperature <= 1:
+            raise ValueError(f"init_temperature must be in (0, 1], got {self.init_temperature}")
+        for name in ("steps", "batch_size", "proj_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+# ------------------------------------------------------------------------------------- loss
 
 
 @dataclass
@@ -173,7 +335,9 @@ class RLConfig:
     def __post_init__(self) -> None:
         if self.reward not in REWARD_MODES:
             raise ValueError(f"reward must be one of {REWARD_MODES}, got {self.reward!r}")
-        for name in ("total_steps", "n_envs", "eval_episodes", "checkpoint_every"):
+        if self.total_steps < 0:
+            raise ValueError(f"total_steps must be >= 0, got {self.total_steps}")
+        for name in ("n_envs", "eval_episodes", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("bc_decay_steps", "eval_every", "num_threads"):

@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -25,6 +25,7 @@ from vla_sim.data.demos import DemoArrays, concat_demos
 
 from .bc import BCConfig, _Batches, instruction_features
 from .common import resolve_device
+from .configs import ContinualConfig
 from .loop import train_steps
 
 
@@ -67,38 +68,6 @@ class ReservoirReplayBuffer:
             raise ValueError("cannot sample from an empty replay buffer")
         rng = rng if rng is not None else self._rng
         return [self.items[i] for i in rng.integers(0, len(self.items), n)]
-
-
-@dataclass
-class ContinualConfig:
-    """Fine-tuning on a new task with replay of earlier tasks' demonstrations."""
-
-    replay_size: int = 5000
-    """Reservoir capacity, in demonstration steps of earlier tasks."""
-    replay_ratio: float = 0.5
-    """Fraction of every batch drawn from the replay buffer (0 = plain fine-tuning)."""
-    lr_scale: float = 0.3
-    """Fine-tuning peak LR = ``lr_scale * bc.lr`` (lower than training from scratch)."""
-    steps: int = 1000
-    seed: int = 0
-    renormalize: bool = True
-    """Re-fit the normalisation statistics on old + new data, re-parameterising the layers so
-    the policy computes exactly the same actions (see :func:`renormalize_policy`)."""
-    bc: BCConfig = field(default_factory=BCConfig)
-    """Batch size, augmentation, optimiser settings (``bc.steps`` and ``bc.lr`` are overridden
-    by ``steps`` and ``lr_scale``)."""
-
-    def __post_init__(self) -> None:
-        if isinstance(self.bc, dict):
-            self.bc = BCConfig(**self.bc)
-        if self.replay_size < 1:
-            raise ValueError(f"replay_size must be >= 1, got {self.replay_size}")
-        if not 0.0 <= self.replay_ratio < 1.0:
-            raise ValueError(f"replay_ratio must be in [0, 1), got {self.replay_ratio}")
-        if not 0.0 < self.lr_scale <= 1.0:
-            raise ValueError(f"lr_scale must be in (0, 1], got {self.lr_scale}")
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
 
 
 @torch.no_grad()

@@ -42,7 +42,7 @@ import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -50,80 +50,21 @@ import gymnasium as gym
 import numpy as np
 from vla_sim.agents.policies.checkpoint import copy_checkpoint, load_state_strict
 from vla_sim.agents.training.bc import RESUMABLE_CHANGES, BCConfig, BCResult, train_bc
+from vla_sim.agents.training.configs import MIXING, DAggerConfig
 
 from vla_sim.config import config_to_dict
 from vla_sim.data import format as fmt
 from vla_sim.data.collect import CollectConfig, make_env, make_expert, rollout_episode
 from vla_sim.data.writer import EncodedEpisode, LeRobotDatasetWriter, encode_episode
 from vla_sim.utils.io import atomic_write_json
-from vla_sim.utils.seeding import EVAL_BASE_SEED, episode_seed
+from vla_sim.utils.seeding import DAGGER_BASE_SEED, episode_seed
 
 log = logging.getLogger(__name__)
 
-DAGGER_BASE_SEED = 2_000_029
-"""Base seed of the rollouts: disjoint from demonstration collection (``TRAIN_BASE_SEED``) and
-evaluation (``EVAL_BASE_SEED``), so no rollout replays a demo or an evaluation episode."""
-MIXING = ("step", "episode")
 CONFIG_FILE, STATE_FILE = "dagger_config.json", "dagger_state.json"
 # Keys that may change when resuming (they change speed, logging or how far to go, not the maths).
 DAGGER_RESUMABLE = ("rounds", "workers")
 _MIX_STREAM = 0xDA66E5  # second seed word of the mixing generator (independent of the env's)
-
-
-@dataclass
-class DAggerConfig:
-    """DAgger rounds on top of behaviour cloning (the nested ``bc`` config)."""
-
-    rounds: int = 5
-    """Rollout + retraining rounds (may be raised when resuming)."""
-    episodes_per_round: int = 20
-    """Learner rollouts appended to the dataset per round (all kept, failures included: the
-    labels are right whatever the outcome)."""
-    beta0: float = 0.5
-    """Probability that the expert executes, in round 0 (0 = the learner drives alone)."""
-    beta_decay: float = 0.5
-    """beta_i = beta0 * beta_decay**i."""
-    mixing: str = "step"
-    """``step``: who acts is drawn every step; ``episode``: once per episode."""
-    round_steps: int = 1000
-    """BC gradient steps per round, warm-started from the previous policy (fresh optimiser and
-    warm-up + cosine LR over these steps). The initial policy gets ``bc.steps``."""
-    warm_start: bool = True
-    """False: every round retrains from scratch for ``bc.steps`` (the paper's variant; slower)."""
-    workers: int = 2
-    """Rollout processes (each its own env and policy copy, one torch thread)."""
-    seed: int = DAGGER_BASE_SEED
-    """Rollout j of round i uses env seed ``episode_seed(seed, i * episodes_per_round + j)``."""
-    env: str = ""
-    """Env of the rollouts; empty = the one the demonstrations were collected in."""
-    randomization: str = ""
-    """Randomization level of the rollouts; empty = the demonstrations' level."""
-    init_policy: str = ""
-    """Start from this checkpoint (a folder with model.safetensors, or a BC run with last/)
-    instead of training policy_0; its architecture must be ``bc.policy``."""
-    bc: BCConfig = field(default_factory=BCConfig)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.bc, dict):
-            self.bc = BCConfig(**self.bc)
-        for name in ("rounds", "episodes_per_round", "round_steps", "workers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("beta0", "beta_decay"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.mixing not in MIXING:
-            raise ValueError(f"mixing must be one of {MIXING}, got {self.mixing!r}")
-        if self.bc.steps_this_run:
-            raise ValueError(f"bc.steps_this_run must be 0 for DAgger (a round's BC run must "
-                             f"finish before the next rollouts), got {self.bc.steps_this_run}")
-        if self.seed < 0 or self.seed == EVAL_BASE_SEED:
-            raise ValueError(f"seed must be >= 0 and not the evaluation base seed "
-                             f"{EVAL_BASE_SEED}, got {self.seed}")
-
-    def beta(self, round_index: int) -> float:
-        """Probability that the expert executes in round ``round_index`` (0-based)."""
-        return float(self.beta0 * self.beta_decay ** round_index)
 
 
 @dataclass
@@ -352,9 +293,9 @@ def _warm_start(source: Path) -> Callable[[Any], None]:
     """``init_fn`` for train_bc copying every weight and normalisation buffer of ``source``
     (the previous round's normalisation is kept: the weights were fitted to it)."""
     def init(policy: Any) -> None:
-        from safetensors.torch import load_file
+        from vla_sim.agents.policies.checkpoint import read_weights
 
-        load_state_strict(policy, load_file(str(source / "model.safetensors")), str(source))
+        load_state_strict(policy, read_weights(source / "model.safetensors"), str(source))
     return init
 
 

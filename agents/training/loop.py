@@ -6,7 +6,8 @@ loss is (``loss``), and what happens after a step (``callbacks``: logging, valid
 evaluation, checkpoints). What must not differ lives here: batch ``t`` is drawn from a generator
 seeded ``(seed, t)`` (so a resumed run reproduces an uninterrupted one exactly), gradients are
 clipped, the optimiser and the schedule step once per batch, and ``in_update`` says whether an
-interrupt landed between updates (weights and step agree) or inside one.
+interrupt landed between updates (weights and step agree) or inside one. A NaN or infinite
+loss or gradient stops training with :class:`NonFiniteError` before the optimiser step.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import torch
 from torch import nn
+
+class NonFiniteError(ValueError):
+    """A loss or gradient became NaN or infinite: training stops before the weights are
+    written over (the last checkpoint stays the last good one)."""
+
 
 Callback = Callable[[int, float, float], None]
 """``callback(step, loss, grad_norm)`` after each update; ``step`` counts finished updates."""
@@ -83,9 +89,16 @@ class SupervisedLoop:
             self.in_update = True
             batch = self.sample(np.random.default_rng([self.seed, step]))
             loss = self.loss(batch)
+            if not bool(torch.isfinite(loss.detach())):
+                raise NonFiniteError(f"loss is {float(loss.detach())} at step {step + 1}: check "
+                                     "the dataset for NaN/inf values and the learning rate")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+            if not math.isfinite(grad_norm):
+                raise NonFiniteError(f"gradient norm is {grad_norm} at step {step + 1}: the "
+                                     "update is skipped and training stops (lower the "
+                                     "learning rate, or check the data)")
             self.optimizer.step()
             if self.scheduler is not None:
                 self.scheduler.step()

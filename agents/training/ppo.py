@@ -445,11 +445,10 @@ class _CheckpointCallback(BaseCallback):
 
 def _restore(model: WarmStartPPO, evaluator: _EvalCallback, path: Path) -> None:
     """Load a ``checkpoints/last_state`` folder into a freshly built model (same config)."""
-    from safetensors.torch import load_file
-    from vla_sim.agents.policies.checkpoint import CheckpointMismatchError
+    from vla_sim.agents.policies.checkpoint import CheckpointMismatchError, read_weights
 
     try:
-        model.policy.load_vla_state(load_file(str(path / "model.safetensors")))
+        model.policy.load_vla_state(read_weights(path / "model.safetensors"))
     except (OSError, RuntimeError) as exc:
         raise CheckpointMismatchError(f"{path}: unreadable checkpoint ({exc})") from exc
     state = load_trainer_state(path)

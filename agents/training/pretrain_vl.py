@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from vla_sim.agents.policies.config import VLAPolicyConfig
 from vla_sim.agents.policies.vla import ConvEncoder, VLAPolicy
 
 from vla_sim.config import config_from_dict, config_to_dict
@@ -40,67 +39,13 @@ from vla_sim.utils.io import atomic_write_json
 
 from .bc import BCConfig, augment
 from .common import resolve_device
+from .configs import TEXT_SOURCES, VLPretrainConfig
 from .loop import SupervisedLoop
 
-TEXT_SOURCES = ("instruction", "description", "both")
 VL_WEIGHTS = "vl_model.safetensors"
 VL_CONFIG = "vl_config.json"
 
 
-@dataclass
-class VLPretrainConfig:
-    """Contrastive (frame, text) pre-training of the policy's vision encoder."""
-
-    # --- Data ---------------------------------------------------------------------------------
-    text: str = "instruction"
-    """Text paired with each frame: ``instruction``, ``description`` (objects in the scene,
-    from the episode's randomization record) or ``both`` (each pair draws one at random)."""
-    camera: str = "front"
-    """Which camera's encoder is pre-trained."""
-    val_fraction: float = 0.2
-    """Whole episodes held out for the zero-shot retrieval accuracy."""
-    retrieval_k: int = 4
-    """Candidate texts per retrieval query (chance = 1/K)."""
-
-    # --- Model --------------------------------------------------------------------------------
-    proj_dim: int = 128
-    init_temperature: float = 0.07
-    """CLIP's initial temperature; ``learn_temperature`` trains log(1/T), capped at 100 like CLIP."""
-    learn_temperature: bool = True
-    max_logit_scale: float = 100.0
-
-    # --- Optimisation -------------------------------------------------------------------------
-    steps: int = 1000
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    shift_pad: int = 4
-    color_jitter: float = 0.1
-    seed: int = 0
-    device: str = "auto"
-    num_threads: int = 0
-    """torch CPU threads; 0 keeps torch's default."""
-
-    policy: VLAPolicyConfig = field(default_factory=VLAPolicyConfig)
-    """The policy architecture whose vision encoder is pre-trained."""
-
-    def __post_init__(self) -> None:
-        if isinstance(self.policy, dict):
-            self.policy = VLAPolicyConfig(**self.policy)
-        if self.text not in TEXT_SOURCES:
-            raise ValueError(f"text must be one of {TEXT_SOURCES}, got {self.text!r}")
-        if self.camera not in self.policy.cameras:
-            raise ValueError(f"camera {self.camera!r} is not among policy.cameras {self.policy.cameras}")
-        if self.retrieval_k < 2:
-            raise ValueError(f"retrieval_k must be >= 2, got {self.retrieval_k}")
-        if not 0 < self.init_temperature <= 1:
-            raise ValueError(f"init_temperature must be in (0, 1], got {self.init_temperature}")
-        for name in ("steps", "batch_size", "proj_dim"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-
-
-# ------------------------------------------------------------------------------------- loss
 def info_nce_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor | float,
                   text_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric InfoNCE.
@@ -353,8 +298,7 @@ def save_vl(model: VisionLanguageModel, cfg: VLPretrainConfig, directory: str | 
 
 
 def load_vl(directory: str | Path) -> tuple[VisionLanguageModel, VLPretrainConfig]:
-    from safetensors.torch import load_file
-    from vla_sim.agents.policies.checkpoint import load_state_strict
+    from vla_sim.agents.policies.checkpoint import load_state_strict, read_weights
 
     directory = Path(directory)
     path = directory / VL_CONFIG
@@ -362,7 +306,7 @@ def load_vl(directory: str | Path) -> tuple[VisionLanguageModel, VLPretrainConfi
         raise FileNotFoundError(f"no VL pre-training checkpoint at {directory} (missing {VL_CONFIG})")
     cfg = config_from_dict(VLPretrainConfig, json.loads(path.read_text())["config"])
     model = VisionLanguageModel(cfg)
-    load_state_strict(model, load_file(str(directory / VL_WEIGHTS)), str(directory))
+    load_state_strict(model, read_weights(directory / VL_WEIGHTS), str(directory))
     return model.eval(), cfg
 
 

@@ -174,9 +174,9 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
         save_training_checkpoint(state_dir, policy, state, {**meta, "step": step})
 
     if resume:
-        from safetensors.torch import load_file
+        from vla_sim.agents.policies.checkpoint import read_weights
 
-        load_state_strict(policy, load_file(str(state_dir / "model.safetensors")), str(state_dir))
+        load_state_strict(policy, read_weights(state_dir / "model.safetensors"), str(state_dir))
         state = load_trainer_state(state_dir)
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])

@@ -14,14 +14,13 @@ from typing import ClassVar
 
 import numpy as np
 
+from vla_sim.envs.goal_state import GOAL_STATE_DIM, GOAL_STATE_LAYOUT, PROJECTED_CAMERAS
 from vla_sim.language.instructions import allowed_combo, make_instruction
 from vla_sim.randomization.colors import COLOR_NAMES, SHAPES
 from vla_sim.randomization.sample import Placement
 from vla_sim.sim.client import Simulation
 from vla_sim.sim.robots import Robot
-from vla_sim.sim.scene import FOOTPRINT, half_height
-
-GOAL_STATE_DIM = 6  # Task.goal_state(): object xyz | destination xyz
+from vla_sim.sim.scene import FOOTPRINT, Scene, half_height
 
 
 @dataclass(frozen=True)
@@ -63,6 +62,9 @@ class Task:
         self.sim = sim
         self.robot = robot
         self.instance: TaskInstance | None = None
+        # The scene whose cameras the goal state's image coordinates refer to; the env sets it.
+        # Without one (a task driven directly), those coordinates are 0 and marked not visible.
+        self.scene: Scene | None = None
 
     # -- episode set-up ------------------------------------------------------------------------
     def sample_instance(self, rng: np.random.Generator, split: str) -> TaskInstance:
@@ -143,15 +145,28 @@ class Task:
 
     # -- privileged state ----------------------------------------------------------------------
     def goal_state(self) -> np.ndarray:
-        """float32 (6,): the instructed object's position | the destination's (the object's
-        again when the task has none, e.g. Reach), metres, world frame. Recorded in datasets as
-        ``observation.environment_state`` (never a policy input; BC may predict it as an
-        auxiliary target that teaches *which* object the instruction names)."""
+        """float32 (``GOAL_STATE_DIM``,) privileged label of the current frame, laid out as
+        ``GOAL_STATE_LAYOUT`` (vla_sim.envs.goal_state): the instructed object's and the
+        destination's positions (m, world; the destination is the object again when the task has
+        none, e.g. Reach), their normalised image coordinates and visibility in the front and
+        wrist cameras as they render now, and whether the gripper holds the object. Recorded in
+        datasets as ``observation.environment_state``; never a policy input (BC predicts it as
+        auxiliary targets that teach *which* object the instruction names and where it is)."""
         assert self.instance is not None, "reset() first"
         roles = self.instance.roles
         obj = self.position(roles["object"])
         dest = self.position(roles["destination"]) if "destination" in roles else obj
-        return np.concatenate([obj, dest]).astype(np.float32)
+        out = np.zeros(GOAL_STATE_DIM, np.float32)
+        out[GOAL_STATE_LAYOUT["object_xyz"]] = obj
+        out[GOAL_STATE_LAYOUT["destination_xyz"]] = dest
+        if self.scene is not None:
+            for cam in PROJECTED_CAMERAS:
+                uv, visible = self.scene.project(cam, np.stack([obj, dest]))
+                out[GOAL_STATE_LAYOUT[f"{cam}_object_uv"]] = uv[0]
+                out[GOAL_STATE_LAYOUT[f"{cam}_destination_uv"]] = uv[1]
+                out[GOAL_STATE_LAYOUT[f"{cam}_visible"]] = visible
+        out[GOAL_STATE_LAYOUT["holding"]] = float(self.held_object() == roles["object"])
+        return out
 
     def privileged_state(self) -> dict:
         """Plain data for scripted experts and state describers.

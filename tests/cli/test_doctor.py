@@ -5,20 +5,6 @@ import pytest
 from vla_sim.cli.main import main
 
 
-def _real_env_available() -> bool:
-    try:
-        import gymnasium as gym
-
-        import vla_sim.envs  # noqa: F401
-
-        gym.spec("vla_sim/Reach-v0")
-        import vla_sim.agents.experts as experts
-
-        return hasattr(experts, "make_expert")
-    except Exception:
-        return False
-
-
 @pytest.fixture
 def corrupted_encoder(tmp_path):
     """A copy of the packaged encoder folder whose model.safetensors has one byte flipped
@@ -55,7 +41,6 @@ def test_doctor_rejects_unknown_check():
     assert main(["doctor", "--only", "bogus"]) == 2
 
 
-@pytest.mark.skipif(not _real_env_available(), reason="the PyBullet env or experts are not built yet")
 def test_doctor_passes_all_checks(capsys):
     rc = main(["doctor"])
     out = capsys.readouterr().out

@@ -13,7 +13,7 @@ from vla_sim.config import ConfigError, load_config
 from vla_sim.pipeline import PRESETS, QuickstartConfig, default_config_path
 
 TINY = ["data.episodes=2", "bc.steps=8", "bc.batch_size=16", "ppo.total_steps=32",
-        "ppo.n_steps=16", "eval.episodes=2", "eval.videos=1", "eval.render_size=64",
+        "ppo.n_steps=16", "ppo.batch_size=16", "eval.episodes=2", "eval.videos=1", "eval.render_size=64",
         "eval.splits=[train]"]
 
 
@@ -26,18 +26,24 @@ def test_packaged_config_loads_and_rejects_unknown_keys(tmp_path: Path) -> None:
         load_config(QuickstartConfig, default_config_path(), ["env=vla_sim/Fly-v0"])
 
 
+@pytest.mark.slow  # end to end: the whole quickstart, several times
 def test_quickstart_tiny_runs_end_to_end_and_skips_finished_stages(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     assert main(["quickstart", "--preset", "tiny", "--out", str(out), *TINY]) == 0
     printed = capsys.readouterr().out
     assert "| BC |" in printed and "| PPO |" in printed and "report:" in printed
     # the run folder holds every artefact the README promises
-    assert (out / "data" / "meta" / "info.json").exists()
-    assert (out / "bc" / "last" / "model.safetensors").exists()
+    info = json.loads((out / "data" / "meta" / "info.json").read_text())
+    assert info["total_episodes"] == 2
+    from vla_sim.agents.policies import load_policy
+
+    for stage in ("bc", "ppo"):
+        assert load_policy(out / stage / "last").config.cameras == ["front", "wrist"]
     assert any((out / "bc" / "tb").iterdir())
-    assert (out / "ppo" / "last" / "model.safetensors").exists()
-    for name in ("report.json", "report.html", "report.md"):
-        assert (out / "eval" / "ppo" / name).exists()
+    report = json.loads((out / "eval" / "ppo" / "report.json").read_text())
+    assert [c["episodes"] for c in report["cells"]] == [2]
+    assert "success" in (out / "eval" / "ppo" / "report.md").read_text().lower()
+    assert "<html" in (out / "eval" / "ppo" / "report.html").read_text().lower()
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["results"]) == {"bc", "ppo"}
     videos = summary["results"]["ppo"]["videos"]
@@ -51,6 +57,7 @@ def test_quickstart_tiny_runs_end_to_end_and_skips_finished_stages(tmp_path: Pat
         assert f"{stage}: complete, skipping" in again
 
 
+@pytest.mark.slow  # end to end: the whole quickstart, several times
 def test_interrupted_bc_resumes_without_recollecting(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     no_ppo = [*TINY, "ppo.total_steps=0"]
@@ -63,3 +70,47 @@ def test_interrupted_bc_resumes_without_recollecting(tmp_path: Path, capsys) -> 
     printed = capsys.readouterr().out
     assert "data: complete, skipping" in printed
     assert "bc: resuming" in printed
+
+
+def test_the_stages_read_one_set_of_shared_settings() -> None:
+    cfg = load_config(QuickstartConfig, default_config_path(),
+                      ["env=vla_sim/PickPlace-v0", "robot=iiwa", "image_size=32", "seed=5",
+                       "cameras=[front]"])
+    assert cfg.data.env == cfg.ppo.env_id == "vla_sim/PickPlace-v0"
+    assert cfg.eval.env_ids == ["vla_sim/PickPlace-v0"]
+    assert cfg.data.robot == cfg.ppo.robot == cfg.eval.robot == "iiwa"
+    assert cfg.data.image_size == cfg.bc.policy.image_size == cfg.eval.image_size == 32
+    assert list(cfg.data.cameras) == cfg.bc.policy.cameras == cfg.eval.cameras == ["front"]
+    assert cfg.data.seed == cfg.bc.seed == cfg.ppo.seed == 5
+
+
+@pytest.mark.slow  # end to end: the whole quickstart, several times
+def test_a_rerun_with_changed_settings_reruns_the_stages_they_affect(tmp_path: Path,
+                                                                     capsys) -> None:
+    out = tmp_path / "run"
+    no_ppo = [*TINY, "ppo.total_steps=0"]
+    assert main(["quickstart", "--preset", "tiny", "--out", str(out), *no_ppo]) == 0
+    capsys.readouterr()
+    # evaluation settings changed: data and BC are reused, the evaluation runs again
+    assert main(["quickstart", "--preset", "tiny", "--out", str(out), *no_ppo,
+                 "eval.episodes=3"]) == 0
+    printed = capsys.readouterr().out
+    assert "data: complete, skipping" in printed and "bc: complete, skipping" in printed
+    assert json.loads((out / "summary.json").read_text())[
+        "results"]["bc"]["per_split"]["train"]["episodes"] == 3
+    # a BC setting changed: BC trains again from scratch (not resumed), data is reused
+    assert main(["quickstart", "--preset", "tiny", "--out", str(out), *no_ppo,
+                 "eval.episodes=3", "bc.lr=0.001"]) == 0
+    printed = capsys.readouterr().out
+    assert "data: complete, skipping" in printed
+    assert "bc: settings changed" in printed and "bc: training" in printed
+    # the env changed: everything runs again and the table names the new env's results
+    assert main(["quickstart", "--preset", "tiny", "--out", str(out), *no_ppo,
+                 "eval.episodes=3", "bc.lr=0.001", "env=vla_sim/Push-v0"]) == 0
+    printed = capsys.readouterr().out
+    assert "data: settings changed" in printed and "data: collecting" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["env"] == "vla_sim/Push-v0"
+    report = json.loads((out / "eval" / "bc" / "report.json").read_text())
+    assert {c["env_id"] for c in report["cells"]} == {"vla_sim/Push-v0"}
+

@@ -11,7 +11,12 @@ import vla_fake_env
 from vla_fake_env import ENV_ID, EXPERT
 
 from vla_sim.data import open_dataset
-from vla_sim.data.collect import executed_actions, CollectConfig, collect, rollout_episode
+from vla_sim.data.collect import (
+    CollectConfig,
+    collect,
+    executed_actions,
+    rollout_episode,
+)
 from vla_sim.data.writer import frame_sha256
 
 

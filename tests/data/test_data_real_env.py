@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
+import gymnasium
 import numpy as np
-import pytest
 
+import vla_sim  # noqa: F401  (registers the env ids)
 from vla_sim.data import frame_sha256, open_dataset
 from vla_sim.data.collect import CollectConfig, collect, executed_actions
-
-import gymnasium
-import vla_sim  # noqa: F401  (registers the env ids)
 
 
 def test_reach_episode_replays_from_recorded_seed_and_sample(tmp_path):
@@ -41,6 +39,6 @@ def test_reach_episode_replays_from_recorded_seed_and_sample(tmp_path):
         np.testing.assert_allclose(arr["env_states"], np.stack(goals), atol=1e-5)
         target = env.unwrapped.task.position(env.unwrapped.instance.roles["object"])
         np.testing.assert_allclose(arr["env_states"][-1, :3], target, atol=1e-5)
-        np.testing.assert_allclose(arr["env_states"][:, :3], arr["env_states"][:, 3:])
+        np.testing.assert_allclose(arr["env_states"][:, :3], arr["env_states"][:, 3:6])
         assert info["is_success"] and terminated
     env.close()

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from vla_sim.data import DatasetReader, LeRobotDatasetWriter, VLADataset
+from vla_sim.utils.video import read_video
 
 # H.264 CRF 18, yuv420p: measured mean abs error 2.3/255 at 32x32 (max 2.7) and 1.7/255 at 64x64
 # over 5 synthetic episodes like these (chroma subsampling dominates); the bound leaves room for
@@ -61,7 +62,7 @@ def test_layout_follows_lerobot_v3(written):
         assert key in info
     assert info["splits"] == {"train": "0:3"} and info["total_tasks"] == 2
     assert info["features"]["observation.images.front"]["dtype"] == "video"
-    assert info["vla_sim"] == {} or isinstance(info["vla_sim"], dict)
+    assert info["vla_sim"] == {}  # no extra_info given to the writer
     tasks = pd.read_parquet(root / "meta/tasks.parquet")
     assert tasks.index.name == "task" and list(tasks["task_index"]) == [0, 1]
     eps = pq.read_table(root / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
@@ -70,7 +71,8 @@ def test_layout_follows_lerobot_v3(written):
     data = pq.read_table(root / "data/chunk-000/file-001.parquet")
     assert data.column("index").to_pylist() == list(range(7, 12))
     assert data.column("task_index").to_pylist() == [1] * 5
-    assert (root / "videos/observation.images.wrist/chunk-000/file-002.mp4").exists()
+    wrist = read_video(root / "videos/observation.images.wrist/chunk-000/file-002.mp4")
+    assert wrist.shape == (6, 32, 32, 3)  # the third episode's 6 wrist frames
     stats = json.loads((root / "meta/stats.json").read_text())
     assert stats["observation.state"]["count"] == [18]
     assert np.array(stats["observation.images.front"]["mean"]).shape == (3, 1, 1)

@@ -10,7 +10,6 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-
 CHARSET = "abcdefghijklmnopqrstuvwxyz "
 
 

@@ -13,10 +13,10 @@ import numpy as np
 import pybullet as p
 import pytest
 from gymnasium.utils.env_checker import check_env
-
-import vla_sim  # noqa: F401
 from vla_sim.envs.core import VLAEnv
 from vla_sim.envs.registration import ENV_IDS
+
+import vla_sim  # noqa: F401
 
 ROBOTS = ("panda", "iiwa")
 
@@ -64,8 +64,8 @@ def test_gymnasium_env_checker_passes(env_id, robot):
 @pytest.mark.parametrize("robot,env_id", [("panda", "vla_sim/PickPlace-v0"),
                                           ("iiwa", "vla_sim/Push-v0")])
 def test_sb3_env_checker_passes_through_instruction_embedding(env_id, robot):
-    sb3_checker = pytest.importorskip("stable_baselines3.common.env_checker")
-    wrappers = pytest.importorskip("vla_sim.envs.wrappers.instruction_embedding")
+    import stable_baselines3.common.env_checker as sb3_checker
+    import vla_sim.envs.wrappers.instruction_embedding as wrappers
     env = wrappers.InstructionEmbedding(make(env_id, robot=robot))
     try:
         sb3_checker.check_env(env, warn=False)

@@ -1,9 +1,9 @@
 """Registration is plain data: every task has a time limit, and ids resolve without PyBullet."""
 
 import gymnasium as gym
+from vla_sim.envs.registration import ENV_IDS, EPISODE_STEPS, max_steps
 
 import vla_sim  # noqa: F401  (registers the ids)
-from vla_sim.envs.registration import ENV_IDS, EPISODE_STEPS, max_steps
 
 
 def test_every_task_has_one_time_limit_and_multitask_gets_the_longest():

@@ -3,12 +3,11 @@ PyBullet) and EvalConfigs sized for a quick test run."""
 
 from __future__ import annotations
 
-import pytest
-
 import eval_fake_env
-from vla_sim.evaluation.evaluator import EvalConfig
-
+import pytest
 from eval_fake_env import FAKE_EXPERT  # noqa: E402
+
+from vla_sim.evaluation.evaluator import EvalConfig
 
 
 @pytest.fixture

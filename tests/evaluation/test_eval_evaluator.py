@@ -1,10 +1,10 @@
 import json
 
+import eval_fake_env
 import numpy as np
 import pytest
-
-import eval_fake_env
 from eval_fake_env import WRONG_POLICY
+
 from vla_sim.evaluation.evaluator import EvalConfig, evaluate, randomization_hash
 from vla_sim.evaluation.policies import PolicySpec, RandomPolicy, parse_policy
 from vla_sim.evaluation.report import write_report

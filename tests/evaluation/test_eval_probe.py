@@ -2,8 +2,8 @@
 object; the report puts the obeyed and original-task rates beside the success rate."""
 
 import pytest
-
 from eval_fake_env import BLIND_POLICY, NO_PROBE_ID
+
 from vla_sim.evaluation.evaluator import evaluate
 from vla_sim.evaluation.policies import PolicySpec
 from vla_sim.evaluation.report import load_report, write_report

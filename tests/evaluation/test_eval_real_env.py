@@ -1,25 +1,10 @@
-"""The evaluator on the real PyBullet Reach env (skipped until the env and experts exist)."""
+"""The evaluator on the real PyBullet Reach env."""
 
 import pytest
 
+import vla_sim  # noqa: F401,E402  (registers the env ids)
 from vla_sim.evaluation.evaluator import EvalConfig, evaluate
 from vla_sim.evaluation.policies import PolicySpec
-
-
-def _real_env_available() -> bool:
-    try:
-        import gymnasium as gym
-
-        import vla_sim.envs  # noqa: F401
-        from vla_sim.agents.experts import make_expert  # noqa: F401
-
-        gym.spec("vla_sim/Reach-v0")
-        return True
-    except Exception:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _real_env_available(), reason="PyBullet env not built yet")
 
 
 def _config(**kw):
@@ -98,6 +83,7 @@ def test_cli_eval_renders_the_checkpoints_cameras_and_size(tmp_path):
     import json
 
     from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig, save_policy
+
     from vla_sim.cli.main import main
 
     ckpt = save_policy(VLAPolicy(VLAPolicyConfig(image_size=32, cameras=["front", "wrist"])),

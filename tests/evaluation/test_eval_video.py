@@ -1,8 +1,13 @@
 import numpy as np
 import pytest
 
-from vla_sim.evaluation.video import (HOLD_S, grid_frames, overlay_frame, write_episode_video,
-                                      write_grid_video)
+from vla_sim.evaluation.video import (
+    HOLD_S,
+    grid_frames,
+    overlay_frame,
+    write_episode_video,
+    write_grid_video,
+)
 from vla_sim.utils.video import read_video, write_mp4
 
 

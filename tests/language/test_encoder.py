@@ -7,9 +7,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the packaged weights must load w
 import numpy as np
 import pytest
 
-from vla_sim.language.encoder import (DEFAULT_WEIGHTS_SIZE, EMBED_DIM, HashingTextEncoder,
-                                      TextEncoder, WeightsVerificationError, default_model_path,
-                                      get_text_encoder, verify_default_weights)
+from vla_sim.language.encoder import (
+    DEFAULT_WEIGHTS_SIZE,
+    EMBED_DIM,
+    HashingTextEncoder,
+    TextEncoder,
+    WeightsVerificationError,
+    default_model_path,
+    get_text_encoder,
+    verify_default_weights,
+)
 
 RED_TO_BOWL = "pick up the red cube and put it in the blue bowl"
 PARAPHRASE = "place the crimson block into the blue container"

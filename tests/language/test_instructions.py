@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from vla_sim.language.instructions import COLOR_WORDS, NOUN_WORDS, TEMPLATES, paraphrases
+from vla_sim.language.instructions import (
+    COLOR_WORDS,
+    NOUN_WORDS,
+    TEMPLATES,
+    paraphrases,
+)
 
 
 def _names_objects(text: str, color: str, shape: str) -> bool:

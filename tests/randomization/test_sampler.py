@@ -9,9 +9,16 @@ import numpy as np
 import pytest
 
 from vla_sim.config import ConfigError
-from vla_sim.randomization import (COLOR_NAMES, COLOR_REGIONS, LEVELS, Placement,
-                                   RandomizationConfig, RandomizationSample, resolve_randomization,
-                                   sample_randomization)
+from vla_sim.randomization import (
+    COLOR_NAMES,
+    COLOR_REGIONS,
+    LEVELS,
+    Placement,
+    RandomizationConfig,
+    RandomizationSample,
+    resolve_randomization,
+    sample_randomization,
+)
 from vla_sim.randomization.colors import rgb_to_hsv, sample_rgb
 from vla_sim.sim.scene import FOOTPRINT
 

@@ -8,7 +8,13 @@ import pytest
 
 from vla_sim.sim.camera import FRONT_CAMERA, Lighting, render, wrist_pose
 from vla_sim.sim.client import SimConfig, Simulation
-from vla_sim.sim.robots import ROBOTS, STATE_DIM, WORKSPACE_HIGH, WORKSPACE_LOW, make_robot
+from vla_sim.sim.robots import (
+    ROBOTS,
+    STATE_DIM,
+    WORKSPACE_HIGH,
+    WORKSPACE_LOW,
+    make_robot,
+)
 from vla_sim.sim.textures import TextureBank, texture_image
 
 

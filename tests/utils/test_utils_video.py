@@ -3,8 +3,13 @@
 import numpy as np
 import pytest
 
-from vla_sim.utils.video import (decode_video_bytes, encode_video_bytes, pad_to_even, read_video,
-                                 write_mp4)
+from vla_sim.utils.video import (
+    decode_video_bytes,
+    encode_video_bytes,
+    pad_to_even,
+    read_video,
+    write_mp4,
+)
 
 
 def _smooth_frames(t=6, h=64, w=64):

@@ -5,6 +5,15 @@ from __future__ import annotations
 from typing import Any, Callable
 
 
+def add_eval_check_arguments(parser: Any) -> None:
+    """``--eval-env`` / ``--eval-episodes``: the in-sim success checks a trainer runs."""
+    parser.add_argument("--eval-env", default=None,
+                        help="env id for in-sim success checks (default: the dataset's env, if "
+                             "recorded); 'none' disables them")
+    parser.add_argument("--eval-episodes", type=int, default=10,
+                        help="episodes per in-sim check (eval seeds, train instructions)")
+
+
 def open_training_dataset(root: str, max_episodes: int | None = None):
     """The dataset at ``root`` as a torch Dataset, optionally only its first ``max_episodes``."""
     from vla_sim.data.torch_dataset import VLADataset

@@ -5,17 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-
-def _split_list(values: Optional[list[str]]) -> Optional[list[str]]:
-    """Repeatable and comma-separated flags -> one list (None when the flag was not given)."""
-    if not values:
-        return None
-    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+from vla_sim.config import add_config_arguments, flag_values
 
 
 def add_parser(subparsers: Any) -> None:
+    from vla_sim.evaluation.evaluator import EvalConfig
+
     p = subparsers.add_parser(
         "eval", help="evaluate a policy: success rates, videos, report",
         description="Evaluate a policy on tasks x instruction splits x randomization levels. "
@@ -24,34 +21,25 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--policy", help="checkpoint directory, 'expert', 'random' or "
                                     "'import:package.module:function' (default with --reference: "
                                     "the reference's policy)")
-    p.add_argument("--env", action="append", help="env id(s), repeatable or comma separated "
-                                                  "(Reach, Push, PickPlace, Stack, MultiTask)")
-    p.add_argument("--robot", help="panda or iiwa")
-    p.add_argument("--episodes", type=int, help="episodes per (task, split, level) cell")
-    p.add_argument("--split", action="append", help="train, heldout (repeatable or comma list)")
-    p.add_argument("--randomization", action="append", help="none, low, medium, high")
-    p.add_argument("--seed", type=int, help="base seed (default: the evaluation base seed)")
-    p.add_argument("--workers", type=int, help="worker processes")
-    p.add_argument("--image-size", type=int,
-                   help="policy image size in pixels (default: the checkpoint's)")
-    p.add_argument("--cameras", help="comma-separated env cameras, e.g. front,wrist "
-                                     "(default: the checkpoint's)")
-    p.add_argument("--max-steps", type=int, help="override the task's episode step limit")
-    p.add_argument("--video-dir", help="where videos go (default: OUT/videos)")
-    p.add_argument("--videos", type=int, help="videos per cell (0: none)")
-    p.add_argument("--record", choices=["first", "failures", "all", "none"],
-                   help="which episodes get a video")
-    p.add_argument("--render-size", type=int, help="video frame size in pixels")
-    p.add_argument("--no-alignment", action="store_true",
-                   help="skip comparing actions with the scripted expert")
-    p.add_argument("--expert-factory", help="'module:function' building the expert for an env")
-    p.add_argument("--probe", choices=["swap"],
-                   help="language probe: 'swap' re-runs every episode from the same scene with "
-                        "the instruction naming another object of the scene; the report shows "
-                        "the obeyed rate and the original-task rate beside the success rate")
     p.add_argument("--out", default="runs/eval", help="report directory (default: runs/eval)")
     p.add_argument("--reference", help="an earlier report.json: re-run its episodes and compare")
+    # short names kept from earlier releases; lists are comma-separated and repeatable
+    p.add_argument("--env", dest="cfg__env_ids", action="extend", type=_names,
+                   help="alias of --env-ids (Reach, Push, PickPlace, Stack, MultiTask or ids)")
+    p.add_argument("--split", dest="cfg__splits", action="extend", type=_names,
+                   help="alias of --splits (train, heldout)")
+    p.add_argument("--seed", dest="cfg__base_seed", type=int, help="alias of --base-seed")
+    p.add_argument("--max-steps", dest="cfg__max_episode_steps", type=int,
+                   help="alias of --max-episode-steps")
+    add_config_arguments(p, EvalConfig, skip=("env_ids", "splits"), files=False)
     p.set_defaults(func=run)
+
+
+SAFE_KINDS = ("checkpoint", "expert", "random")  # policy kinds a reference may name
+
+
+def _names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,48 +48,56 @@ def run(args: argparse.Namespace) -> int:
     from vla_sim.envs.registration import resolve_env_id
     from vla_sim.evaluation.evaluator import EvalConfig, evaluate
     from vla_sim.evaluation.policies import POLICY_KINDS, PolicySpec, parse_policy
-    from vla_sim.evaluation.reference import (check_scenes, compare_results,
-                                              describe_comparison, describe_scene_check,
-                                              reference_config)
-    from vla_sim.evaluation.report import (PROBE_NOTE, cell_headers, cell_rows, has_probe,
-                                           load_report, md_table, write_report)
+    from vla_sim.evaluation.reference import (
+        check_scenes,
+        compare_results,
+        describe_comparison,
+        describe_scene_check,
+        reference_config,
+    )
+    from vla_sim.evaluation.report import (
+        PROBE_NOTE,
+        cell_headers,
+        cell_rows,
+        has_probe,
+        load_report,
+        md_table,
+        write_report,
+    )
 
     out = Path(args.out)
-    envs = _split_list(args.env)
-    overrides = dict(
-        env_ids=[resolve_env_id(e) for e in envs] if envs else None,
-        robot=args.robot, episodes=args.episodes, splits=_split_list(args.split),
-        randomization=_split_list(args.randomization), base_seed=args.seed,
-        workers=args.workers, image_size=args.image_size, max_episode_steps=args.max_steps,
-        video_dir=args.video_dir, videos=args.videos, record=args.record,
-        render_size=args.render_size, alignment=False if args.no_alignment else None,
-        expert_factory=args.expert_factory, probe=args.probe)
+    overrides = flag_values(args)  # only what was given on the command line
+    if "env_ids" in overrides:
+        overrides["env_ids"] = [resolve_env_id(e) for e in overrides["env_ids"]]
     reference = load_report(Path(args.reference)) if args.reference else None
     if reference is not None:
         # The reference's own video dir belongs to the old run; never write into it.
-        config = reference_config(reference, **{**overrides, "video_dir": args.video_dir or
+        config = reference_config(reference, **{**overrides, "video_dir": overrides.get("video_dir") or
                                                 str(out / "videos")})
     else:
-        config = EvalConfig(**{k: v for k, v in overrides.items() if v is not None})
+        config = EvalConfig(**overrides)
         if config.video_dir is None:
             config.video_dir = str(out / "videos")
 
     if args.policy:
         spec = parse_policy(args.policy)
-    elif reference is not None and reference["policy"].get("kind") in POLICY_KINDS:
-        spec = PolicySpec(**reference["policy"])
+    elif reference is not None and (reference.get("policy") or {}).get("kind") in SAFE_KINDS:
+        # never "import": a report must not choose code to run
+        ref_policy = reference["policy"]
+        spec = PolicySpec(ref_policy["kind"], ref_policy.get("target"))
+    elif reference is not None and (reference.get("policy") or {}).get("kind") in POLICY_KINDS:
+        raise ValueError(f"the reference report's policy is {reference['policy']!r}, code it "
+                         "would import and run; pass --policy to choose the policy yourself")
     else:
         raise ValueError("--policy is required (a checkpoint directory, 'expert' or 'random')")
-    if args.cameras:
-        config.cameras = _split_list(args.cameras)
     if spec.kind == "checkpoint" and reference is None:
         # The env must render what the checkpoint reads: its cameras and image size.
         from vla_sim.evaluation.policies import checkpoint_observation_settings
 
         size, cams = checkpoint_observation_settings(spec.target)
-        if args.image_size is None and size is not None:
+        if "image_size" not in overrides and size is not None:
             config.image_size = size
-        if not args.cameras and cams:
+        if "cameras" not in overrides and cams:
             config.cameras = cams
 
     scenes = None

@@ -20,13 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vla-sim", description="Train and evaluate VLA robot policies in PyBullet.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"vla_sim.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"vla_sim.cli.{name}":
-                continue  # command not built yet
-            raise
-        module.add_parser(sub)
+        importlib.import_module(f"vla_sim.cli.{name}").add_parser(sub)
     return parser
 
 
@@ -53,8 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; finished work is kept, re-run the same command to resume",
               file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"vla-sim {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:  # bad input, missing or unwritable files: one line
+        message = f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) and \
+            exc.strerror and exc.filename else str(exc)
+        print(f"vla-sim {args.command}: error: {message}", file=sys.stderr)
         return 2
     return int(rc or 0)
 

@@ -18,34 +18,31 @@ from __future__ import annotations
 import argparse
 import json
 
+from vla_sim.cli.common import open_training_dataset
+from vla_sim.config import add_config_arguments, config_from_args
+
 
 def add_parser(subparsers) -> None:
+    from vla_sim.agents.policies.config import ActionAEConfig
+    from vla_sim.agents.training.configs import VLPretrainConfig
+
     parser = subparsers.add_parser("pretrain", help="pre-train encoders (vl, action)",
                                    description="Pre-training before behaviour cloning.")
     sub = parser.add_subparsers(dest="pretrainer", required=True, metavar="KIND")
     vl = sub.add_parser("vl", help="contrastive vision-language pre-training of the vision encoder")
     ae = sub.add_parser("action", help="action-chunk autoencoder")
-    for p, what in ((vl, "VLPretrainConfig"), (ae, "ActionAEConfig")):
+    for p, cls in ((vl, VLPretrainConfig), (ae, ActionAEConfig)):
         p.add_argument("--data", required=True, nargs="+", help="dataset folder(s) (vla-sim collect)")
         p.add_argument("--out", required=True, help="output folder")
-        p.add_argument("--config", default=None, help=f"{what} YAML file")
-        p.add_argument("overrides", nargs="*", help=f"{what} overrides key=value (dotted keys)")
         p.add_argument("--max-episodes", type=int, default=None,
                        help="use only the first N episodes of each dataset")
+        add_config_arguments(p, cls)
     vl.set_defaults(func=run_vl)
     ae.set_defaults(func=run_action)
 
 
 def _datasets(args: argparse.Namespace) -> list:
-    from vla_sim.data.torch_dataset import VLADataset
-
-    out = []
-    for root in args.data:
-        ds = VLADataset(root)
-        if args.max_episodes is not None:
-            ds = VLADataset(root, episodes=list(range(min(args.max_episodes, ds.reader.num_episodes))))
-        out.append(ds)
-    return out
+    return [open_training_dataset(root, args.max_episodes) for root in args.data]
 
 
 def run_vl(args: argparse.Namespace) -> int:
@@ -57,10 +54,9 @@ def run_vl(args: argparse.Namespace) -> int:
         pretrain_vl,
         save_vl,
     )
-    from vla_sim.config import load_config
     from vla_sim.utils.io import atomic_write_json
 
-    cfg = load_config(VLPretrainConfig, args.config, args.overrides)
+    cfg = config_from_args(VLPretrainConfig, args)
     pairs = pairs_from_datasets(_datasets(args), cfg)
     every = max(1, cfg.steps // 10)
 
@@ -91,11 +87,10 @@ def run_action(args: argparse.Namespace) -> int:
 
     from vla_sim.agents.policies.latent import ActionAEConfig, save_action_ae
     from vla_sim.agents.training.pretrain_action import train_action_ae
-    from vla_sim.config import load_config
     from vla_sim.data.demos import DemoArrays, concat_demos
     from vla_sim.utils.io import atomic_write_json
 
-    cfg = load_config(ActionAEConfig, args.config, args.overrides)
+    cfg = config_from_args(ActionAEConfig, args)
     demos, _ = concat_demos([DemoArrays.from_dataset(d) for d in _datasets(args)])
     res = train_action_ae(demos.actions, demos.episode_index, cfg)
     metrics = {"train_mse": res.train_mse, "val_mse": res.val_mse, "mean_chunk_mse": res.baseline_mse,

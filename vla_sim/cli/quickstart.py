@@ -21,7 +21,12 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vla_sim.config import load_config
-    from vla_sim.pipeline import PRESETS, QuickstartConfig, default_config_path, run_quickstart
+    from vla_sim.pipeline import (
+        PRESETS,
+        QuickstartConfig,
+        default_config_path,
+        run_quickstart,
+    )
 
     if args.preset not in PRESETS:
         raise ValueError(f"unknown preset {args.preset!r}; valid presets: {sorted(PRESETS)}")

@@ -3,7 +3,8 @@
     vla-sim train bc --data DATA_DIR --out RUN_DIR [--config bc.yaml] [key=value ...] [--resume]
         [--init-vision VL_DIR] [--curriculum none,low,medium,high]
 
-Overrides are dotted BCConfig keys, e.g. ``steps=2000 policy.head=discrete``. The other trainers
+Every BCConfig field is a flag (``--steps 2000``); nested ones are dotted overrides
+(``policy.head=discrete``); ``--config bc.yaml`` loads a file. Flags > overrides > file. The other trainers
 live in their own modules: ``train_rl`` (ppo, reinforce), ``train_extra`` (continual,
 multitask, latent), ``train_dagger`` (dagger).
 """
@@ -16,7 +17,14 @@ from pathlib import Path
 from typing import Callable
 
 from vla_sim.cli import train_dagger, train_extra, train_rl
-from vla_sim.cli.common import dataset_eval_fn, env_id, open_training_dataset, success
+from vla_sim.cli.common import (
+    add_eval_check_arguments,
+    dataset_eval_fn,
+    env_id,
+    open_training_dataset,
+    success,
+)
+from vla_sim.config import add_config_arguments, config_from_args
 
 log = logging.getLogger(__name__)
 
@@ -33,20 +41,16 @@ def add_parser(subparsers) -> None:
 
 
 def add_bc_parser(sub) -> None:
+    from vla_sim.agents.training.configs import BCConfig
+
     bc = sub.add_parser("bc", help="behaviour cloning from demonstrations",
                         description="Behaviour cloning of the VLA policy from a dataset folder.")
     bc.add_argument("--data", required=True, help="dataset folder (vla-sim collect output)")
     bc.add_argument("--out", required=True, help="run folder: checkpoints/, last/, best/, tb/")
-    bc.add_argument("--config", default=None, help="BCConfig YAML file")
-    bc.add_argument("overrides", nargs="*", help="BCConfig overrides key=value (dotted keys)")
     bc.add_argument("--resume", action="store_true", help="continue the run in --out")
     bc.add_argument("--max-episodes", type=int, default=None,
                     help="use only the first N episodes of the dataset")
-    bc.add_argument("--eval-env", default=None,
-                    help="env id for in-sim success checks (default: the dataset's env, if "
-                         "recorded); 'none' disables them")
-    bc.add_argument("--eval-episodes", type=int, default=10,
-                    help="episodes per in-sim check (eval seeds, train instructions)")
+    add_eval_check_arguments(bc)
     bc.add_argument("--init-vision", default=None,
                     help="start from the vision encoder of a vla-sim pretrain vl folder")
     bc.add_argument("--curriculum", default=None,
@@ -54,16 +58,17 @@ def add_bc_parser(sub) -> None:
                          "high@0,high@0.5,high@1 (level@strength): the in-sim checks run at the "
                          "current stage, which advances when success >= --curriculum-threshold")
     bc.add_argument("--curriculum-threshold", type=float, default=0.8)
+    add_config_arguments(bc, BCConfig)
     bc.set_defaults(func=run_bc)
 
 
 def run_bc(args: argparse.Namespace) -> int:
-    from vla_sim.agents.training.bc import BCConfig, train_bc
-    from vla_sim.config import load_config
+    from vla_sim.agents.training.bc import train_bc
+    from vla_sim.agents.training.configs import BCConfig
     from vla_sim.data.demos import DemoArrays
     from vla_sim.utils.io import atomic_write_json
 
-    cfg = load_config(BCConfig, args.config, args.overrides)  # unknown keys fail before any work
+    cfg = config_from_args(BCConfig, args)  # unknown keys fail before any work
     dataset = open_training_dataset(args.data, args.max_episodes)
     data = DemoArrays.from_dataset(dataset)
     eval_fn = dataset_eval_fn(dataset, args.eval_env, args.eval_episodes, cfg.policy)

@@ -14,9 +14,14 @@ import argparse
 import json
 from types import SimpleNamespace
 
+from vla_sim.cli.common import add_eval_check_arguments
+from vla_sim.config import add_config_arguments, config_from_args
+
 
 def add_dagger_parser(sub) -> None:
     """Add ``dagger`` to the ``vla-sim train`` subparsers."""
+    from vla_sim.agents.training.configs import DAggerConfig
+
     p = sub.add_parser("dagger", help="DAgger: learner rollouts relabelled by the scripted expert",
                        description="DAgger (Ross et al. 2011): rounds of learner rollouts with a "
                                    "beta-mixture of learner and expert control, the expert's "
@@ -26,33 +31,19 @@ def add_dagger_parser(sub) -> None:
                                                  "copied, never written")
     p.add_argument("--out", required=True, help="run folder: data/, policy_K/, last/, "
                                                 "dagger_state.json")
-    p.add_argument("--env", default=None,
-                   help="env of the rollouts (default: the one the demonstrations come from)")
-    p.add_argument("--config", default=None, help="DAggerConfig YAML file")
-    p.add_argument("overrides", nargs="*", help="DAggerConfig overrides key=value (dotted keys)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out (rounds may be raised)")
-    p.add_argument("--workers", type=int, default=None, help="rollout processes (default 2)")
-    p.add_argument("--eval-env", default=None,
-                   help="env id for the in-sim checks after each BC run (default: the "
-                        "dataset's env); 'none' disables them")
-    p.add_argument("--eval-episodes", type=int, default=10,
-                   help="episodes per in-sim check (eval seeds, train instructions)")
+    add_eval_check_arguments(p)
+    add_config_arguments(p, DAggerConfig)
     p.set_defaults(func=run_dagger)
 
 
 def run_dagger(args: argparse.Namespace) -> int:
     from vla_sim.agents.training.dagger import DAggerConfig, train_dagger
     from vla_sim.cli.common import dataset_eval_fn
-    from vla_sim.config import load_config
     from vla_sim.data.reader import DatasetReader
 
-    overrides = list(args.overrides)
-    if args.env:
-        overrides.append(f"env={args.env}")
-    if args.workers is not None:
-        overrides.append(f"workers={args.workers}")
-    cfg = load_config(DAggerConfig, args.config, overrides)  # bad keys fail before any work
+    cfg = config_from_args(DAggerConfig, args)  # bad keys fail before any work
     # dataset_eval_fn reads only the dataset's recorded collection settings: no video decoding.
     dataset = SimpleNamespace(reader=DatasetReader(args.data))
     eval_fn = dataset_eval_fn(dataset, args.eval_env or (cfg.env or None), args.eval_episodes,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vla_sim.agents.training.configs import BCConfig
 from vla_sim.cli.common import (
     env_id,
     open_training_dataset,
@@ -20,17 +21,17 @@ from vla_sim.cli.common import (
     success,
     task_env_id,
 )
+from vla_sim.config import add_config_arguments, config_from_args
 
 
-def _common(p: argparse.ArgumentParser, config_help: str) -> None:
+def _common(p: argparse.ArgumentParser, cls: type) -> None:
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--config", default=None, help=config_help)
-    p.add_argument("overrides", nargs="*", help="config overrides key=value (dotted keys)")
     p.add_argument("--max-episodes", type=int, default=None,
                    help="use only the first N episodes of each dataset")
     p.add_argument("--eval-episodes", type=int, default=10, help="episodes per success check")
     p.add_argument("--randomization", default="low", choices=["none", "low", "medium", "high"],
                    help="randomization level of the success checks")
+    add_config_arguments(p, cls)
 
 
 # ---------------------------------------------------------------------------------- parsers
@@ -51,7 +52,9 @@ def add_continual_parser(sub) -> None:
     p.add_argument("--replay-data", nargs="*", default=[], help="earlier tasks' dataset folders")
     p.add_argument("--eval-env", action="append", default=[],
                    help="env to measure before/after (repeat: one per task; e.g. Reach)")
-    _common(p, "ContinualConfig YAML file (replay_size, replay_ratio, lr_scale, steps, bc.*)")
+    from vla_sim.agents.training.configs import ContinualConfig
+
+    _common(p, ContinualConfig)
     p.set_defaults(func=run_continual)
 
 
@@ -61,7 +64,7 @@ def add_multitask_parser(sub) -> None:
                                    "per-task action heads (or one shared head), task-weighted loss.")
     p.add_argument("--data", required=True, nargs="+", help="dataset folder(s); tasks from episodes")
     add_multitask_options(p)
-    _common(p, "BCConfig YAML file")
+    _common(p, BCConfig)
     p.add_argument("--no-eval", action="store_true", help="skip the per-task success check")
     p.set_defaults(func=run_multitask)
 
@@ -79,7 +82,7 @@ def add_latent_parser(sub) -> None:
                                    "a pre-trained action-chunk autoencoder.")
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--action-ae", required=True, help="folder written by vla-sim pretrain action")
-    _common(p, "BCConfig YAML file")
+    _common(p, BCConfig)
     p.set_defaults(func=run_latent)
 
 
@@ -92,11 +95,10 @@ def run_continual(args: argparse.Namespace) -> int:
         forgetting_report,
         format_forgetting_report,
     )
-    from vla_sim.config import load_config
     from vla_sim.data.demos import DemoArrays
     from vla_sim.utils.io import atomic_write_json
 
-    cfg = load_config(ContinualConfig, args.config, args.overrides)
+    cfg = config_from_args(ContinualConfig, args)
     policy = load_policy(args.policy)
     new_ds = open_training_dataset(args.data, args.max_episodes)
     new = DemoArrays.fromopen_training_dataset(new_ds)
@@ -131,10 +133,9 @@ def run_multitask(args: argparse.Namespace) -> int:
         read_task_weights,
         train_multitask,
     )
-    from vla_sim.config import load_config
     from vla_sim.utils.io import atomic_write_json
 
-    bc = load_config(BCConfig, args.config, args.overrides)
+    bc = config_from_args(BCConfig, args)
     cfg = MultiTaskConfig(heads=args.heads, task_weights=read_task_weights(args.task_weights), bc=bc)
     data = MultiTaskData.concat([MultiTaskData.fromopen_training_dataset(open_training_dataset(d, args.max_episodes))
                                  for d in args.data])
@@ -162,11 +163,10 @@ def run_latent(args: argparse.Namespace) -> int:
     from vla_sim.agents.policies.latent import AE_CONFIG, AE_WEIGHTS, load_action_ae
     from vla_sim.agents.training.bc import BCConfig, train_bc
     from vla_sim.agents.training.pretrain_action import latent_demos
-    from vla_sim.config import load_config
     from vla_sim.data.demos import DemoArrays
 
     ae = load_action_ae(args.action_ae)
-    cfg = load_config(BCConfig, args.config, args.overrides)
+    cfg = config_from_args(BCConfig, args)
     cfg.policy = dataclasses.replace(cfg.policy, action_dim=ae.cfg.latent_dim)
     data = latent_demos(DemoArrays.fromopen_training_dataset(open_training_dataset(args.data, args.max_episodes)), ae)
     result = train_bc(data, args.out, cfg)

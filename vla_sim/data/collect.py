@@ -8,6 +8,7 @@ for any worker count, and an interrupted run resumes at the first uncommitted at
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import multiprocessing as mp
@@ -57,8 +58,6 @@ class CollectConfig:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.noise < 0:
             raise ValueError(f"noise must be >= 0, got {self.noise}")
-        if not self.out:
-            raise ValueError("an output folder (out) is required")
 
     @property
     def env_id(self) -> str:
@@ -212,6 +211,16 @@ def _fps(env) -> int:
     return int(env.unwrapped.metadata.get("render_fps", 20))
 
 
+def fit_env_states(enc: EncodedEpisode, env_state_dim: int) -> EncodedEpisode:
+    """``enc`` with its goal states cut to a dataset's ``env_state_dim`` columns: a dataset
+    collected before the goal state grew (6 values: the positions, the prefix of today's layout,
+    vla_sim.envs.goal_state) keeps its own size when resumed."""
+    states = enc.env_states
+    if states is not None and 0 < env_state_dim < states.shape[1]:
+        enc = dataclasses.replace(enc, env_states=np.ascontiguousarray(states[:, :env_state_dim]))
+    return enc
+
+
 def _env_state_dim(env) -> int:
     from vla_sim.envs.tasks.base import GOAL_STATE_DIM
 
@@ -222,6 +231,8 @@ def _env_state_dim(env) -> int:
 
 def collect(cfg: CollectConfig) -> CollectResult:
     """Collect until the dataset holds ``cfg.episodes`` successes (or ``attempt_cap`` attempts)."""
+    if not cfg.out:
+        raise ValueError("an output folder (out) is required")
     out = Path(cfg.out)
     state_path = out / fmt.COLLECT_STATE_PATH
     prev = _load_state(out)
@@ -261,7 +272,7 @@ def collect(cfg: CollectConfig) -> CollectResult:
     def commit(attempt: int, success: bool, enc: EncodedEpisode | None) -> None:
         nonlocal successes, next_attempt
         if enc is not None:
-            writer.add_encoded(enc)
+            writer.add_encoded(fit_env_states(enc, writer.env_state_dim))
         successes += success
         next_attempt = attempt + 1
         state["next_attempt"] = next_attempt
@@ -345,5 +356,5 @@ def _check_resume(old: dict, new: dict, out: Path) -> None:
                          f"(use another --out or the same arguments): " + "; ".join(diffs))
 
 
-__all__ = ["CollectConfig", "CollectResult", "collect", "rollout_episode", "resolve_env_id",
-           "fingerprint", "make_env", "make_expert"]
+__all__ = ["CollectConfig", "CollectResult", "collect", "fit_env_states", "rollout_episode",
+           "resolve_env_id", "fingerprint", "make_env", "make_expert"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional
 
+from vla_sim.evaluation.policies import DEFAULT_EXPERT_FACTORY
 from vla_sim.evaluation.evaluator import EvalConfig, EvalResult, first_frame_hash, make_eval_env
 from vla_sim.evaluation.stats import intervals_overlap, wilson_interval
 from vla_sim.utils.fingerprint import fingerprint, fingerprint_differences
@@ -13,10 +14,24 @@ from vla_sim.utils.seeding import episode_seed
 
 
 def reference_config(report: dict[str, Any], **overrides: Any) -> EvalConfig:
-    """The old report's EvalConfig, with the non-None ``overrides`` applied."""
-    data = dict(report["config"])
+    """The old report's EvalConfig, with the non-None ``overrides`` applied.
+
+    A report is data, never code: an expert factory it names (``module:function``, which the
+    evaluator would import and call) is used only when the caller passes the same one as an
+    override; otherwise this refuses, naming it."""
+    data = dict(report.get("config") or {})
+    if not isinstance(report.get("config"), dict):
+        raise ValueError("reference report has no 'config' object (not a vla-sim report.json?)")
+    named = data.pop("expert_factory", DEFAULT_EXPERT_FACTORY)
+    given = overrides.get("expert_factory")
+    if named != DEFAULT_EXPERT_FACTORY and given != named:
+        raise ValueError(f"the reference report names expert factory {named!r}, code it would "
+                         f"import and run; pass --expert-factory {named} to trust it")
     data.update({k: v for k, v in overrides.items() if v is not None})
-    return EvalConfig.from_dict(data)
+    try:
+        return EvalConfig.from_dict(data)
+    except TypeError as exc:
+        raise ValueError(f"reference report config is malformed: {exc}") from None
 
 
 @dataclasses.dataclass

@@ -191,11 +191,6 @@ class TextEncoder:
         return {"instruction_embedding": pooled, "instruction_tokens": out_t,
                 "instruction_mask": out_m}
 
-    def cache_info(self) -> dict[str, int]:
-        return {"size": len(self._cache), "max_size": self.cache_size,
-                "model_calls": self.num_model_calls}
-
-
 # One shared encoder per (model, device) so every wrapper and policy in a process shares a cache.
 _ENCODERS: dict[tuple[str, str], TextEncoder] = {}
 

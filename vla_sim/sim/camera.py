@@ -55,6 +55,33 @@ def _matrices(pose: CameraPose, aspect: float) -> tuple[list[float], list[float]
     return view, proj
 
 
+def view_projection(pose: CameraPose, aspect: float = 1.0) -> np.ndarray:
+    """The 4x4 matrix (projection @ view) that :func:`render` hands TinyRenderer for ``pose``:
+    world homogeneous coordinates -> clip coordinates (OpenGL conventions)."""
+    view, proj = _matrices(pose, aspect)
+    # PyBullet returns both matrices column-major, as 16 floats.
+    return np.asarray(proj, np.float64).reshape(4, 4).T @ np.asarray(view, np.float64).reshape(4, 4).T
+
+
+def project(pose: CameraPose, points, aspect: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """World points (N, 3) -> (image coordinates (N, 2), visible (N,) bool) in ``pose``'s image.
+
+    Coordinates are normalised: u (column, rightwards) and v (row, downwards) in [-1, 1], where
+    -1 and +1 are the outer edges of the first and last pixel, so pixel (row, col) of an
+    S x S image spans u in [2 col / S - 1, 2 (col + 1) / S - 1]. A point behind the near plane
+    or outside the image is not visible; its coordinates are clamped to [-1, 1] (a point behind
+    the camera is first mirrored through it), so they stay finite for a masked loss.
+    """
+    pts = np.asarray(points, np.float64).reshape(-1, 3)
+    clip = np.concatenate([pts, np.ones((len(pts), 1))], axis=1) @ view_projection(pose, aspect).T
+    w = clip[:, 3]
+    in_front = w > pose.near
+    ndc = clip[:, :2] / np.where(np.abs(w) < 1e-9, 1e-9, np.abs(w))[:, None]
+    uv = np.stack([ndc[:, 0], -ndc[:, 1]], axis=1)  # OpenGL y points up; image rows go down
+    visible = in_front & np.all(np.abs(uv) <= 1.0, axis=1)
+    return np.clip(uv, -1.0, 1.0).astype(np.float32), visible
+
+
 def render(client, pose: CameraPose, lighting: Lighting, width: int, height: int,
            depth: bool = False, segmentation: bool = False) -> dict[str, np.ndarray]:
     """Render one view. Returns ``{"rgb": uint8 (H,W,3)}`` plus ``depth`` (float32 metres) and

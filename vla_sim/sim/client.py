@@ -189,10 +189,6 @@ class Simulation:
         """Quaternion (x, y, z, w)."""
         return np.asarray(self.client.getBasePositionAndOrientation(self.body_id(name))[1])
 
-    def get_velocity(self, name: str) -> np.ndarray:
-        """Linear velocity (m/s)."""
-        return np.asarray(self.client.getBaseVelocity(self.body_id(name))[0])
-
     def set_pose(self, name: str, position: Sequence[float],
                  orientation: Sequence[float] = (0, 0, 0, 1)) -> None:
         uid = self.body_id(name)

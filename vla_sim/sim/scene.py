@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from vla_sim.randomization.sample import RandomizationSample
-from vla_sim.sim.camera import FRONT_CAMERA, CameraPose, Lighting, jitter_pose, render, wrist_pose
+from vla_sim.sim.camera import (FRONT_CAMERA, CameraPose, Lighting, jitter_pose, project, render,
+                                wrist_pose)
 from vla_sim.sim.client import Simulation
 from vla_sim.sim.robots import Robot
 from vla_sim.sim.textures import TextureBank, white_texture_file
@@ -111,15 +112,24 @@ class Scene:
             self.sim.client.changeVisualShape(uid, -1, rgbaColor=(*rgb, 1.0))
 
     # -- rendering -----------------------------------------------------------------------------
+    def camera_pose(self, camera: str) -> CameraPose:
+        """The pose ``camera`` renders from now: the episode's (randomized) front camera, or the
+        wrist camera at the end-effector's current position."""
+        if camera == "front":
+            return self.camera
+        if camera == "wrist":
+            return wrist_pose(self.robot.ee_position())
+        raise ValueError(f"unknown camera {camera!r}; valid cameras: ['front', 'wrist']")
+
     def render_camera(self, camera: str, size: int, depth: bool = False,
                       segmentation: bool = False) -> dict[str, np.ndarray]:
-        if camera == "front":
-            pose = self.camera
-        elif camera == "wrist":
-            pose = wrist_pose(self.robot.ee_position())
-        else:
-            raise ValueError(f"unknown camera {camera!r}; valid cameras: ['front', 'wrist']")
-        return render(self.sim.client, pose, self.lighting, size, size, depth, segmentation)
+        return render(self.sim.client, self.camera_pose(camera), self.lighting, size, size,
+                      depth, segmentation)
+
+    def project(self, camera: str, points) -> tuple[np.ndarray, np.ndarray]:
+        """World points (N, 3) -> (normalised image coordinates (N, 2), visible (N,)) in what
+        ``camera`` renders now (square images; see :func:`vla_sim.sim.camera.project`)."""
+        return project(self.camera_pose(camera), points, aspect=1.0)
 
 
 def yaw_of(quaternion) -> float:

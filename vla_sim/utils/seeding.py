@@ -17,12 +17,10 @@ def episode_seed(base_seed: int, index: int) -> int:
     return int(seq.generate_state(1, dtype=np.uint32)[0])
 
 
-def episode_seeds(base_seed: int, n: int, start: int = 0) -> list[int]:
-    """Seeds of episodes ``start .. start+n-1``."""
-    return [episode_seed(base_seed, i) for i in range(start, start + n)]
-
-
 # Training (demonstration collection, RL) and evaluation draw base seeds from disjoint ranges so
 # that no evaluation episode is ever a training episode.
 TRAIN_BASE_SEED = 0
 EVAL_BASE_SEED = 1_000_003
+DAGGER_BASE_SEED = 2_000_029
+"""Base seed of DAgger rollouts: disjoint from demonstration collection (``TRAIN_BASE_SEED``) and
+evaluation (``EVAL_BASE_SEED``), so no rollout replays a demo or an evaluation episode."""
