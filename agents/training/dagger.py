@@ -163,6 +163,9 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(job: _RolloutJob) -> None:
+    from vla_sim.utils.procs import die_with_parent
+
+    die_with_parent()  # a killed DAgger run leaves no orphaned workers
     import torch
     from vla_sim.agents.policies import load_policy
     from vla_sim.agents.training.rl_common import make_text_encoder

@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import sys
+
+from vla_sim.utils.lock import FolderLock
 
 # module name in vla_sim.cli -> imported lazily so ``vla-sim --help`` stays fast.
 COMMAND_MODULES = [
@@ -42,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        rc = args.func(args)
+        out = getattr(args, "out", None) or getattr(args, "cfg__out", None)
+        with FolderLock(out) if out else contextlib.nullcontext():  # one writer per folder
+            rc = args.func(args)
     except KeyboardInterrupt:
         print("interrupted; finished work is kept, re-run the same command to resume",
               file=sys.stderr)

@@ -23,6 +23,7 @@ import numpy as np
 from vla_sim.data import format as fmt
 from vla_sim.data.writer import EncodedEpisode, Episode, LeRobotDatasetWriter, encode_episode
 from vla_sim.envs.registration import resolve_env_id
+from vla_sim.utils.procs import die_with_parent
 from vla_sim.utils.io import atomic_write_json
 from vla_sim.utils.fingerprint import fingerprint
 from vla_sim.utils.seeding import TRAIN_BASE_SEED, episode_seed
@@ -193,6 +194,8 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(cfg: CollectConfig) -> None:
+    if mp.parent_process() is not None:
+        die_with_parent()  # a killed collect leaves no orphaned workers
     env = make_env(cfg)
     _WORKER.update(cfg=cfg, env=env, expert=make_expert(cfg.expert, env))
 

@@ -29,6 +29,7 @@ import numpy as np
 from vla_sim.evaluation.policies import (DEFAULT_EXPERT_FACTORY, PolicySpec, check_policy_spaces,
                                          import_object, reset_policy)
 from vla_sim.evaluation.stats import wilson_interval
+from vla_sim.utils.procs import die_with_parent
 from vla_sim.utils.fingerprint import fingerprint
 from vla_sim.utils.io import _json_default
 from vla_sim.utils.seeding import EVAL_BASE_SEED, episode_seed
@@ -468,7 +469,8 @@ def _dispatch(jobs: list[_Job], workers: int, on_record: Callable[[EpisodeRecord
                     results.append(item)
                     on_record(item[0])
         return results
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                             initializer=die_with_parent) as pool:
         futures = [pool.submit(_run_job, job) for job in jobs]
         try:
             for fut in as_completed(futures):
