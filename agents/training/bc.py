@@ -487,6 +487,10 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
     except KeyboardInterrupt:
         if not loop.in_update:  # keep the work done so far; ``--resume`` continues from here
             checkpoint()
+            log.warning("interrupted at step %d: checkpoint saved to %s; re-run with --resume "
+                        "to continue", step, out / "last")
+        else:
+            log.warning("interrupted inside an update at step %d: nothing new was saved", step)
         raise
     finally:
         if progress is not None:

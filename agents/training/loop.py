@@ -12,7 +12,10 @@ loss or gradient stops training with :class:`NonFiniteError` before the optimise
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
@@ -82,7 +85,15 @@ class SupervisedLoop:
         self.in_update = False
 
     def run(self, start: int, stop: int) -> list[float]:
-        """Updates ``start .. stop-1``; returns their losses."""
+        """Updates ``start .. stop-1``; returns their losses.
+
+        SIGINT and SIGTERM that arrive during an update are held until it and its callbacks
+        finish, then raised as ``KeyboardInterrupt``: the trainer always stops between updates,
+        where its weights, optimiser and step agree and a checkpoint is exact."""
+        with _deferred_signals() as pending:
+            return self._run(start, stop, pending)
+
+    def _run(self, start: int, stop: int, pending: list[int]) -> list[float]:
         losses: list[float] = []
         max_norm = self.grad_clip if self.grad_clip > 0 else float("inf")
         for step in range(start, stop):
@@ -106,7 +117,26 @@ class SupervisedLoop:
             self.in_update = False
             for callback in self.callbacks:
                 callback(step + 1, losses[-1], grad_norm)
+            if pending:
+                raise KeyboardInterrupt(f"signal {pending[0]} after step {step + 1}")
         return losses
+
+
+@contextlib.contextmanager
+def _deferred_signals():
+    """Record SIGINT/SIGTERM instead of raising at once (main thread only; elsewhere a no-op)."""
+    pending: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield pending
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, _frame: pending.append(signum))
+    try:
+        yield pending
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def train_steps(policy: nn.Module, sample_batch: Callable[[np.random.Generator], Any],

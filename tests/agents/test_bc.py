@@ -265,3 +265,32 @@ def test_action_chunking_bc_trains_and_reloads(tmp_path, demos, encoder):
     policy = load_policy(tmp_path / "run" / "last")
     assert policy.config.action_chunk == 4
     assert policy.action_head.mean.weight.shape[0] == 16
+
+
+def test_ctrl_c_inside_an_update_saves_after_it_and_resumes_exactly(tmp_path, demos, encoder,
+                                                                    monkeypatch):
+    """SIGINT that lands mid-update is held until the update finishes; the checkpoint then
+    matches the step, and --resume reproduces the uninterrupted run."""
+    import signal
+
+    from vla_sim.agents.policies.vla import VLAPolicy
+
+    full = train_bc(demos, tmp_path / "full", config(checkpoint_every=100), encoder=encoder)
+    calls = {"n": 0}
+    original = VLAPolicy.bc_loss
+
+    def loss_then_ctrl_c(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # inside step 3's update
+            signal.raise_signal(signal.SIGINT)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(VLAPolicy, "bc_loss", loss_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        train_bc(demos, tmp_path / "run", config(checkpoint_every=100), encoder=encoder)
+    monkeypatch.setattr(VLAPolicy, "bc_loss", original)
+    saved = json.loads((tmp_path / "run" / "last" / "config.json").read_text())
+    assert saved["meta"]["step"] == 3  # the interrupted update finished and was kept
+    resumed = train_bc(demos, tmp_path / "run", config(checkpoint_every=100), resume=True,
+                       encoder=encoder)
+    assert resumed.train_losses == full.train_losses

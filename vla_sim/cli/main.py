@@ -49,8 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         with FolderLock(out) if out else contextlib.nullcontext():  # one writer per folder
             rc = args.func(args)
     except KeyboardInterrupt:
-        print("interrupted; finished work is kept, re-run the same command to resume",
-              file=sys.stderr)
+        print("interrupted (what was kept, if anything, is said above)", file=sys.stderr)
         return 130
     except (ValueError, OSError) as exc:  # bad input, missing or unwritable files: one line
         message = f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) and \
