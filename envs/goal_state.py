@@ -51,7 +51,6 @@ GOAL_STATE_DIM = GOAL_STATE_LAYOUT["holding"].stop  # 19
 GOAL_XYZ_DIM = GOAL_STATE_LAYOUT["destination_xyz"].stop  # 6: the positions (all old datasets hold)
 
 
-
 def _names() -> list[str]:
     names = []
     for name, size in GOAL_STATE_FIELDS:
@@ -60,10 +59,12 @@ def _names() -> list[str]:
             names += [f"{cam}_object_visible", f"{cam}_destination_visible"]
         elif size == 1:
             names.append(name)
+        elif size == 3:  # object_x .. destination_z (the names 6-value datasets carry)
+            names += [f"{name.removesuffix('_xyz')}_{axis}" for axis in "xyz"]
         else:
-            names += [f"{name}_{axis}" for axis in ("xyz" if size == 3 else "uv")]
+            names += [f"{name}_{axis}" for axis in "uv"]
     return names
 
 
 GOAL_STATE_NAMES: list[str] = _names()
-"""One name per value: ``object_xyz_x`` .. ``front_object_uv_u`` .. ``holding``."""
+"""One name per value: ``object_x`` .. ``front_object_uv_u`` .. ``holding``."""

@@ -54,7 +54,13 @@ from vla_sim.agents.training.configs import MIXING, DAggerConfig
 
 from vla_sim.config import config_to_dict
 from vla_sim.data import format as fmt
-from vla_sim.data.collect import CollectConfig, make_env, make_expert, rollout_episode
+from vla_sim.data.collect import (
+    CollectConfig,
+    fit_env_states,
+    make_env,
+    make_expert,
+    rollout_episode,
+)
 from vla_sim.data.writer import EncodedEpisode, LeRobotDatasetWriter, encode_episode
 from vla_sim.utils.io import atomic_write_json
 from vla_sim.utils.seeding import DAGGER_BASE_SEED, episode_seed
@@ -417,7 +423,9 @@ def train_dagger(demos: str | Path, out: str | Path, config: DAggerConfig | None
                 if episode_metadata(e).get("dagger_round") == r}
         todo = [i for i in range(cfg.episodes_per_round) if i not in done]
 
-        _run_rollouts(job, todo, cfg.workers, lambda index, enc: writer.add_encoded(enc))
+        # rollouts record today's goal-state layout; a dataset of older demos keeps its own
+        _run_rollouts(job, todo, cfg.workers, lambda index, enc: writer.add_encoded(
+            fit_env_states(enc, writer.env_state_dim)))
         rows = [(e, episode_metadata(e)) for e in writer.episodes]
         ours = [(e, m) for e, m in rows if m.get("dagger_round") == r]
         writer.set_extra_info(dagger={**writer.info["vla_sim"]["dagger"],

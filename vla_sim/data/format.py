@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from vla_sim.envs.goal_state import GOAL_STATE_DIM, GOAL_STATE_NAMES, GOAL_XYZ_DIM
+
 CODEBASE_VERSION = "v3.0"
 DEFAULT_CHUNK_SIZE = 1000  # max files per chunk folder, as LeRobot
 DEFAULT_DATA_FILE_SIZE_IN_MB = 100
@@ -47,8 +49,6 @@ VLA_COLUMNS = ("vla_sim/seed", "vla_sim/randomization", "vla_sim/instruction", "
 STATE_NAMES_22 = (["ee_x", "ee_y", "ee_z", "ee_qx", "ee_qy", "ee_qz", "ee_qw", "gripper_opening"]
                   + [f"joint_pos_{i}" for i in range(7)] + [f"joint_vel_{i}" for i in range(7)])
 ACTION_NAMES_4 = ["delta_x", "delta_y", "delta_z", "gripper"]
-ENV_STATE_NAMES_6 = ["object_x", "object_y", "object_z", "destination_x", "destination_y",
-                     "destination_z"]
 
 QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)  # LeRobot's DEFAULT_QUANTILES
 
@@ -89,7 +89,8 @@ def build_features(cameras: tuple[str, ...], image_size: tuple[int, int], state_
     action_names = ACTION_NAMES_4 if action_dim == 4 else [f"action_{i}" for i in range(action_dim)]
     features[STATE_KEY] = {"dtype": "float32", "shape": [state_dim], "names": list(state_names)}
     if env_state_dim:
-        names = (ENV_STATE_NAMES_6 if env_state_dim == 6
+        # the goal-state layout (envs/goal_state.py): 6 positions, or 19 with image-plane labels
+        names = (GOAL_STATE_NAMES[:env_state_dim] if env_state_dim in (GOAL_XYZ_DIM, GOAL_STATE_DIM)
                  else [f"env_state_{i}" for i in range(env_state_dim)])
         features[ENV_STATE_KEY] = {"dtype": "float32", "shape": [env_state_dim], "names": names}
     features[ACTION_KEY] = {"dtype": "float32", "shape": [action_dim], "names": list(action_names)}
