@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from vla_sim.config import ConfigError, config_from_dict, config_to_dict
 from vla_sim.utils.io import atomic_write_json
 
-from .config import VLAPolicyConfig
+from .config import VLAPolicyConfig, upgrade_policy_dict
 from .vla import VLAPolicy
 
 WEIGHTS_FILE = "model.safetensors"
@@ -150,7 +150,7 @@ def load_vla_weights(directory: str | Path, device: str | torch.device = "cpu",
     data = read_checkpoint_config(directory)
     if config is None:
         try:
-            config = config_from_dict(VLAPolicyConfig, data["policy"])
+            config = config_from_dict(VLAPolicyConfig, upgrade_policy_dict(data["policy"]))
         except ConfigError as exc:
             raise CheckpointMismatchError(f"{directory / CONFIG_FILE}: {exc}") from None
     weights = directory / WEIGHTS_FILE

@@ -5,10 +5,31 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 VISION_ENCODERS = ("cnn", "resnet")
-IMAGE_POOLS = ("flatten", "spatial_softmax")
 ACTION_HEADS = ("gaussian", "discrete")
 # camera name -> observation key (the env names the wrist camera's image "wrist_image").
 CAMERA_KEYS = {"front": "image", "wrist": "wrist_image"}
+
+
+# Options removed after they measured worse (README, issue notes), with the value that means
+# "not used": a checkpoint that records exactly these still loads; one that used them is refused.
+RETIRED_FIELDS = {"pool": "flatten", "keypoints": 32, "coord_conv": False,
+                  "temporal_ensemble": False}
+RETIRED_WHY = {"pool": "spatial-softmax pooling (Reach BC 4% vs 54% with flatten)",
+               "coord_conv": "CoordConv (measured with spatial softmax, no better)",
+               "temporal_ensemble": "temporal ensembling (PickPlace BC 4% vs 24% without)"}
+
+
+def upgrade_policy_dict(data: dict) -> dict:
+    """A saved VLAPolicyConfig dict without the retired fields; raises ValueError naming the
+    option when the checkpoint used one (its weights need code that no longer exists)."""
+    data = dict(data)
+    for name, unused in RETIRED_FIELDS.items():
+        if name in data:
+            value = data.pop(name)
+            if value != unused and name in RETIRED_WHY:
+                raise ValueError(f"this checkpoint uses {name}={value!r}: {RETIRED_WHY[name]} was "
+                                 "removed; retrain without it")
+    return data
 
 
 @dataclass
@@ -41,15 +62,6 @@ class VLAPolicyConfig:
     [16, 32, 64] trains ~2.8x faster than [32, 64, 128] on a 2-core CPU (measured)."""
     image_features: int = 256
     """Per-camera feature size after the pooled conv map's linear layer."""
-    pool: str = "flatten"
-    """How the last conv map becomes a vector. ``flatten``: all cells into one linear layer.
-    ``spatial_softmax``: ``keypoints`` language-modulated channels, each turned into the expected
-    (x, y) of its softmax over the map (Levine et al. 2016; robomimic's image-BC default): a
-    few coordinates that say *where* things are, instead of 4,096 cell activations to fit."""
-    keypoints: int = 32
-    """Keypoint channels for ``pool=spatial_softmax``."""
-    coord_conv: bool = False
-    """Append normalised x/y coordinate channels to the image (CoordConv, Liu et al. 2018)."""
 
     # --- Language ------------------------------------------------------------------------------
     use_tokens: bool = True
@@ -87,11 +99,6 @@ class VLAPolicyConfig:
     """Actions predicted per step (ACT-style chunking, gaussian head): BC regresses the next
     ``action_chunk`` expert actions; the policy acts with the current one (PPO and REINFORCE
     use only that one). 1 = single-step."""
-    temporal_ensemble: bool = False
-    """With ``action_chunk > 1``, ``act()`` averages every prediction made for the current step
-    by the last ``action_chunk`` calls (ACT's temporal ensembling; call ``reset()`` between
-    episodes). Off by default: on PickPlace (chunk 4) it cut BC success from 24% to 4%, the
-    averaged gripper command closing late (measured); False acts with the newest prediction."""
     init_log_std: float = -1.0
     """Initial log-std of the Gaussian head in normalised action units (std 0.37); BC leaves
     it alone, PPO/REINFORCE learn it."""
@@ -119,8 +126,6 @@ class VLAPolicyConfig:
         self.trunk_hidden = [int(h) for h in self.trunk_hidden]
         if self.vision not in VISION_ENCODERS:
             raise ValueError(f"vision must be one of {VISION_ENCODERS}, got {self.vision!r}")
-        if self.pool not in IMAGE_POOLS:
-            raise ValueError(f"pool must be one of {IMAGE_POOLS}, got {self.pool!r}")
         if self.head not in ACTION_HEADS:
             raise ValueError(f"head must be one of {ACTION_HEADS}, got {self.head!r}")
         if not self.cameras or len(set(self.cameras)) != len(self.cameras):
@@ -138,7 +143,7 @@ class VLAPolicyConfig:
             raise ValueError(f"trunk_hidden must be non-empty positive ints, got {self.trunk_hidden}")
         for name in ("state_dim", "action_dim", "text_dim", "max_tokens", "image_features",
                      "num_queries", "attn_dim", "attn_heads", "lang_features", "state_hidden",
-                     "keypoints", "spatial_queries", "spatial_dim"):
+                     "spatial_queries", "spatial_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.attn_dim % self.attn_heads:

@@ -14,7 +14,6 @@ Two pieces, separable on purpose:
     extractor.state_mean, extractor.state_std        (state_dim,) normalisation buffers
     extractor.language.*                              instruction tokens/pooled -> lang vector
     extractor.vision.<cam>.stages.<i>.*               conv stages; .film.<i>.* FiLM layers
-    extractor.vision.<cam>.keypoints.*, .temperature  (pool=spatial_softmax) 1x1 conv, softmax temp
     extractor.vision.<cam>.fc.*                       pooled conv map -> image features
     extractor.state_mlp.*, extractor.trunk.*          state MLP, fusion trunk
     action_head.mean.{weight,bias}, action_head.log_std,
@@ -125,10 +124,8 @@ class ConvEncoder(nn.Module):
     def __init__(self, config: VLAPolicyConfig):
         super().__init__()
         self.use_film = config.film
-        self.coord_conv = config.coord_conv
-        self.pool = config.pool
         stages, films = [], []
-        c_in = 5 if config.coord_conv else 3
+        c_in = 3
         for c in config.channels:
             stages.append(nn.ModuleDict({"conv": nn.Conv2d(c_in, c, 3, stride=2, padding=1),
                                          "norm": _group_norm(c)}))
@@ -143,42 +140,20 @@ class ConvEncoder(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.film = nn.ModuleList(films)
         side = config.image_size // 2 ** len(config.channels)
-        if config.pool == "spatial_softmax":
-            self.keypoints = nn.Conv2d(c_in, config.keypoints, 1)
-            # Learned softmax temperature (log scale), as in Levine et al.; starts at 1.
-            self.temperature = nn.Parameter(torch.zeros(()))
-            coords = torch.linspace(-1.0, 1.0, side)
-            ys, xs = torch.meshgrid(coords, coords, indexing="ij")
-            self.register_buffer("grid", torch.stack([xs.flatten(), ys.flatten()], -1),
-                                 persistent=False)
-            n_pooled = 2 * config.keypoints
-        else:
-            n_pooled = c_in * side * side
+        n_pooled = c_in * side * side
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(n_pooled, config.image_features),
                                 nn.ReLU())
-
-    def spatial_softmax(self, x: torch.Tensor) -> torch.Tensor:
-        """(B,C,H,W) map -> (B, 2K) expected x/y in [-1, 1] of each keypoint channel."""
-        logits = self.keypoints(x).flatten(2) / self.temperature.exp()  # (B, K, H*W)
-        return torch.softmax(logits, dim=-1) @ self.grid  # (B, K, 2)
 
     def forward(self, image: torch.Tensor, lang: torch.Tensor) -> torch.Tensor:
         return self.pooled(self.feature_map(image, lang))
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         """Last conv map (B, C, h, w) -> image features (B, image_features)."""
-        if self.pool == "spatial_softmax":
-            x = self.spatial_softmax(x)
         return self.fc(x)
 
     def feature_map(self, image: torch.Tensor, lang: torch.Tensor) -> torch.Tensor:
         """Image (B, 3, S, S) in [0, 1] -> the last stage's FiLM-ed map (B, C, h, w)."""
         x = image - 0.5
-        if self.coord_conv:
-            b, _, h, w = x.shape
-            ys = torch.linspace(-1.0, 1.0, h, device=x.device).view(1, 1, h, 1).expand(b, 1, h, w)
-            xs = torch.linspace(-1.0, 1.0, w, device=x.device).view(1, 1, 1, w).expand(b, 1, h, w)
-            x = torch.cat([x, xs, ys], dim=1)
         for i, stage in enumerate(self.stages):
             x = stage["norm"](stage["conv"](x))
             if self.use_film:
@@ -611,11 +586,6 @@ class VLAPolicy(nn.Module):
         self.aux_head = AuxHead(f, self.config.aux_dim) if self.config.aux_dim else None
         self.ground_head = GroundingHead(f, self.config) if self.config.grounding else None
         self.text_encoder: Any = None  # lazily the shared TextEncoder; tests may inject one
-        self._chunk_history: list[torch.Tensor] = []  # newest last: (B, chunk, A) predictions
-
-    def reset(self) -> None:
-        """Forget the action chunks of the previous episode (temporal ensembling)."""
-        self._chunk_history = []
 
     # --- normalisation ----------------------------------------------------------------------
     def set_normalization(self, state_mean, state_std, action_mean=None, action_std=None) -> None:
@@ -737,31 +707,14 @@ class VLAPolicy(nn.Module):
             out[key] = (tensor[None] if single else tensor).to(device)
         return out, single
 
-    def _ensemble(self, chunk: torch.Tensor) -> torch.Tensor:
-        """Mean of the predictions for the current step: element ``age`` of each chunk
-        predicted ``age`` calls ago (ACT's temporal ensemble with uniform weights)."""
-        if self._chunk_history and self._chunk_history[-1].shape != chunk.shape:
-            self._chunk_history = []  # a different batch: a new set of episodes
-        self._chunk_history = (self._chunk_history + [chunk])[-chunk.shape[1]:]
-        n = len(self._chunk_history)
-        preds = [self._chunk_history[n - 1 - age][:, age] for age in range(n)]
-        return torch.stack(preds).mean(0)
-
     @torch.no_grad()
     def act(self, obs: Mapping[str, Any], deterministic: bool = True) -> np.ndarray:
         """Action(s) in [-1, 1] for one obs -> (A,) or a batch -> (B, A), as float32 numpy."""
         was_training = self.training
         self.eval()
         batch, single = self.prepare_obs(obs)
-        if self.config.action_chunk > 1 and self.config.temporal_ensemble:
-            features = self.extractor(batch)
-            dist = self.action_head.distribution(features)
-            # The ensemble replaces the current mean; sampling keeps its noise around it.
-            mean = self._ensemble(self.action_head.chunk_actions(features))
-            action = mean if deterministic else mean + (dist.sample() - dist.mode())
-        else:
-            dist = self.distribution(batch)
-            action = dist.mode() if deterministic else dist.sample()
+        dist = self.distribution(batch)
+        action = dist.mode() if deterministic else dist.sample()
         self.train(was_training)
         action = action.clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)
         return action[0] if single else action

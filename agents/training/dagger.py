@@ -116,7 +116,7 @@ class MixedControl(gym.Wrapper):
         return obs, info
 
     def _learner_needed(self) -> bool:
-        # Queried every step it might act, so a chunking policy's ensemble history stays whole.
+        # Queried every step it might act, so a stateful policy (action-chunk queue) stays whole.
         return self.beta < 1.0 if self.mixing == "step" else not self._expert_episode
 
     def step(self, action):

@@ -95,33 +95,19 @@ def test_stochastic_actions_vary_and_deterministic_do_not():
                               policy.act(obs, deterministic=False))
 
 
-def test_spatial_softmax_returns_the_coordinates_of_the_hottest_cell():
-    policy = make_policy(pool="spatial_softmax", keypoints=16)
-    enc = policy.extractor.vision["front"]
-    with torch.no_grad():
-        enc.keypoints.weight.copy_(torch.eye(16)[:, :, None, None])  # keypoint k = channel k
-        enc.keypoints.bias.zero_()
-        enc.temperature.fill_(-5.0)  # sharp softmax
-    side = 4  # 16 px, two stride-2 stages
-    x = torch.zeros(1, 16, side, side)
-    x[0, 3, 1, 2] = 10.0  # channel 3 peaks at row 1, column 2
-    coords = enc.spatial_softmax(x)[0, 3]
-    grid = torch.linspace(-1, 1, side)
-    torch.testing.assert_close(coords, torch.stack([grid[2], grid[1]]), atol=1e-3, rtol=0)
-
-
-@pytest.mark.parametrize("pool", ["flatten", "spatial_softmax"])
-def test_coord_conv_and_pooling_variants_train_and_reload(tmp_path, pool):
-    policy = make_policy(pool=pool, coord_conv=True)
-    assert policy.extractor.vision["front"].stages[0]["conv"].in_channels == 5
-    obs = raw_obs(np.random.default_rng(6), batch=4)
-    batch, _ = policy.prepare_obs(obs)
-    policy.bc_loss(batch, torch.zeros(4, 4)).backward()
-    assert policy.extractor.vision["front"].stages[0]["conv"].weight.grad.abs().sum() > 0
+def test_a_checkpoint_of_a_retired_option_is_refused_by_name_and_defaults_still_load(tmp_path):
+    policy = make_policy()
     save_policy(policy, tmp_path / "ckpt")
-    loaded = load_policy(tmp_path / "ckpt")
-    loaded.text_encoder = policy.text_encoder
-    np.testing.assert_array_equal(loaded.act(obs), policy.act(obs))
+    path = tmp_path / "ckpt" / "config.json"
+    data = json.loads(path.read_text())
+    # checkpoints written before the options went record their defaults: they still load
+    data["policy"].update(pool="flatten", keypoints=32, coord_conv=False, temporal_ensemble=False)
+    path.write_text(json.dumps(data))
+    assert load_policy(tmp_path / "ckpt").config == policy.config
+    data["policy"]["pool"] = "spatial_softmax"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="pool='spatial_softmax'.*removed"):
+        load_policy(tmp_path / "ckpt")
 
 
 @pytest.mark.parametrize("head", ["gaussian", "discrete"])
@@ -160,8 +146,6 @@ def test_checkpoint_config_with_unknown_key_is_rejected(tmp_path):
 @pytest.mark.parametrize("bad, message", [
     (dict(vision="vit"), "vision must be one of"),
     (dict(head="mdn"), "head must be one of"),
-    (dict(pool="max"), "pool must be one of"),
-    (dict(keypoints=0), "keypoints must be >= 1"),
     (dict(cameras=["top"]), "unknown cameras"),
     (dict(image_size=18), "image_size 18"),
     (dict(attn_dim=10, attn_heads=4), "attn_dim"),
@@ -215,25 +199,13 @@ def test_sb3_actor_critic_with_folded_head_reproduces_policy_actions():
     np.testing.assert_allclose(sb3_actions, policy.act(wrapped), atol=1e-5)
 
 
-def test_action_chunk_policy_acts_with_the_mean_of_its_predictions_for_now():
-    policy = make_policy(action_chunk=3, temporal_ensemble=True)
-    rng = np.random.default_rng(7)
-    observations = [raw_obs(rng) for _ in range(4)]
-    chunks = []
-    for obs in observations:  # what each call predicts for steps t..t+2, env units
-        batch, _ = policy.prepare_obs(obs)
-        with torch.no_grad():
-            chunks.append(policy.action_head.chunk_actions(policy.extractor(batch))[0])
-    policy.reset()
-    acted = [policy.act(obs) for obs in observations]
-    np.testing.assert_allclose(acted[0], chunks[0][0].clamp(-1, 1).numpy(), atol=1e-6)
-    want_2 = (chunks[2][0] + chunks[1][1] + chunks[0][2]) / 3  # three predictions for step 2
-    np.testing.assert_allclose(acted[2], want_2.clamp(-1, 1).numpy(), atol=1e-6)
-    want_3 = (chunks[3][0] + chunks[2][1] + chunks[1][2]) / 3  # the oldest one has expired
-    np.testing.assert_allclose(acted[3], want_3.clamp(-1, 1).numpy(), atol=1e-6)
-    policy.reset()
-    np.testing.assert_allclose(policy.act(observations[3]), chunks[3][0].clamp(-1, 1).numpy(),
-                               atol=1e-6)
+def test_action_chunk_policy_acts_with_the_first_action_of_its_newest_chunk():
+    policy = make_policy(action_chunk=3)
+    obs = raw_obs(np.random.default_rng(7))
+    batch, _ = policy.prepare_obs(obs)
+    with torch.no_grad():
+        chunk = policy.action_head.chunk_actions(policy.extractor(batch))[0]
+    np.testing.assert_allclose(policy.act(obs), chunk[0].clamp(-1, 1).numpy(), atol=1e-6)
 
 
 def test_action_chunk_loss_masks_steps_past_the_episode_end():
