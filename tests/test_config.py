@@ -65,3 +65,24 @@ def test_a_malformed_yaml_file_is_one_line_naming_the_file_and_place(tmp_path):
         load_config(Toy, bad)
     message = str(info.value)
     assert str(bad) in message and "line" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("cls_name, key, value, message", [
+    ("BCConfig", "weight_decay", "-5", "weight_decay must be"),
+    ("BCConfig", "min_lr_ratio", "7", "min_lr_ratio must be in"),
+    ("BCConfig", "lr", "inf", "lr must be a finite number"),
+    ("BCConfig", "lr", "nan", "lr must be a finite number"),
+    ("BCConfig", "grad_clip", "-1", "grad_clip must be"),
+    ("PPOConfig", "max_episode_steps", "-1", "max_episode_steps must be"),
+    ("PPOConfig", "value_lr", "inf", "value_lr must be a finite number"),
+    ("ReinforceConfig", "max_grad_norm", "-0.5", "max_grad_norm must be"),
+    ("CollectConfig", "noise", "nan", "noise must be a finite number"),
+    ("CollectConfig", "max_attempts", "0", "max_attempts must be"),
+])
+def test_config_ranges_are_checked_by_name(cls_name, key, value, message):
+    from vla_sim.agents.training import configs
+    from vla_sim.data.collect import CollectConfig
+
+    cls = CollectConfig if cls_name == "CollectConfig" else getattr(configs, cls_name)
+    with pytest.raises(ValueError, match=message):
+        load_config(cls, overrides=[f"{key}={value}"])

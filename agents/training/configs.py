@@ -13,6 +13,7 @@ config file can be checked before any training code loads.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from vla_sim.agents.policies.config import VLAPolicyConfig
@@ -116,8 +117,15 @@ class BCConfig:
             raise ValueError(f"ground_weight must be >= 0, got {self.ground_weight}")
         if not 0.0 <= self.color_jitter < 1.0:
             raise ValueError(f"color_jitter must be in [0, 1), got {self.color_jitter}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 < self.lr < math.inf:
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        if not 0 <= self.weight_decay < math.inf:
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if not 0 <= self.grad_clip < math.inf:
+            raise ValueError(f"grad_clip must be a finite number >= 0 (0 = off), got "
+                             f"{self.grad_clip}")
 
 
 @dataclass
@@ -350,8 +358,15 @@ class RLConfig:
         if self.value_hidden < 0:
             raise ValueError(f"value_hidden must be >= 0, got {self.value_hidden}")
         for name in ("lr", "value_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+            if not 0 < getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)}")
+        if self.max_episode_steps is not None and self.max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps must be >= 1 (or null), got "
+                             f"{self.max_episode_steps}")
+        for name in ("ent_coef", "vf_coef", "max_grad_norm"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must be a finite number >= 0, got "
+                                 f"{getattr(self, name)}")
 
 
 @dataclass

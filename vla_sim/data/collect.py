@@ -57,8 +57,10 @@ class CollectConfig:
             raise ValueError(f"episodes must be >= 1, got {self.episodes}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
-        if self.noise < 0:
-            raise ValueError(f"noise must be >= 0, got {self.noise}")
+        if not 0 <= self.noise < float("inf"):
+            raise ValueError(f"noise must be a finite number >= 0, got {self.noise}")
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1 (or null), got {self.max_attempts}")
 
     @property
     def env_id(self) -> str:
