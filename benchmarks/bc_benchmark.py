@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(BCConfig, overrides=[
         f"steps={args.steps}", f"batch_size={args.batch_size}", f"num_threads={args.threads}",
         f"policy.head={args.head}", f"policy.cameras=[{','.join(cameras)}]",
-        "checkpoint_every=1000000", "progress=false",
+        "checkpoint_every_grad_steps=1000000", "progress=false",
         *args.overrides])
     if run_dir.exists():
         shutil.rmtree(run_dir)

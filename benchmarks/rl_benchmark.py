@@ -119,7 +119,7 @@ def rl_part(args: argparse.Namespace) -> None:
         rate, lo, hi = evaluate(Path(args.bc), args)
         print(f"BC                      success {rate:.3f} [{lo:.3f}, {hi:.3f}] ({n_eval} "
               "episodes)", flush=True)
-    common = dict(env_id=args.env, randomization=args.randomization, total_steps=args.steps,
+    common = dict(env_id=args.env, randomization=args.randomization, total_env_steps=args.steps,
                   n_envs=args.n_envs, eval_episodes=args.train_eval_episodes,
                   progress=False, num_threads=args.threads)
     for algo in args.algos:

@@ -69,8 +69,8 @@ def policy_config(size: Size):
 def bc_config(size: Size, steps: int | None = None, **kw):
     from vla_sim.agents.training.bc import BCConfig
 
-    return BCConfig(steps=steps or size.bc_steps, batch_size=32, warmup_steps=50, val_every=10**6,
-                    checkpoint_every=10**6, tensorboard=False, progress=False, num_threads=1,
+    return BCConfig(steps=steps or size.bc_steps, batch_size=32, warmup_steps=50, val_every_grad_steps=10**6,
+                    checkpoint_every_grad_steps=10**6, tensorboard=False, progress=False, num_threads=1,
                     device="cpu", seed=0, policy=policy_config(size), **kw)
 
 
@@ -310,7 +310,7 @@ def section_curriculum(b: Bench) -> None:
     for name, (desc, data, stages) in arms.items():
         sched = CurriculumScheduler(CurriculumConfig(stages=stages, threshold=b.threshold))
         res = train_bc_curriculum(data, sched, evaluate, bc_config(b.size),
-                                  eval_every=b.size.curriculum_eval_every)
+                                  eval_every_grad_steps=b.size.curriculum_eval_every)
         final = fmt_rate(b.success(res.policy, "Reach", "medium"))
         out[name] = {"final_medium_success": final,
                      "advances": [(a.step, a.to_name) for a in sched.history],

@@ -49,7 +49,7 @@ class QuickstartConfig:
     data: CollectConfig = field(default_factory=CollectConfig)
     bc: BCConfig = field(default_factory=BCConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
-    """``ppo.total_steps = 0`` skips PPO."""
+    """``ppo.total_env_steps = 0`` skips PPO."""
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
@@ -87,7 +87,7 @@ PRESETS: dict[str, list[str]] = {
     "default": [],
     # A smoke test of every stage in a few minutes on 2 CPU cores: learns little.
     "tiny": ["data.episodes=4", "bc.steps=60", "bc.batch_size=32", "bc.warmup_steps=6",
-             "bc.checkpoint_every=60", "ppo.total_steps=64", "ppo.n_steps=32",
+             "bc.checkpoint_every_grad_steps=60", "ppo.total_env_steps=64", "ppo.n_steps=32",
              "ppo.batch_size=32", "ppo.eval_episodes=3", "eval.episodes=3", "eval.videos=1",
              "eval.render_size=128"],
 }
@@ -203,16 +203,16 @@ def run_quickstart(cfg: QuickstartConfig, out: Path) -> dict[str, Any]:
     ppo_key = stage_key("ppo", cfg.ppo, bc_key)
     t0 = time.perf_counter()
     ppo_policy = None
-    if cfg.ppo.total_steps > 0:
+    if cfg.ppo.total_env_steps > 0:
         if _finished(stages / "ppo", ppo_key):
             _log(f"ppo: complete, skipping ({ppo_dir})")
         else:
             from vla_sim.agents.training.ppo import train_ppo
 
             _fresh(ppo_dir)  # an interrupted PPO stage restarts (it is short)
-            _log(f"ppo: fine-tuning for {cfg.ppo.total_steps} env steps, reward {cfg.ppo.reward}")
+            _log(f"ppo: fine-tuning for {cfg.ppo.total_env_steps} env steps, reward {cfg.ppo.reward}")
             train_ppo(cfg.ppo, ppo_dir, init=bc_policy)
-            _mark_done(stages / "ppo", ppo_key, {"total_steps": cfg.ppo.total_steps})
+            _mark_done(stages / "ppo", ppo_key, {"total_env_steps": cfg.ppo.total_env_steps})
         ppo_policy = ppo_dir / "last"
     timings["ppo_s"] = time.perf_counter() - t0
 

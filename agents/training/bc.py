@@ -44,8 +44,8 @@ from .loop import SupervisedLoop, cosine_with_warmup, decay_groups
 log = logging.getLogger(__name__)
 
 # Beyond the common ones (common.RESUME_FREE_KEYS): knobs that do not change the maths.
-RESUMABLE_CHANGES = ("steps_this_run", "eval_every", "checkpoint_every", "log_every",
-                     "val_every", "device")
+RESUMABLE_CHANGES = ("steps_this_run", "eval_every_grad_steps", "checkpoint_every_grad_steps",
+                     "log_every_grad_steps", "val_every_grad_steps", "device")
 
 
 def instruction_alternatives(data: DemoArrays, k: int, seed: int
@@ -290,7 +290,7 @@ def train_bc(data: DemoArrays, out_dir: str | Path, config: BCConfig | None = No
     Args:
         data: demonstrations; their dims must fit ``config.policy``.
         resume: continue from ``out_dir/last`` (same config required, bar logging/eval knobs).
-        eval_fn: ``policy -> success rate in [0, 1]`` run every ``eval_every`` steps and at the end.
+        eval_fn: ``policy -> success rate in [0, 1]`` run every ``eval_every_grad_steps`` steps and at the end.
         encoder: text encoder with ``features(list[str], max_tokens)``; default the shared one.
         init_fn: called on the freshly built, normalised policy of a new run before the
             optimiser exists (e.g. to copy a pre-trained vision encoder); not called on resume,
@@ -416,7 +416,8 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
             log.info("step %d grounding (val): %s", step,
                      ", ".join(f"{k.split('/')[-1]} {v:.2f}" for k, v in ground.items()))
         success = None
-        if eval_fn is not None and (final or (cfg.eval_every and step % cfg.eval_every == 0)):
+        every = cfg.eval_every_grad_steps
+        if eval_fn is not None and (final or (every and step % every == 0)):
             policy.eval()
             success = float(eval_fn(policy))
             policy.train()
@@ -464,16 +465,17 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
         nonlocal step, vloss
         step = done
         losses.append(value)
-        if step % cfg.log_every == 0 or step == stop_at:
+        if step % cfg.log_every_grad_steps == 0 or step == stop_at:
             logger.scalars({"train/loss": value, "train/lr": scheduler.get_last_lr()[0],
                             "train/grad_norm": grad_norm}, step)
         if progress is not None:
             progress.update(1)
             progress.set_postfix(loss=f"{value:.4f}")
-        if step % cfg.val_every == 0 or (cfg.eval_every and step % cfg.eval_every == 0):
+        every = cfg.eval_every_grad_steps
+        if step % cfg.val_every_grad_steps == 0 or (every and step % every == 0):
             if step < cfg.steps:
                 vloss = evaluate(final=False)
-        if step % cfg.checkpoint_every == 0 and step < stop_at:
+        if step % cfg.checkpoint_every_grad_steps == 0 and step < stop_at:
             checkpoint()
 
     loop = SupervisedLoop(list(policy.parameters()), optimizer, sample, loss, cfg.seed,

@@ -72,12 +72,12 @@ class BCConfig:
     # --- Validation, evaluation, checkpoints ----------------------------------------------------
     val_fraction: float = 0.1
     """Fraction of episodes held out (whole episodes, chosen by ``seed``) for the val loss."""
-    val_every: int = 250
+    val_every_grad_steps: int = 250
     val_max_samples: int = 2048
-    eval_every: int = 0
+    eval_every_grad_steps: int = 0
     """Steps between in-sim success evaluations (needs an ``eval_fn``); 0 = only at the end."""
-    checkpoint_every: int = 1000
-    log_every: int = 25
+    checkpoint_every_grad_steps: int = 1000
+    log_every_grad_steps: int = 25
 
     # --- Run --------------------------------------------------------------------------------------
     seed: int = 0
@@ -97,11 +97,12 @@ class BCConfig:
     def __post_init__(self) -> None:
         if isinstance(self.policy, dict):
             self.policy = VLAPolicyConfig(**self.policy)
-        for name in ("steps", "batch_size", "log_every", "val_every", "checkpoint_every",
-                     "val_max_samples"):
+        for name in ("steps", "batch_size", "log_every_grad_steps", "val_every_grad_steps",
+                     "checkpoint_every_grad_steps", "val_max_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "eval_every", "shift_pad", "num_threads", "steps_this_run"):
+        for name in ("warmup_steps", "eval_every_grad_steps", "shift_pad", "num_threads",
+                     "steps_this_run"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -290,7 +291,7 @@ class RLConfig:
     """Text encoder for observations and the language reward; ``hashing`` for smoke tests."""
 
     # --- Optimisation -------------------------------------------------------------------------
-    total_steps: int = 20_000
+    total_env_steps: int = 20_000
     """Env steps in total."""
     lr: float = 3e-5
     """Ten times below SB3's 3e-4: the network starts from a BC solution. At 1e-4 the KL to
@@ -318,17 +319,17 @@ class RLConfig:
     """The value head reads detached features for the whole run: value-loss gradients (large
     and noisy while the critic is fresh) never move the shared, BC-trained encoder."""
     bc_coef: float = 1.0
-    """Weight of KL(pi || pi_BC) toward the frozen BC policy (see ``bc_decay_steps``)."""
-    bc_decay_steps: int = 0
+    """Weight of KL(pi || pi_BC) toward the frozen BC policy (see ``bc_decay_env_steps``)."""
+    bc_decay_env_steps: int = 0
     """Env steps over which the KL weight decays linearly to 0; 0 = it never decays. Measured on
     PickPlace (lr 5e-5): with the weight decayed to 0 by 60k steps, success fell from 26% to 2%
     by 162k steps; the policy gradient alone drifts away from the demonstrations."""
 
     # --- Evaluation, logging, checkpoints ------------------------------------------------------
-    eval_every: int = 0
+    eval_every_env_steps: int = 0
     """Env steps between success evaluations (best/ is the best one); 0 = only at start/end."""
     eval_episodes: int = 10
-    checkpoint_every: int = 2048
+    checkpoint_every_env_steps: int = 2048
     """Env steps between resumable checkpoints (``checkpoints/last_state``)."""
     tensorboard: bool = True
     progress: bool = True
@@ -343,12 +344,12 @@ class RLConfig:
     def __post_init__(self) -> None:
         if self.reward not in REWARD_MODES:
             raise ValueError(f"reward must be one of {REWARD_MODES}, got {self.reward!r}")
-        if self.total_steps < 0:
-            raise ValueError(f"total_steps must be >= 0, got {self.total_steps}")
-        for name in ("n_envs", "eval_episodes", "checkpoint_every"):
+        if self.total_env_steps < 0:
+            raise ValueError(f"total_env_steps must be >= 0, got {self.total_env_steps}")
+        for name in ("n_envs", "eval_episodes", "checkpoint_every_env_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("bc_decay_steps", "eval_every", "num_threads"):
+        for name in ("bc_decay_env_steps", "eval_every_env_steps", "num_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.bc_coef < 0:
@@ -398,7 +399,7 @@ class PPOConfig(RLConfig):
     the resumable checkpoint, so a resumed run refills it)."""
     max_minutes: float = 0.0
     """Wall-clock budget of this run's training in minutes (checked every env step; the final
-    evaluation and save follow); 0 = none, ``total_steps`` alone ends the run."""
+    evaluation and save follow); 0 = none, ``total_env_steps`` alone ends the run."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

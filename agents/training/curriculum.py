@@ -8,7 +8,7 @@ Push -> PickPlace). :class:`CurriculumScheduler` holds the current stage and adv
 
 Hooks:
 - BC: :meth:`CurriculumScheduler.bc_eval_fn` wraps ``policy -> success at (env_id, randomization)``
-  into the ``eval_fn`` that ``train_bc`` calls every ``eval_every`` steps (the demonstrations are
+  into the ``eval_fn`` that ``train_bc`` calls every ``eval_every_grad_steps`` steps (the demonstrations are
   fixed, so this moves the evaluation, and ``best/``, to harder settings).
   :func:`train_bc_curriculum` is the data curriculum: one dataset per stage, batches drawn from
   the stages reached so far.
@@ -174,10 +174,10 @@ class CurriculumBCResult:
 
 def train_bc_curriculum(stage_data: Sequence[Any], scheduler: "CurriculumScheduler",
                         evaluate: Callable[[Any, CurriculumStage], float], bc_config: Any,
-                        eval_every: int = 100, encoder: Any = None) -> CurriculumBCResult:
+                        eval_every_grad_steps: int = 100, encoder: Any = None) -> CurriculumBCResult:
     """Behaviour cloning with a data curriculum: ``stage_data[i]`` (a ``DemoArrays``) holds the
     demonstrations of stage ``i``; batches come from the stages reached so far, and every
-    ``eval_every`` steps ``evaluate(policy, stage)`` at the current stage may advance it.
+    ``eval_every_grad_steps`` steps ``evaluate(policy, stage)`` at the current stage may advance it.
 
     Normalisation statistics come from all stages' data (so they do not jump on an advance);
     optimiser, schedule and batches are those of :func:`multitask.train_steps`.
@@ -219,7 +219,7 @@ def train_bc_curriculum(stage_data: Sequence[Any], scheduler: "CurriculumSchedul
         return obs, actions, {}
 
     def after_step(step: int, loss: float) -> None:
-        if step % eval_every == 0 and step < cfg.steps:
+        if step % eval_every_grad_steps == 0 and step < cfg.steps:
             success = float(evaluate(policy, scheduler.stage))
             evaluations.append((step, scheduler.stage_index, success))
             scheduler.update(success, step)

@@ -123,7 +123,7 @@ class WarmStartPPO(PPO):
     SB3_TRAIN_SHA256 = "7c8d09940123242f0ac401c5ec2cc858b8bf3339f571c222382f048ffd8306ae"
 
     def __init__(self, *args: Any, bc_policy: VLAPolicy | None = None, bc_coef: float = 0.0,
-                 bc_decay_steps: int = 0, value_warmup_rollouts: int = 0,
+                 bc_decay_env_steps: int = 0, value_warmup_rollouts: int = 0,
                  critic_detach: bool = False, sil_coef: float = 0.0, sil_batches: int = 0,
                  sil_buffer: "SuccessBuffer | None" = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -132,7 +132,7 @@ class WarmStartPPO(PPO):
         self.bc_policy = bc_policy
         if bc_policy is not None:
             self.bc_policy = bc_policy.to(self.device).eval().requires_grad_(False)
-        self.bc_coef, self.bc_decay_steps = float(bc_coef), int(bc_decay_steps)
+        self.bc_coef, self.bc_decay_env_steps = float(bc_coef), int(bc_decay_env_steps)
         self.value_warmup_rollouts = int(value_warmup_rollouts)
         self.rollouts_trained = 0
 
@@ -145,8 +145,8 @@ class WarmStartPPO(PPO):
                 group["lr"] = lr * group.get("lr_scale", 1.0)
 
     def bc_weight(self) -> float:
-        """Current KL weight: ``bc_coef``, decaying linearly to 0 over ``bc_decay_steps`` (> 0)."""
-        return bc_schedule(self.bc_coef, self.bc_decay_steps, self.num_timesteps)
+        """Current KL weight: ``bc_coef``, decaying linearly to 0 over ``bc_decay_env_steps`` (> 0)."""
+        return bc_schedule(self.bc_coef, self.bc_decay_env_steps, self.num_timesteps)
 
     def _kl_to_bc(self, obs: dict[str, torch.Tensor], dist) -> torch.Tensor:
         """Mean over the batch of KL(pi(.|s) || pi_BC(.|s)), summed over action dims."""
@@ -298,7 +298,7 @@ def build_ppo(cfg: PPOConfig, init: str | Path | None, env=None, out_dir: Path |
         policy_kwargs={"vla_config": config_to_dict(bc.config),
                        "value_lr_scale": cfg.value_lr / cfg.lr}, seed=cfg.seed,
         device=cfg.device, verbose=0,
-        bc_policy=copy.deepcopy(bc), bc_coef=cfg.bc_coef, bc_decay_steps=cfg.bc_decay_steps,
+        bc_policy=copy.deepcopy(bc), bc_coef=cfg.bc_coef, bc_decay_env_steps=cfg.bc_decay_env_steps,
         value_warmup_rollouts=cfg.value_warmup_rollouts, critic_detach=cfg.critic_detach,
         sil_coef=cfg.sil_coef, sil_batches=cfg.sil_batches,
         sil_buffer=SuccessBuffer(cfg.sil_buffer_steps, cfg.seed) if cfg.sil_coef > 0 else None)
@@ -481,18 +481,18 @@ def train_ppo(cfg: PPOConfig, out_dir: str | Path, init: str | Path | None = Non
         torch.set_num_threads(cfg.num_threads)
     model = build_ppo(cfg, init, out_dir=out)
     meta = {"trainer": "ppo", "init": str(init), "reward": cfg.reward, "env_id": cfg.env_id}
-    callback = _EvalCallback(cfg, out, meta, cfg.eval_every)
+    callback = _EvalCallback(cfg, out, meta, cfg.eval_every_env_steps)
     callback.init_callback(model)
-    ckpt = _CheckpointCallback(state_dir, cfg.checkpoint_every, callback, meta)
+    ckpt = _CheckpointCallback(state_dir, cfg.checkpoint_every_env_steps, callback, meta)
     t0 = time.perf_counter()
     if resume:
         _restore(model, callback, state_dir)
         ckpt._last = int(model.num_timesteps)
         log.info("resuming PPO from %s at env step %d/%d", state_dir, model.num_timesteps,
-                 cfg.total_steps)
+                 cfg.total_env_steps)
     else:
         callback.evaluate_now()  # the warm start's own success rate is the bar to beat
-    remaining = max(0, cfg.total_steps - int(model.num_timesteps))
+    remaining = max(0, cfg.total_env_steps - int(model.num_timesteps))
     callbacks: list[BaseCallback] = [callback, ckpt]
     if model.sil_buffer is not None:
         callbacks.append(_SuccessCollector(model.sil_buffer))

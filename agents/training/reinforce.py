@@ -163,9 +163,9 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
     if cfg.progress:
         from tqdm.auto import tqdm
 
-        progress = tqdm(total=cfg.total_steps, desc="reinforce", dynamic_ncols=True)
+        progress = tqdm(total=cfg.total_env_steps, desc="reinforce", dynamic_ncols=True)
     t0 = time.perf_counter()
-    step, batch_index, next_eval, last_ckpt = 0, 0, cfg.eval_every, 0
+    step, batch_index, next_eval, last_ckpt = 0, 0, cfg.eval_every_env_steps, 0
 
     def checkpoint() -> None:
         state = {"step": step, "batch_index": batch_index, "next_eval": next_eval,
@@ -184,13 +184,13 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
         next_eval, last_ckpt = int(state["next_eval"]), int(state["step"])
         history[:] = [(int(s), float(r)) for s, r in state["history"]]
         best = None if state["best"] is None else float(state["best"])
-        log.info("resuming REINFORCE from %s at env step %d/%d", state_dir, step, cfg.total_steps)
+        log.info("resuming REINFORCE from %s at env step %d/%d", state_dir, step, cfg.total_env_steps)
         if progress is not None:
             progress.update(step)
     else:
         evaluate(0)
     try:
-        while step < cfg.total_steps:
+        while step < cfg.total_env_steps:
             # ---- 1. rollout: a batch of whole episodes -------------------------------------------
             seeds = [episode_seed(TRAIN_BASE_SEED + 1000 * cfg.seed, batch_index * cfg.n_envs + i)
                      for i in range(cfg.n_envs)]
@@ -220,7 +220,7 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
             policy_loss = -(log_probs * advantages).mean()
             value_loss = 0.5 * ((values - returns) ** 2).mean()
             entropy_loss = -entropy.mean()
-            bc_weight = 0.0 if warmup else bc_schedule(cfg.bc_coef, cfg.bc_decay_steps, step)
+            bc_weight = 0.0 if warmup else bc_schedule(cfg.bc_coef, cfg.bc_decay_env_steps, step)
             kl = torch.zeros(())
             if bc_weight > 0:
                 with torch.no_grad():
@@ -250,10 +250,10 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
             if progress is not None:
                 progress.update(live)
                 progress.set_postfix(success=f"{batch['success'].mean():.2f}")
-            if cfg.eval_every and step >= next_eval and step < cfg.total_steps:
-                next_eval += cfg.eval_every
+            if cfg.eval_every_env_steps and step >= next_eval and step < cfg.total_env_steps:
+                next_eval += cfg.eval_every_env_steps
                 evaluate(step)
-            if step - last_ckpt >= cfg.checkpoint_every and step < cfg.total_steps:
+            if step - last_ckpt >= cfg.checkpoint_every_env_steps and step < cfg.total_env_steps:
                 last_ckpt = step
                 checkpoint()
         checkpoint()

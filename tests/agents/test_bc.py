@@ -36,8 +36,8 @@ def synthetic_demos(episodes: int = 6, steps: int = 10, seed: int = 0) -> DemoAr
 
 
 def config(**overrides) -> BCConfig:
-    base = dict(steps=8, batch_size=16, lr=3e-3, warmup_steps=2, val_every=4,
-                checkpoint_every=4, log_every=2, device="cpu", tensorboard=False, num_threads=1,
+    base = dict(steps=8, batch_size=16, lr=3e-3, warmup_steps=2, val_every_grad_steps=4,
+                checkpoint_every_grad_steps=4, log_every_grad_steps=2, device="cpu", tensorboard=False, num_threads=1,
                 progress=False, policy=POLICY)
     base.update(overrides)
     return load_config(BCConfig, overrides=[f"{k}={_fmt(v)}" for k, v in base.items()])
@@ -58,7 +58,7 @@ def encoder():
 
 
 def test_loss_decreases_on_a_tiny_dataset(tmp_path, demos, encoder):
-    result = train_bc(demos, tmp_path / "run", config(steps=80, val_every=40), encoder=encoder)
+    result = train_bc(demos, tmp_path / "run", config(steps=80, val_every_grad_steps=40), encoder=encoder)
     first, last = np.mean(result.train_losses[:5]), np.mean(result.train_losses[-5:])
     assert last < 0.5 * first, (first, last)
     assert result.val_loss is not None and result.samples_per_s > 0
@@ -109,7 +109,7 @@ def test_resume_without_a_previous_run_is_an_error(tmp_path, demos, encoder):
 
 def test_best_follows_in_sim_success_when_given(tmp_path, demos, encoder):
     scores = iter([0.2, 0.6, 0.4])
-    result = train_bc(demos, tmp_path / "run", config(steps=6, eval_every=2, val_every=100),
+    result = train_bc(demos, tmp_path / "run", config(steps=6, eval_every_grad_steps=2, val_every_grad_steps=100),
                       eval_fn=lambda policy: next(scores), encoder=encoder)
     assert result.best_kind == "success" and result.best_metric == 0.6
     meta = json.loads((tmp_path / "run" / "best" / "config.json").read_text())["meta"]
@@ -187,7 +187,7 @@ def with_goal_states(demos: DemoArrays) -> DemoArrays:
 
 def test_aux_goal_state_loss_trains_a_head_that_predicts_the_goal(tmp_path, demos, encoder):
     data = with_goal_states(demos)
-    train_bc(data, tmp_path / "run", config(steps=120, val_every=60, aux_weight=1.0),
+    train_bc(data, tmp_path / "run", config(steps=120, val_every_grad_steps=60, aux_weight=1.0),
              encoder=encoder)
     policy = load_policy(tmp_path / "run" / "last")
     assert policy.config.aux_dim == 6 and policy.aux_head is not None
@@ -258,7 +258,7 @@ def test_chunk_indices_stay_inside_each_episode():
 
 
 def test_action_chunking_bc_trains_and_reloads(tmp_path, demos, encoder):
-    result = train_bc(demos, tmp_path / "run", config(steps=60, val_every=30,
+    result = train_bc(demos, tmp_path / "run", config(steps=60, val_every_grad_steps=30,
                                                       policy={**POLICY, "action_chunk": 4}),
                       encoder=encoder)
     assert np.mean(result.train_losses[-5:]) < np.mean(result.train_losses[:5])
@@ -275,7 +275,7 @@ def test_ctrl_c_inside_an_update_saves_after_it_and_resumes_exactly(tmp_path, de
 
     from vla_sim.agents.policies.vla import VLAPolicy
 
-    full = train_bc(demos, tmp_path / "full", config(checkpoint_every=100), encoder=encoder)
+    full = train_bc(demos, tmp_path / "full", config(checkpoint_every_grad_steps=100), encoder=encoder)
     calls = {"n": 0}
     original = VLAPolicy.bc_loss
 
@@ -287,10 +287,10 @@ def test_ctrl_c_inside_an_update_saves_after_it_and_resumes_exactly(tmp_path, de
 
     monkeypatch.setattr(VLAPolicy, "bc_loss", loss_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
-        train_bc(demos, tmp_path / "run", config(checkpoint_every=100), encoder=encoder)
+        train_bc(demos, tmp_path / "run", config(checkpoint_every_grad_steps=100), encoder=encoder)
     monkeypatch.setattr(VLAPolicy, "bc_loss", original)
     saved = json.loads((tmp_path / "run" / "last" / "config.json").read_text())
     assert saved["meta"]["step"] == 3  # the interrupted update finished and was kept
-    resumed = train_bc(demos, tmp_path / "run", config(checkpoint_every=100), resume=True,
+    resumed = train_bc(demos, tmp_path / "run", config(checkpoint_every_grad_steps=100), resume=True,
                        encoder=encoder)
     assert resumed.train_losses == full.train_losses

@@ -114,7 +114,7 @@ def test_bc_data_curriculum_evaluates_at_the_current_stage_and_advances():
     seen = []
     bc = BCConfig(steps=6, batch_size=4, device="cpu", warmup_steps=0, policy=VLAPolicyConfig(**small))
     res = train_bc_curriculum([demos("stage zero"), demos("stage one")], sched,
-                              lambda p, stage: seen.append(stage.level) or 1.0, bc, eval_every=2,
+                              lambda p, stage: seen.append(stage.level) or 1.0, bc, eval_every_grad_steps=2,
                               encoder=HashingTextEncoder())
     assert seen == ["none", "low"] and sched.stage_index == 1
     assert [e[:2] for e in res.evaluations] == [(2, 0), (4, 1)]

@@ -39,7 +39,7 @@ def tiny(**overrides) -> DAggerConfig:
     policy = json.dumps({**SMALL, "text_encoder": "hashing"})
     base = {"rounds": 1, "episodes_per_round": 2, "round_steps": 3, "workers": 1,
             "beta0": 0.5, "bc.steps": 4, "bc.batch_size": 8, "bc.warmup_steps": 1,
-            "bc.val_every": 2, "bc.checkpoint_every": 100, "bc.log_every": 2,
+            "bc.val_every_grad_steps": 2, "bc.checkpoint_every_grad_steps": 100, "bc.log_every_grad_steps": 2,
             "bc.device": "cpu", "bc.tensorboard": False, "bc.num_threads": 1,
             "bc.progress": False}
     base.update(overrides)

@@ -72,8 +72,8 @@ def two_squares(n: int = 400, seed: int = 0) -> DemoArrays:
 
 
 def config(**overrides) -> BCConfig:
-    base = dict(steps=250, batch_size=32, lr=3e-3, warmup_steps=10, val_every=1000,
-                checkpoint_every=10000, log_every=50, device="cpu", tensorboard=False,
+    base = dict(steps=250, batch_size=32, lr=3e-3, warmup_steps=10, val_every_grad_steps=1000,
+                checkpoint_every_grad_steps=10000, log_every_grad_steps=50, device="cpu", tensorboard=False,
                 num_threads=1, progress=False, shift_pad=2, val_fraction=0.2, policy=POLICY)
     base.update(overrides)
     return load_config(BCConfig, overrides=[

@@ -35,7 +35,7 @@ def bc_dir(tmp_path_factory):
 
 def _cfg(**kw):
     base = dict(env_id="vla_sim/Reach-v0", randomization="low", reward="dense",
-                text_encoder="hashing", n_steps=32, batch_size=16, n_epochs=1, total_steps=64,
+                text_encoder="hashing", n_steps=32, batch_size=16, n_epochs=1, total_env_steps=64,
                 eval_episodes=1, progress=False, max_episode_steps=12, value_warmup_rollouts=1)
     base.update(kw)
     return PPOConfig(**base)
@@ -90,7 +90,7 @@ def test_ppo_short_run_writes_loadable_checkpoint(bc_dir, tmp_path):
 
 
 def test_value_warmup_leaves_the_actor_alone(bc_dir, tmp_path):
-    cfg = _cfg(total_steps=32, value_warmup_rollouts=5)
+    cfg = _cfg(total_env_steps=32, value_warmup_rollouts=5)
     train_ppo(cfg, tmp_path / "run", init=bc_dir)
     bc, last = load_policy(bc_dir), load_policy(tmp_path / "run" / "last")
     for key, value in bc.state_dict().items():
@@ -136,7 +136,7 @@ def test_interrupted_ppo_run_resumes_from_its_last_checkpoint(bc_dir, tmp_path, 
         if self.model.num_timesteps == 32:
             raise _Interrupt  # killed right after the first checkpoint
     monkeypatch.setattr(ppo_mod._CheckpointCallback, "save", save_then_crash)
-    cfg = _cfg(checkpoint_every=32)
+    cfg = _cfg(checkpoint_every_env_steps=32)
     with pytest.raises(_Interrupt):
         train_ppo(cfg, tmp_path / "run", init=bc_dir)
     state_dir = tmp_path / "run" / "checkpoints" / "last_state"
@@ -146,7 +146,7 @@ def test_interrupted_ppo_run_resumes_from_its_last_checkpoint(bc_dir, tmp_path, 
     with pytest.raises(ValueError, match="already holds a run"):
         train_ppo(cfg, tmp_path / "run", init=bc_dir)
     with pytest.raises(ValueError, match="lr"):
-        train_ppo(_cfg(checkpoint_every=32, lr=1e-3), tmp_path / "run", init=bc_dir, resume=True)
+        train_ppo(_cfg(checkpoint_every_env_steps=32, lr=1e-3), tmp_path / "run", init=bc_dir, resume=True)
     monkeypatch.setattr(ppo_mod._CheckpointCallback, "save", original)
     result = train_ppo(cfg, tmp_path / "run", init=bc_dir, resume=True)
     assert result.steps == 64
@@ -178,7 +178,7 @@ def test_training_env_normalizes_rewards_only(bc_dir):
 
 
 def test_wall_clock_budget_stops_training_and_still_writes_an_evaluable_checkpoint(bc_dir, tmp_path):
-    result = train_ppo(_cfg(total_steps=640, max_minutes=1e-6), tmp_path / "run", init=bc_dir)
+    result = train_ppo(_cfg(total_env_steps=640, max_minutes=1e-6), tmp_path / "run", init=bc_dir)
     assert 0 < result.steps < 640
     assert load_policy(tmp_path / "run" / "last").config.value_hidden == 256
 

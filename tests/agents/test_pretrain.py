@@ -144,7 +144,7 @@ def test_bc_starts_from_the_pretrained_vision_encoder(tmp_path):
     torch.manual_seed(3)
     vl = VisionLanguageModel(VLPretrainConfig(policy=pcfg, device="cpu"))
     bc = BCConfig(steps=2, batch_size=4, lr=1e-9, warmup_steps=0, device="cpu", tensorboard=False,
-                  progress=False, val_every=1000, checkpoint_every=1000, policy=pcfg)
+                  progress=False, val_every_grad_steps=1000, checkpoint_every_grad_steps=1000, policy=pcfg)
     res = train_bc_with_init(demos, tmp_path / "run", bc, lambda p: init_policy_vision(p, vl),
                              encoder=HashingTextEncoder())
     assert res.steps == 2

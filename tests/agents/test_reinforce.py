@@ -35,7 +35,7 @@ def test_discounted_returns_stop_at_episode_end():
 def _tiny_cfg(**overrides) -> ReinforceConfig:
     """A 40-step Reach run with two synchronous envs and the hashing text encoder."""
     base = dict(env_id="vla_sim/Reach-v0", randomization="low", text_encoder="hashing", n_envs=2,
-                vector="sync", total_steps=40, max_episode_steps=10, eval_episodes=1,
+                vector="sync", total_env_steps=40, max_episode_steps=10, eval_episodes=1,
                 progress=False, value_warmup_batches=1)
     return ReinforceConfig(**{**base, **overrides})
 
@@ -68,7 +68,7 @@ def test_interrupted_reinforce_run_resumes_to_the_same_weights(tmp_path, monkeyp
 
     torch.set_num_threads(1)
     bc_dir = tiny_bc_checkpoint(tmp_path / "bc")
-    cfg = _tiny_cfg(reward="dense", max_episode_steps=8, checkpoint_every=10, tensorboard=False)
+    cfg = _tiny_cfg(reward="dense", max_episode_steps=8, checkpoint_every_env_steps=10, tensorboard=False)
     full = train_reinforce(cfg, tmp_path / "full", init=bc_dir)
 
     original = rf.save_training_checkpoint

@@ -12,14 +12,14 @@ from vla_sim.cli.main import main
 from vla_sim.config import ConfigError, load_config
 from vla_sim.pipeline import PRESETS, QuickstartConfig, default_config_path
 
-TINY = ["data.episodes=2", "bc.steps=8", "bc.batch_size=16", "ppo.total_steps=32",
+TINY = ["data.episodes=2", "bc.steps=8", "bc.batch_size=16", "ppo.total_env_steps=32",
         "ppo.n_steps=16", "ppo.batch_size=16", "eval.episodes=2", "eval.videos=1", "eval.render_size=64",
         "eval.splits=[train]"]
 
 
 def test_packaged_config_loads_and_rejects_unknown_keys(tmp_path: Path) -> None:
     cfg = load_config(QuickstartConfig, default_config_path(), PRESETS["tiny"])
-    assert cfg.data.episodes == 4 and cfg.ppo.total_steps == 64
+    assert cfg.data.episodes == 4 and cfg.ppo.total_env_steps == 64
     with pytest.raises(ConfigError, match="bc_steps"):
         load_config(QuickstartConfig, default_config_path(), ["bc_steps=3"])
     with pytest.raises(ValueError, match="unknown env"):
@@ -60,7 +60,7 @@ def test_quickstart_tiny_runs_end_to_end_and_skips_finished_stages(tmp_path: Pat
 @pytest.mark.slow  # end to end: the whole quickstart, several times
 def test_interrupted_bc_resumes_without_recollecting(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
-    no_ppo = [*TINY, "ppo.total_steps=0"]
+    no_ppo = [*TINY, "ppo.total_env_steps=0"]
     assert main(["quickstart", "--preset", "tiny", "--out", str(out), *no_ppo]) == 0
     capsys.readouterr()
     # simulate an interruption during training: BC not marked done, its last checkpoint kept
@@ -88,7 +88,7 @@ def test_the_stages_read_one_set_of_shared_settings() -> None:
 def test_a_rerun_with_changed_settings_reruns_the_stages_they_affect(tmp_path: Path,
                                                                      capsys) -> None:
     out = tmp_path / "run"
-    no_ppo = [*TINY, "ppo.total_steps=0"]
+    no_ppo = [*TINY, "ppo.total_env_steps=0"]
     assert main(["quickstart", "--preset", "tiny", "--out", str(out), *no_ppo]) == 0
     capsys.readouterr()
     # evaluation settings changed: data and BC are reused, the evaluation runs again

@@ -24,8 +24,8 @@ def _common(parser: argparse.ArgumentParser, cls: type) -> None:
                              "(same config and --init)")
     # short names for the two fields every command line sets
     parser.add_argument("--env", dest="cfg__env_id", default=None, help="alias of --env-id")
-    parser.add_argument("--steps", dest="cfg__total_steps", type=int, default=None,
-                        help="alias of --total-steps")
+    parser.add_argument("--steps", dest="cfg__total_env_steps", type=int, default=None,
+                        help="alias of --total-env-steps")
     add_config_arguments(parser, cls)
 
 
