@@ -20,16 +20,20 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from vla_sim.envs.cameras import CAMERAS
 from vla_sim.envs.tasks import TASKS, Task, TaskInstance
 from vla_sim.language.instructions import HELDOUT_COMBOS, check_split
-from vla_sim.randomization import (RandomizationConfig, RandomizationSample, resolve_randomization,
-                                   sample_randomization)
+from vla_sim.randomization import (
+    RandomizationConfig,
+    RandomizationSample,
+    resolve_randomization,
+    sample_randomization,
+)
 from vla_sim.sim.client import SimConfig, Simulation
 from vla_sim.sim.robots import ROBOTS, STATE_DIM, make_robot
 from vla_sim.sim.scene import Scene
 
 INSTRUCTION_MAX_LENGTH = 256
-CAMERAS = ("front", "wrist")
 REWARD_TYPES = ("dense", "sparse")
 
 

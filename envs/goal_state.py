@@ -25,7 +25,9 @@ Datasets collected before the image-plane labels carry only the first 6 values
 
 from __future__ import annotations
 
-PROJECTED_CAMERAS = ("front", "wrist")
+from vla_sim.envs.cameras import CAMERAS
+
+PROJECTED_CAMERAS = CAMERAS
 """Cameras whose image-plane coordinates the goal state records, in layout order."""
 
 GOAL_STATE_FIELDS: tuple[tuple[str, int], ...] = (

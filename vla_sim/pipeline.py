@@ -61,7 +61,7 @@ class QuickstartConfig:
             from vla_sim.envs.registration import ENV_IDS
 
             raise ValueError(f"unknown env {self.env!r}; valid: {sorted(ENV_IDS)}")
-        from vla_sim.agents.policies.config import CAMERA_KEYS
+        from vla_sim.envs.cameras import CAMERA_KEYS
 
         bad = [c for c in self.cameras if c not in CAMERA_KEYS]
         if not self.cameras or bad:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vla_sim.envs.cameras import CAMERA_KEYS
+
 VISION_ENCODERS = ("cnn", "resnet")
 ACTION_HEADS = ("gaussian", "discrete")
-# camera name -> observation key (the env names the wrist camera's image "wrist_image").
-CAMERA_KEYS = {"front": "image", "wrist": "wrist_image"}
 
 
 # Options removed after they measured worse (README, issue notes), with the value that means

@@ -22,6 +22,7 @@ from vla_sim.cli.common import (
     task_env_id,
 )
 from vla_sim.config import add_config_arguments, config_from_args
+from vla_sim.randomization.config import LEVELS
 
 
 def _common(p: argparse.ArgumentParser, cls: type) -> None:
@@ -29,7 +30,7 @@ def _common(p: argparse.ArgumentParser, cls: type) -> None:
     p.add_argument("--max-episodes", type=int, default=None,
                    help="use only the first N episodes of each dataset")
     p.add_argument("--eval-episodes", type=int, default=10, help="episodes per success check")
-    p.add_argument("--randomization", default="low", choices=["none", "low", "medium", "high"],
+    p.add_argument("--randomization", default="low", choices=list(LEVELS),
                    help="randomization level of the success checks")
     add_config_arguments(p, cls)
 

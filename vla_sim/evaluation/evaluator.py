@@ -26,16 +26,22 @@ from typing import Any, Callable, Iterable, Optional, Union
 import gymnasium as gym
 import numpy as np
 
-from vla_sim.evaluation.policies import (DEFAULT_EXPERT_FACTORY, PolicySpec, check_policy_spaces,
-                                         import_object, reset_policy)
+from vla_sim.evaluation.policies import (
+    DEFAULT_EXPERT_FACTORY,
+    PolicySpec,
+    check_policy_spaces,
+    import_object,
+    reset_policy,
+)
 from vla_sim.evaluation.stats import wilson_interval
-from vla_sim.utils.procs import die_with_parent
+from vla_sim.language.instructions import SPLITS
+from vla_sim.randomization.config import LEVELS as RANDOMIZATION_LEVELS
 from vla_sim.utils.fingerprint import fingerprint
 from vla_sim.utils.io import _json_default
+from vla_sim.utils.procs import die_with_parent
 from vla_sim.utils.seeding import EVAL_BASE_SEED, episode_seed
 
-SPLITS = ("train", "heldout")
-LEVELS = ("none", "low", "medium", "high")
+LEVELS = tuple(RANDOMIZATION_LEVELS)
 RECORD_MODES = ("none", "first", "failures", "all")
 PROBES = ("swap",)
 SWAP_OPTIONS = {"swap_object": True}  # the env's reset option the swap probe uses
