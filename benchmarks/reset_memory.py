@@ -1,10 +1,12 @@
 """Resident memory over many resets: RSS every ``--every`` resets and the growth slope.
 
 Long RL runs reset hundreds of thousands of times, so a per-reset leak of a kilobyte is a
-gigabyte per run. Target: the slope stays below ~0.1 MB per 1,000 resets after warm-up (it was
-~2.9 MB per 1,000 Reach resets at ``low`` and ~9 MB per 1,000 PickPlace resets at ``high``
-while every reset created and removed its object bodies: PyBullet never frees ~0.9 KB of each
-removed multibody).
+gigabyte per run. Target: the steady slope (second half of the samples) stays below ~0.1 MB per
+1,000 resets. It was ~2.9 MB per 1,000 Reach resets at ``low`` and ~9 MB per 1,000 PickPlace
+resets at ``high`` while every reset created and removed its object bodies (PyBullet never frees
+~0.9 KB of a removed multibody, ~3 KB of a tray); the sim now parks and reuses them
+(vla_sim/sim/client.py). The first ~2,000 resets still add <1 MB: the body pool and the
+allocator's arenas reaching their working size.
 
     python benchmarks/reset_memory.py
     python benchmarks/reset_memory.py --env PickPlace --randomization high --resets 4000
@@ -77,9 +79,13 @@ def measure(env: str = "Reach", randomization: str = "low", resets: int = 4000, 
     finally:
         e.close()
     slope = slope_mb_per_1000(xs, ys)
+    half = len(xs) // 2
+    steady = slope_mb_per_1000(xs[half:], ys[half:])
     if verbose:
-        print(f"slope: {slope:.3f} MB per 1,000 resets (max bodies {max(bodies)})")
-    return {"resets": xs, "rss_mb": ys, "bodies": bodies, "slope_mb_per_1000": slope}
+        print(f"slope: {slope:.3f} MB per 1,000 resets; steady (resets {xs[half]}-{xs[-1]}): "
+              f"{steady:.3f} MB per 1,000 (max bodies {max(bodies)})")
+    return {"resets": xs, "rss_mb": ys, "bodies": bodies, "slope_mb_per_1000": slope,
+            "steady_slope_mb_per_1000": steady}
 
 
 def main() -> None:

@@ -232,15 +232,17 @@ def _reset_many(n: int) -> None:
     u = env.unwrapped
     for i in range(20):  # warm up: every texture the bank holds may be loaded by now
         env.reset(seed=i)
-    bodies, rss = u.sim.client.getNumBodies(), _rss_mb()
+    bodies, rss = len(u.sim.bodies), _rss_mb()
     for i in range(n):
         env.reset(seed=1000 + i)
         if i % 10 == 0:
             env.step(env.action_space.sample())
     from vla_sim.randomization.sampler import N_TEXTURES
 
-    # distractors vary the body count by at most 2 either way
-    assert abs(u.sim.client.getNumBodies() - bodies) <= 2
+    # distractors vary the scene's body count by at most 2 either way; removed objects are
+    # parked for reuse (sim/client.py), so PyBullet's count only grows to the pool's size
+    assert abs(len(u.sim.bodies) - bodies) <= 2
+    assert u.sim.client.getNumBodies() == len(u.sim.bodies) + u.sim.parked <= 3 + 5 * 6
     assert len(u.scene.textures) <= N_TEXTURES
     assert len(u.sim._shape_cache) < 20  # shapes are reused, not created per reset
     growth = _rss_mb() - rss
