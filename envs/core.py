@@ -3,7 +3,9 @@
 Observation: ``Dict(image uint8 (S,S,3), [wrist_image], state float32 (22,), instruction Text)``.
 Action: ``Box(-1, 1, (4,))``: end-effector displacement (x, y, z) scaled to ``max_ee_step`` m per
 control step, and the gripper (-1 closed .. +1 open). Out-of-range actions are clipped to
-[-1, 1]; wrong shapes and non-finite values raise ``ValueError``.
+[-1, 1]; wrong shapes and non-finite values raise ``ValueError``. ``image_size`` and
+``render_size`` are checked in ``__init__`` (PyBullet aborts the process on a negative size).
+After ``close()`` (idempotent), ``reset``/``step``/``render`` raise ``RuntimeError`` saying so.
 
 Reset options: ``randomization`` (replay a recorded randomization sample) and ``swap_object``
 (the language probe: the same scene, pixel for pixel, with the instruction naming another movable
@@ -35,6 +37,8 @@ from vla_sim.sim.scene import Scene
 
 INSTRUCTION_MAX_LENGTH = 256
 REWARD_TYPES = ("dense", "sparse")
+IMAGE_SIZE_RANGE = (16, 512)  # observation images, pixels per side
+RENDER_SIZE_RANGE = (8, 2048)  # render() frames, pixels per side (EvalConfig allows >= 8)
 
 
 class VLAEnv(gym.Env):
@@ -50,21 +54,28 @@ class VLAEnv(gym.Env):
                  control_hz: int = 20, physics_hz: int = 240,
                  tasks: Sequence[str] | None = None) -> None:
         super().__init__()
+        self._closed = False
         # ---- validate every argument before touching PyBullet ----
         self.task_names = self._resolve_tasks(task, tasks)
-        if robot not in ROBOTS:
+        if not isinstance(robot, str) or robot not in ROBOTS:
             raise ValueError(f"unknown robot {robot!r}; valid robots: {sorted(ROBOTS)}")
-        if not isinstance(image_size, int) or not 16 <= image_size <= 512:
-            raise ValueError(f"image_size must be an int in [16, 512], got {image_size!r}")
+        image_size = _check_size("image_size", image_size, *IMAGE_SIZE_RANGE)
+        # render() sizes: PyBullet aborts the process (std::bad_alloc) on a negative size and
+        # divides by zero on 0, so they are refused here, before any client exists
+        render_size = _check_size("render_size", render_size, *RENDER_SIZE_RANGE)
+        if isinstance(cameras, str) or not isinstance(cameras, Sequence):
+            raise ValueError(f"cameras must be a sequence of camera names starting with 'front' "
+                             f"from {list(CAMERAS)}, got {cameras!r}")
         cameras = tuple(cameras)
-        bad = [c for c in cameras if c not in CAMERAS]
-        if bad or not cameras or cameras[0] != "front":
-            raise ValueError(f"cameras must start with 'front' and use {list(CAMERAS)}, "
-                             f"got {list(cameras)}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+        bad = [c for c in cameras if not isinstance(c, str) or c not in CAMERAS]
+        if bad or not cameras or cameras[0] != "front" or len(set(cameras)) != len(cameras):
+            raise ValueError(f"cameras must start with 'front' and use each of {list(CAMERAS)} "
+                             f"at most once, got {list(cameras)}")
+        if render_mode is not None and (not isinstance(render_mode, str)
+                                        or render_mode not in self.metadata["render_modes"]):
             raise ValueError(f"unknown render_mode {render_mode!r}; valid: "
                              f"{self.metadata['render_modes']} or None")
-        if reward_type not in REWARD_TYPES:
+        if not isinstance(reward_type, str) or reward_type not in REWARD_TYPES:
             raise ValueError(f"unknown reward_type {reward_type!r}; valid: {list(REWARD_TYPES)}")
         self.split = check_split(instruction_split)
         self.randomization: RandomizationConfig = resolve_randomization(randomization)
@@ -120,6 +131,7 @@ class VLAEnv(gym.Env):
         """Start an episode. ``options``: ``randomization`` (a recorded sample or its dict) and
         ``swap_object`` (bool: the same scene with the instruction naming another movable object,
         the destination kept; see :meth:`Task.swap_instance`)."""
+        self._check_open("reset")
         super().reset(seed=seed)
         self._last_seed = seed
         options = options or {}
@@ -158,6 +170,7 @@ class VLAEnv(gym.Env):
         return self._observation(), self._info(False)
 
     def step(self, action):
+        self._check_open("step")
         if self.instance is None:
             raise RuntimeError("call reset() before step()")
         action = self._check_action(action)
@@ -207,17 +220,42 @@ class VLAEnv(gym.Env):
     # ------------------------------------------------------------------------------------------
     def privileged_state(self) -> dict:
         """Object poses and roles for scripted experts and state describers (see Task)."""
+        self._check_open("privileged_state")
         if self.instance is None:
             raise RuntimeError("call reset() before privileged_state()")
         return self.task.privileged_state()
 
     def render(self):
+        self._check_open("render")
         if self.render_mode == "rgb_array":
             return self.scene.render_camera("front", self.render_size)["rgb"]
         return None  # "human": the PyBullet GUI window shows the scene
 
     def close(self) -> None:
-        self.sim.close()
+        """Release the PyBullet client; calling it again is a no-op."""
+        self._closed = True
+        sim = getattr(self, "sim", None)  # absent when __init__ refused its arguments
+        if sim is not None:
+            sim.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self, call: str) -> None:
+        # without this, a closed client answers with pybullet's bare "Not connected to physics
+        # server" from deep inside the robot or the renderer
+        if self._closed:
+            raise RuntimeError(f"{call}() after close(): this VLAEnv is closed and its PyBullet "
+                               f"client released; make a new env")
+
+
+def _check_size(name: str, value: Any, low: int, high: int) -> int:
+    """An image side in pixels: a Python or numpy integer (not a bool) in [low, high]."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or not low <= value <= high:
+        raise ValueError(f"{name} must be an int in [{low}, {high}], got {value!r}")
+    return int(value)
 
 
 def _copy_plain(value):

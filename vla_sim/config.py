@@ -42,9 +42,10 @@ def load_config(cls: type[T], yaml_path: str | Path | None = None,
             bad = [o for o in overrides if "=" not in o]
             if bad:
                 raise ConfigError(f"overrides must look like key=value, got {bad}")
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
-        if values:
-            merged = OmegaConf.merge(merged, OmegaConf.create(dict(values)))
+            for override in overrides:  # one at a time, so an error can name its key
+                merged = _merge(merged, OmegaConf.from_dotlist([override]), override)
+        for key, value in (values or {}).items():
+            merged = _merge(merged, OmegaConf.create({key: value}), f"--{key}")
         obj = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:  # unknown key, bad type, ...
         raise ConfigError(f"bad {cls.__name__} config: {exc}") from None
@@ -55,6 +56,15 @@ def load_config(cls: type[T], yaml_path: str | Path | None = None,
         raise ConfigError(f"{yaml_path}:{where}: not valid YAML ({problem})") from None
     # to_object runs __post_init__ of the dataclass, so validation errors surface here too.
     return obj  # type: ignore[return-value]
+
+
+def _merge(base: Any, update: Any, what: str) -> Any:
+    """``OmegaConf.merge``, with its TypeError (a mapping given for a list field or the
+    reverse) turned into a ConfigError naming the override."""
+    try:
+        return OmegaConf.merge(base, update)
+    except TypeError as exc:
+        raise ConfigError(f"{what}: a value of the wrong kind ({exc})") from None
 
 
 def config_to_dict(cfg: Any) -> dict:

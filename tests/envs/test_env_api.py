@@ -4,6 +4,7 @@ resource release, registration from a fresh process, and the optional observatio
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -297,3 +298,33 @@ def test_wrist_depth_and_segmentation_observations():
         obs, *_ = env.step(np.array([1.0, 0.0, -1.0, 1.0]))
     assert not np.array_equal(before, obs["wrist_image"])
     env.close()
+
+
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("render_size", [-5, 0, 7, 4097, 64.0, "64", True, None])
+def test_bad_render_size_raises_naming_it_before_touching_pybullet(render_size):
+    # -5 used to abort the process (std::bad_alloc) at render(), 0 divided by zero
+    with pytest.raises(ValueError, match=rf"render_size must be an int in \[8, 2048\], "
+                                         rf"got {re.escape(repr(render_size))}"):
+        VLAEnv(render_mode="rgb_array", render_size=render_size)
+
+
+def test_numpy_integer_sizes_are_accepted():
+    env = VLAEnv(image_size=np.int64(32), render_size=np.int32(24), render_mode="rgb_array")
+    env.reset(seed=0)
+    assert env.render().shape == (24, 24, 3) and env.image_size == 32
+    env.close()
+
+
+@pytest.mark.parametrize("call", ["reset", "step", "render", "privileged_state"])
+def test_use_after_close_raises_saying_the_env_is_closed(call):
+    env = make(render_mode="rgb_array", render_size=32)
+    env.reset(seed=0)
+    env.close()
+    env.close()  # twice is fine
+    u = env.unwrapped
+    args = {"reset": {"seed": 0}, "step": {"action": np.zeros(4)}}.get(call, {})
+    with pytest.raises(RuntimeError, match=rf"{call}\(\) after close\(\): this VLAEnv is closed"):
+        getattr(u, call)(**args)
+    with pytest.raises(RuntimeError, match="is closed"):  # through gymnasium's wrappers too
+        getattr(env, call)(**args) if call != "privileged_state" else u.privileged_state()

@@ -13,15 +13,17 @@ def add_parser(subparsers) -> None:
     info.add_argument("dir", help="dataset folder")
     info.add_argument("--json", action="store_true", help="print the summary as JSON")
     info.add_argument("--decode", action="store_true",
-                      help="also decode every video (builds the frame cache) to check it fully")
+                      help="also decode every video (builds the frame cache, or checks it against "
+                           "its checksums and rebuilds it if stale or modified)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from vla_sim.data.reader import open_dataset
 
-    ds = open_dataset(args.dir, validate=True)  # DatasetError (a ValueError) -> clean exit 2
-    if args.decode:
+    # DatasetError (a ValueError) -> clean exit 2, naming the file, column and row at fault
+    ds = open_dataset(args.dir, validate=True)
+    if args.decode:  # decodes, or checks the frame cache against its checksums
         for cam in ds.cameras:
             ds.frames(cam)
     s = ds.summary()
@@ -43,5 +45,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"instructions ({len(s['instructions'])}):")
     for text, count in sorted(s["instructions"].items(), key=lambda kv: -kv[1]):
         print(f"  {count:5d}  {text}")
+    for cam, status in ds.cache_status.items():
+        print(f"frame cache {cam}: {status}")
     print("valid     yes" + (" (videos decoded)" if args.decode else ""))
     return 0

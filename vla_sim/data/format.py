@@ -10,6 +10,7 @@ vla-sim writes one data file and one video file per episode (file index = episod
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -187,11 +188,21 @@ class DatasetError(ValueError):
 
 # ------------------------------------------------------------------------------------- mp4 info
 
-def mp4_frame_count(path: Path) -> int:
-    """Number of video samples (frames) in an MP4, read from the ``stsz`` box without decoding.
+@dataclass(frozen=True)
+class Mp4Info:
+    """What an MP4's index says about its video track, read without decoding."""
+
+    frames: int  # number of samples (``stsz``)
+    width: int  # coded size of the first sample entry (``avc1``/``hvc1``... ``stsd``)
+    height: int
+    fps: float | None  # frames / track duration (``mdhd`` timescale, ``stts`` deltas); None if 0
+
+
+def mp4_info(path: Path) -> Mp4Info:
+    """Frame count, frame size and frame rate of an MP4's video track, from its ``moov`` index.
 
     Raises ``ValueError`` when the file has no ``moov`` box (typically a truncated file: ffmpeg
-    writes ``moov`` last) or no video track.
+    writes ``moov`` last), no video track, or a box that runs past its parent.
     """
     data = Path(path).read_bytes()
     moov = _find_box(data, 0, len(data), b"moov")
@@ -207,13 +218,44 @@ def mp4_frame_count(path: Path) -> int:
             if mdia is not None:
                 hdlr = _find_box(data, *mdia, b"hdlr")
                 if hdlr is not None and data[hdlr[0] + 8:hdlr[0] + 12] == b"vide":
-                    stbl = _find_path(data, mdia, (b"minf", b"stbl"))
-                    stsz = _find_box(data, *stbl, b"stsz") if stbl else None
-                    if stsz is None:
-                        raise ValueError("video track has no 'stsz' box")
-                    return struct.unpack(">I", data[stsz[0] + 8:stsz[0] + 12])[0]
+                    return _video_track_info(data, mdia)
         pos += size
     raise ValueError("no video track")
+
+
+def _video_track_info(data: bytes, mdia: tuple[int, int]) -> Mp4Info:
+    try:
+        stbl = _find_path(data, mdia, (b"minf", b"stbl"))
+        stsz = _find_box(data, *stbl, b"stsz") if stbl else None
+        if stsz is None:
+            raise ValueError("video track has no 'stsz' box")
+        frames = struct.unpack(">I", data[stsz[0] + 8:stsz[0] + 12])[0]
+        stsd = _find_box(data, *stbl, b"stsd")
+        if stsd is None:
+            raise ValueError("video track has no 'stsd' box")
+        entry = stsd[0] + 8  # version/flags, entry_count, then the first sample entry box
+        # visual sample entry: 8 header, 6 reserved, 2 data ref, 16 pre-defined, width, height
+        width, height = struct.unpack(">HH", data[entry + 32:entry + 36])
+        fps = None
+        mdhd = _find_box(data, *mdia, b"mdhd")
+        stts = _find_box(data, *stbl, b"stts")
+        if mdhd is not None and stts is not None:
+            at = mdhd[0] + (20 if data[mdhd[0]] == 1 else 12)  # version 1: 64-bit times
+            timescale = struct.unpack(">I", data[at:at + 4])[0]
+            n = struct.unpack(">I", data[stts[0] + 4:stts[0] + 8])[0]
+            ticks = sum(c * d for c, d in (struct.unpack(">II", data[stts[0] + 8 + 8 * i:
+                                                                   stts[0] + 16 + 8 * i])
+                                          for i in range(n)))
+            if timescale and ticks:
+                fps = frames * timescale / ticks
+    except struct.error:
+        raise ValueError("video track index is truncated") from None
+    return Mp4Info(frames=frames, width=width, height=height, fps=fps)
+
+
+def mp4_frame_count(path: Path) -> int:
+    """Number of video samples (frames) in an MP4 (see :func:`mp4_info`)."""
+    return mp4_info(path).frames
 
 
 def _box_header(data: bytes, pos: int) -> tuple[int, bytes, int]:

@@ -1,14 +1,23 @@
 """Open, validate and read a LeRobotDataset v3.0 folder written by vla-sim (or LeRobot-like).
 
+Validation checks the metadata against the data itself: every frame file's columns have the
+dtypes and shapes info.json declares, states, actions and other float columns are finite, the
+timestamps are ``frame_index / fps``, and each video's frame count, size and frame rate (from the
+MP4 index) match. Errors name the file, the column and the first bad row.
+
 Videos are decoded once into a memory-mapped uint8 cache per camera
-(``<root>/.cache/frames_<camera>.npy``), keyed on the episodes file and video files so any change
-to the dataset rebuilds it; nothing decodes video per item.
+(``<root>/.cache/frames_<camera>.npy``). Its key file records a SHA-256 of the source videos'
+bytes and the episodes file, and a SHA-256 of the cache itself: a stale cache (the videos
+changed) or a tampered one (the .npy was edited) is rebuilt from the videos, never trained on.
+Nothing decodes video per item.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,6 +33,14 @@ from vla_sim.data import format as fmt
 from vla_sim.data.format import DatasetError
 from vla_sim.utils.io import atomic_write_text
 from vla_sim.utils.video import read_video
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 2  # bump when the key file's meaning changes: older caches are rebuilt
+TIMESTAMP_TOLERANCE_S = 1e-4  # LeRobot's default tolerance_s
+VIDEO_FPS_TOLERANCE = 0.01  # relative
+_ARROW_DTYPES = {"float32": pa.float32(), "float64": pa.float64(), "int64": pa.int64(),
+                 "int32": pa.int32(), "bool": pa.bool_()}
 
 REQUIRED_INFO_KEYS = ("codebase_version", "fps", "features", "total_episodes", "total_frames",
                       "total_tasks", "chunks_size", "data_path", "video_path")
@@ -44,6 +61,8 @@ class DatasetReader:
         if self.info["codebase_version"] != fmt.CODEBASE_VERSION:
             raise DatasetError(f"{self.root / fmt.INFO_PATH}: codebase_version is "
                                f"{self.info['codebase_version']!r}, expected {fmt.CODEBASE_VERSION!r}")
+        _check_info(self.info, self.root / fmt.INFO_PATH)
+        self.cache_status: dict[str, str] = {}  # camera -> "verified" / "built" / "rebuilt (...)"
         self.episodes = self._load_episodes()
         self.tasks = self._load_tasks()
         if validate:
@@ -127,7 +146,9 @@ class DatasetReader:
         ep_path = self.root / fmt.EPISODES_PATH
         expected_start = 0
         data_rows: dict[str, int] = {}
+        data_episodes: dict[str, dict[int, int]] = {}  # file -> episode index -> length
         video_frames: dict[str, int] = {}
+        video_camera: dict[str, str] = {}
         for i, ep in enumerate(self.episodes):
             if ep["episode_index"] != i:
                 raise DatasetError(f"{ep_path}: episode_index {ep['episode_index']} at row {i}")
@@ -139,9 +160,11 @@ class DatasetReader:
             expected_start = ep["dataset_to_index"]
             dpath = self.data_path(i)
             data_rows[dpath] = data_rows.get(dpath, 0) + int(ep["length"])
+            data_episodes.setdefault(dpath, {})[i] = int(ep["length"])
             for cam in self.cameras:
                 vpath = self.video_path(cam, i)
                 video_frames[vpath] = video_frames.get(vpath, 0) + int(ep["length"])
+                video_camera[vpath] = cam
         for rel, rows in data_rows.items():
             path = self.root / rel
             if not path.exists():
@@ -152,16 +175,78 @@ class DatasetReader:
                 raise DatasetError(f"{path}: unreadable parquet ({exc})") from exc
             if got != rows:
                 raise DatasetError(f"{path}: {got} frames, episodes metadata says {rows}")
+            table = _read_parquet(path)
+            self._check_frame_table(table, path)
+            if "episode_index" in table.column_names:
+                ids, counts = np.unique(_column_values(table, "episode_index", path)[:, 0],
+                                        return_counts=True)
+                got_eps = {int(e): int(c) for e, c in zip(ids, counts)}
+                if got_eps != data_episodes[rel]:
+                    raise DatasetError(f"{path}: rows per episode_index {got_eps}, "
+                                       f"{fmt.EPISODES_PATH} says {data_episodes[rel]}")
         for rel, count in video_frames.items():
             path = self.root / rel
             if not path.exists():
                 raise DatasetError(f"{path}: video file missing")
             try:
-                got = fmt.mp4_frame_count(path)
+                video = fmt.mp4_info(path)
             except (ValueError, OSError) as exc:
                 raise DatasetError(f"{path}: unreadable video ({exc})") from exc
-            if got != count:
-                raise DatasetError(f"{path}: video has {got} frames, parquet/episodes say {count}")
+            if video.frames != count:
+                raise DatasetError(f"{path}: video has {video.frames} frames, parquet/episodes "
+                                   f"say {count}")
+            h, w, _ = self.image_shape(video_camera[rel])
+            if (video.height, video.width) != (h, w):
+                raise DatasetError(f"{path}: video frames are {video.height}x{video.width} (HxW), "
+                                   f"info.json features say {h}x{w}")
+            # one-frame videos have no duration to time
+            if video.fps is not None and video.frames > 1 and \
+                    abs(video.fps - self.fps) > VIDEO_FPS_TOLERANCE * self.fps:
+                raise DatasetError(f"{path}: video runs at {video.fps:.4g} fps, info.json fps is "
+                                   f"{self.fps}")
+
+    def _check_frame_table(self, table: pa.Table, path: Path) -> None:
+        """The frame data of one parquet file against info.json: every non-video feature is a
+        column of the declared dtype and shape, float columns are finite, and timestamps are
+        ``frame_index / fps``. Raises :class:`DatasetError` naming the column and first bad row."""
+        n = len(table)
+        names = set(table.column_names)
+        for key, feat in self.info["features"].items():
+            if feat["dtype"] in ("video", "image"):
+                continue
+            if key not in names:
+                raise DatasetError(f"{path}: no column {key!r} (info.json features declare it)")
+            values = _column_values(table, key, path)
+            width = values.shape[1]
+            want = math.prod(feat["shape"])
+            if width != want:
+                raise DatasetError(f"{path}: column {key!r} holds {width} values per frame, "
+                                   f"info.json features say shape {list(feat['shape'])}")
+            want_type = _ARROW_DTYPES.get(feat["dtype"])
+            got_type = _value_type(table.schema.field(key).type)
+            if want_type is not None and got_type != want_type:
+                raise DatasetError(f"{path}: column {key!r} is {got_type}, info.json features "
+                                   f"say {feat['dtype']}")
+            if np.issubdtype(values.dtype, np.floating):
+                bad = ~np.isfinite(values)
+                if bad.any():
+                    row, col = (int(i) for i in np.argwhere(bad)[0])
+                    raise DatasetError(
+                        f"{path}: column {key!r} has a non-finite value ({values[row, col]}) at "
+                        f"row {row}{_where(table, row)}, entry {col}; a dataset must hold finite "
+                        f"values (re-collect or drop that episode)")
+        if n and "timestamp" in names and "frame_index" in names:
+            ts = _column_values(table, "timestamp", path)[:, 0].astype(np.float64)
+            frame = _column_values(table, "frame_index", path)[:, 0]
+            expected = frame.astype(np.float64) / self.fps
+            off = np.abs(ts - expected) > TIMESTAMP_TOLERANCE_S
+            if off.any():
+                row = int(np.argmax(off))
+                raise DatasetError(
+                    f"{path}: timestamp {ts[row]:.6g} at row {row} (frame "
+                    f"{int(frame[row])}) is not frame_index / fps = "
+                    f"{expected[row]:.6g} (info.json fps {self.fps}); info.json fps does not "
+                    f"match the data")
 
     # ------------------------------------------------------------------ paths
     def data_path(self, episode_index: int) -> str:
@@ -179,7 +264,9 @@ class DatasetReader:
         """All frames' non-image columns, concatenated in index order, as numpy arrays."""
         tables = []
         for rel in dict.fromkeys(self.data_path(i) for i in range(self.num_episodes)):
-            tables.append(_read_parquet(self.root / rel))
+            table = _read_parquet(self.root / rel)
+            self._check_frame_table(table, self.root / rel)  # even unvalidated: never a NaN out
+            tables.append(table)
         if not tables:
             return {}
         table = pa.concat_tables(tables)
@@ -195,16 +282,35 @@ class DatasetReader:
             raise DatasetError(f"{self.root / 'data'}: frame 'index' column is not 0..{len(order) - 1}")
         return {k: v[order] for k, v in out.items()}
 
+    def frames_path(self, camera: str) -> Path:
+        """Where :meth:`frames` keeps the decoded frames of ``camera``."""
+        return self.root / fmt.CACHE_DIR / f"frames_{camera}.npy"
+
     def frames(self, camera: str) -> np.ndarray:
-        """(total_frames, H, W, 3) uint8 memmap of one camera, decoding the videos once."""
-        cache_dir = self.root / fmt.CACHE_DIR
-        npy, key_file = cache_dir / f"frames_{camera}.npy", cache_dir / f"frames_{camera}.key"
-        key = self._cache_key(camera)
-        if npy.exists() and key_file.exists() and key_file.read_text() == key:
-            return np.load(npy, mmap_mode="r")
-        cache_dir.mkdir(parents=True, exist_ok=True)
+        """(total_frames, H, W, 3) uint8 memmap of one camera, decoding the videos once.
+
+        The cache is reused only when its key file's source checksum (episodes file, video
+        bytes, frame shape) matches the dataset and the cache's own SHA-256 matches its bytes;
+        otherwise it is rebuilt (``cache_status[camera]`` says which and why, and a tampered
+        cache is logged as a warning naming the file)."""
+        if camera not in self.cameras:
+            raise DatasetError(f"{self.root / fmt.INFO_PATH}: no camera {camera!r}; "
+                               f"cameras: {self.cameras}")
+        npy = self.frames_path(camera)
+        key_file = npy.with_suffix(".key")
         h, w, _ = self.image_shape(camera)
-        tmp = cache_dir / f".frames_{camera}.{os.getpid()}.tmp.npy"
+        sources = self._sources_sha256(camera)
+        reason = "built"
+        if npy.exists():
+            reason = self._cache_problem(npy, key_file, sources)
+            if reason is None:
+                self.cache_status[camera] = "verified"
+                return np.load(npy, mmap_mode="r")
+            level = logging.WARNING if "checksum" in reason else logging.INFO
+            log.log(level, "%s: %s; rebuilding it from the videos", npy, reason)
+            reason = f"rebuilt ({reason})"
+        npy.parent.mkdir(parents=True, exist_ok=True)
+        tmp = npy.parent / f".frames_{camera}.{os.getpid()}.tmp.npy"
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(self.num_frames, h, w, 3))
 
         def decode_one(i: int) -> None:
@@ -224,20 +330,47 @@ class DatasetReader:
                 list(pool.map(decode_one, range(self.num_episodes)))
             out.flush()
             del out
+            digest = _file_sha256(tmp)
             os.replace(tmp, npy)
         except BaseException:
             if tmp.exists():
                 tmp.unlink()
             raise
-        atomic_write_text(key_file, key)
+        atomic_write_text(key_file, json.dumps({"format": CACHE_FORMAT, "sources_sha256": sources,
+                                                "frames_sha256": digest,
+                                                "shape": [self.num_frames, h, w, 3]}))
+        self.cache_status[camera] = reason
         return np.load(npy, mmap_mode="r")
 
-    def _cache_key(self, camera: str) -> str:
+    def _cache_problem(self, npy: Path, key_file: Path, sources: str) -> str | None:
+        """Why the cache at ``npy`` may not be used, or None when it is current and intact."""
+        try:
+            key = json.loads(key_file.read_text())
+        except FileNotFoundError:
+            return "no key file"
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return "unreadable key file"
+        if not isinstance(key, dict) or key.get("format") != CACHE_FORMAT:
+            return "key file from another vla-sim version"
+        if key.get("sources_sha256") != sources:
+            return "stale: the videos or episodes changed since it was built"
+        if _file_sha256(npy) != key.get("frames_sha256"):
+            return "its bytes do not match the checksum recorded when it was built (modified?)"
+        return None
+
+    def _sources_sha256(self, camera: str) -> str:
+        """SHA-256 over what the cache is decoded from: the episodes file, each video's path and
+        bytes, and the frame shape."""
         h = hashlib.sha256()
+        h.update(json.dumps([list(self.image_shape(camera)), self.num_frames]).encode())
         h.update((self.root / fmt.EPISODES_PATH).read_bytes() if self.episodes else b"")
         for i in range(self.num_episodes):
-            st = (self.root / self.video_path(camera, i)).stat()
-            h.update(f"{i}:{st.st_size}:{st.st_mtime_ns};".encode())
+            rel = self.video_path(camera, i)
+            h.update(f"{i}:{rel};".encode())
+            try:
+                h.update(hashlib.sha256((self.root / rel).read_bytes()).digest())
+            except FileNotFoundError:
+                raise DatasetError(f"{self.root / rel}: video file missing") from None
         return h.hexdigest()
 
     def episode_record(self, episode_index: int) -> dict[str, Any]:
@@ -320,3 +453,90 @@ def _read_parquet(path: Path) -> pa.Table:
         return pq.read_table(path)
     except Exception as exc:  # ArrowInvalid, OSError... for truncated files
         raise DatasetError(f"{path}: unreadable parquet ({exc})") from exc
+
+
+def _check_info(info: dict, path: Path) -> None:
+    """info.json's own structure: the types every later check and reader relies on."""
+    fps = info["fps"]
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) \
+            or fps <= 0 or fps != int(fps):
+        raise DatasetError(f"{path}: fps must be a positive integer, got {fps!r}")
+    for key in ("total_episodes", "total_frames", "total_tasks", "chunks_size"):
+        v = info[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < (1 if key == "chunks_size" else 0):
+            raise DatasetError(f"{path}: {key} must be an integer >= "
+                               f"{1 if key == 'chunks_size' else 0}, got {v!r}")
+    for key in ("data_path", "video_path"):
+        if not isinstance(info[key], str):
+            raise DatasetError(f"{path}: {key} must be a path pattern string, got {info[key]!r}")
+    features = info["features"]
+    if not isinstance(features, dict):
+        raise DatasetError(f"{path}: features must be a mapping, got {type(features).__name__}")
+    for name, feat in features.items():
+        if not isinstance(feat, dict) or not isinstance(feat.get("dtype"), str):
+            raise DatasetError(f"{path}: feature {name!r} needs a 'dtype' string, got {feat!r}")
+        shape = feat.get("shape")
+        if not isinstance(shape, list) or not shape or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+            raise DatasetError(f"{path}: feature {name!r} shape must be a list of positive "
+                               f"integers, got {shape!r}")
+        if feat["dtype"] == "video":
+            if len(shape) != 3 or shape[2] != 3:
+                raise DatasetError(f"{path}: video feature {name!r} shape must be [height, width, "
+                                   f"3], got {shape}")
+            vinfo = feat.get("info") or {}
+            declared = {"video.fps": fps, "video.height": shape[0], "video.width": shape[1]}
+            for k, want in declared.items():
+                if k in vinfo and vinfo[k] != want:
+                    raise DatasetError(f"{path}: feature {name!r} info {k}={vinfo[k]!r} disagrees "
+                                       f"with {'fps' if k == 'video.fps' else 'its shape'} ({want})")
+    for key in (fmt.STATE_KEY, fmt.ACTION_KEY):
+        if key not in features:
+            raise DatasetError(f"{path}: features has no {key!r}")
+
+
+def _column_values(table: pa.Table, name: str, path: Path) -> np.ndarray:
+    """(rows, width) numpy values of a scalar or list column."""
+    col = table.column(name).combine_chunks()
+    n = len(col)
+    if pa.types.is_fixed_size_list(col.type) or pa.types.is_list(col.type) \
+            or pa.types.is_large_list(col.type):
+        if col.null_count:
+            raise DatasetError(f"{path}: column {name!r} has null rows")
+        flat = np.asarray(col.flatten().to_numpy(zero_copy_only=False))
+        if pa.types.is_fixed_size_list(col.type):
+            return flat.reshape(n, col.type.list_size)
+        lengths = np.asarray(pc.list_value_length(col).to_numpy(zero_copy_only=False))
+        if n and (lengths != lengths[0]).any():
+            row = int(np.argmax(lengths != lengths[0]))
+            raise DatasetError(f"{path}: column {name!r} has {lengths[row]} values at row {row}, "
+                               f"{lengths[0]} at row 0")
+        return flat.reshape(n, int(lengths[0]) if n else 0)
+    if pa.types.is_primitive(col.type) or pa.types.is_boolean(col.type):
+        if col.null_count:
+            row = int(np.argmax(np.asarray(col.is_null().to_numpy(zero_copy_only=False))))
+            raise DatasetError(f"{path}: column {name!r} is null at row {row}")
+        return np.asarray(col.to_numpy(zero_copy_only=False)).reshape(n, 1)
+    raise DatasetError(f"{path}: column {name!r} has unsupported type {col.type}")
+
+
+def _value_type(t: pa.DataType) -> pa.DataType:
+    return t.value_type if (pa.types.is_fixed_size_list(t) or pa.types.is_list(t)
+                            or pa.types.is_large_list(t)) else t
+
+
+def _where(table: pa.Table, row: int) -> str:
+    """`` (episode E, frame F)`` for a row, when those columns exist."""
+    parts = []
+    for name, label in (("episode_index", "episode"), ("frame_index", "frame")):
+        if name in table.column_names:
+            parts.append(f"{label} {table.column(name)[row].as_py()}")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,7 +1,9 @@
 """``VLADataset``: a torch Dataset of (image, state, instruction) -> action steps.
 
-All arrays are loaded once: low-dimensional columns into memory, camera frames as the reader's
-memory-mapped uint8 cache (opened lazily in each DataLoader worker, never pickled).
+All arrays are loaded once: low-dimensional columns into memory (refused if any state or action is
+not finite), camera frames as the reader's memory-mapped uint8 cache, verified against its
+checksum once in the main process and reopened without re-hashing in each DataLoader worker
+(never pickled).
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ class VLADataset(Dataset):
         self.history, self.action_chunk = int(history), int(action_chunk)
         self.episode_indices = self._select_episodes(split, episodes, val_fraction)
         self.cameras = self.reader.cameras
-        for cam in self.cameras:
-            self.reader.frames(cam)  # build the decode cache now, in the main process
+        # build (or verify against its checksum) the decode cache now, in the main process
+        self._frames: dict[str, np.ndarray] | None = {cam: self.reader.frames(cam)
+                                                       for cam in self.cameras}
         self._arrays = self.reader.low_dim_arrays()
         self.instructions = self.reader.task_names
         eps = self.reader.episodes
@@ -53,7 +56,6 @@ class VLADataset(Dataset):
         self._frame_ids = (np.concatenate([np.arange(self._ep_from[i], self._ep_to[i])
                                            for i in self.episode_indices])
                            if self.episode_indices else np.zeros(0, dtype=np.int64))
-        self._frames: dict[str, np.ndarray] | None = None
 
     def _select_episodes(self, split: str | None, episodes: Sequence[int] | None,
                          val_fraction: float) -> list[int]:
@@ -80,8 +82,9 @@ class VLADataset(Dataset):
 
     # ------------------------------------------------------------------ whole-array access
     def _open_frames(self) -> dict[str, np.ndarray]:
-        if self._frames is None:
-            self._frames = {cam: self.reader.frames(cam) for cam in self.cameras}
+        if self._frames is None:  # in a worker: the main process verified these files
+            self._frames = {cam: np.load(self.reader.frames_path(cam), mmap_mode="r")
+                            for cam in self.cameras}
         return self._frames
 
     def __getstate__(self) -> dict[str, Any]:
