@@ -107,9 +107,14 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file; a truncated or corrupt file is a
     :class:`CheckpointMismatchError` naming it (never a traceback from the parser)."""
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise CheckpointMismatchError(f"{path}: unreadable weights ({exc})") from None
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise CheckpointMismatchError(f"{path}: non-finite (NaN or inf) weights in {_short(bad)}; "
+                                      "the run that wrote them diverged")
+    return tensors
 
 
 def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor],

@@ -20,7 +20,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from vla_sim.agents.policies.checkpoint import load_state_strict, read_checkpoint_config
+from vla_sim.agents.policies.checkpoint import (load_state_strict, read_checkpoint_config,
+                                                read_weights)
 from vla_sim.agents.policies.config import VLAPolicyConfig
 from vla_sim.agents.policies.vla import VLAPolicy
 
@@ -373,9 +374,7 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
                 RESUME_FREE_KEYS + RESUMABLE_CHANGES)
     if resume:
         read_checkpoint_config(last)
-        from safetensors.torch import load_file
-
-        load_state_strict(policy, load_file(str(last / "model.safetensors")), str(last))
+        load_state_strict(policy, read_weights(last / "model.safetensors"), str(last))
         state = load_trainer_state(last)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

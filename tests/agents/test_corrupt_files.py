@@ -54,3 +54,29 @@ def test_an_output_folder_that_is_a_file_is_one_line(tmp_path, capsys):
                "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2 and str(blocker) in err and len(err.strip().splitlines()) == 1
+
+
+def test_nan_weights_are_refused_by_name(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    ckpt = _saved(tmp_path)
+    weights = load_file(str(ckpt / "model.safetensors"))
+    name = next(k for k, v in weights.items() if v.is_floating_point() and v.numel() > 1)
+    weights[name][0] = float("nan")
+    save_file(weights, str(ckpt / "model.safetensors"))
+    try:
+        load_policy(ckpt)
+    except ValueError as exc:
+        assert "non-finite" in str(exc) and name in str(exc)
+    else:
+        raise AssertionError("NaN weights loaded")
+
+
+def test_a_collect_refused_by_its_checks_leaves_nothing_and_the_corrected_command_runs(
+        tmp_path, capsys):
+    out = tmp_path / "data"
+    assert main(["collect", "--env", "Reach", "--episodes", "1", "--out", str(out),
+                 "--cameras", "front,top", "--no-progress"]) == 2
+    assert "cameras" in capsys.readouterr().err and not out.exists()
+    assert main(["collect", "--env", "Reach", "--episodes", "1", "--out", str(out),
+                 "--no-progress"]) == 0

@@ -120,6 +120,10 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result = evaluate(spec, config, progress=progress)
+    except KeyboardInterrupt:
+        print(f"interrupted after {done['n']} of {total} episodes: evaluation keeps nothing "
+              f"partial, no report was written to {out}", file=sys.stderr)
+        raise
     finally:
         bar.close()
 
