@@ -718,3 +718,13 @@ class VLAPolicy(nn.Module):
         self.train(was_training)
         action = action.clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)
         return action[0] if single else action
+
+
+def actor_critic_groups(policy: VLAPolicy, lr: float, value_lr: float) -> list[dict[str, Any]]:
+    """Optimizer parameter groups: the actor (every weight but the critic's) at ``lr``, the
+    critic at ``value_lr``; ``lr_scale`` (critic rate / actor rate) lets a schedule keep it."""
+    critic = list(policy.value_head.parameters())
+    critic_ids = {id(p) for p in critic}
+    actor = [p for p in policy.parameters() if id(p) not in critic_ids]
+    return [{"params": actor, "lr": lr, "lr_scale": 1.0},
+            {"params": critic, "lr": value_lr, "lr_scale": value_lr / lr}]

@@ -20,11 +20,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from vla_sim.agents.policies.checkpoint import (load_state_strict, read_checkpoint_config,
-                                                read_weights)
+
+from vla_sim.agents.policies.checkpoint import (
+    load_state_strict,
+    read_checkpoint_config,
+    read_weights,
+)
 from vla_sim.agents.policies.config import VLAPolicyConfig
 from vla_sim.agents.policies.vla import VLAPolicy
-
 from vla_sim.config import config_from_dict, config_to_dict
 from vla_sim.data.demos import DemoArrays, chunk_indices, split_episodes
 from vla_sim.envs.goal_state import GOAL_STATE_DIM, GOAL_STATE_LAYOUT, GOAL_XYZ_DIM

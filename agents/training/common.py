@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from vla_sim.agents.policies.checkpoint import copy_checkpoint, save_policy
 from vla_sim.agents.policies.vla import VLAPolicy
 

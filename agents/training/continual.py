@@ -19,8 +19,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
-from vla_sim.agents.policies.vla import ACTION_STD_FLOOR, STATE_STD_FLOOR, VLAPolicy  # noqa: F401
 
+from vla_sim.agents.policies.vla import ACTION_STD_FLOOR, STATE_STD_FLOOR, VLAPolicy  # noqa: F401
 from vla_sim.data.demos import DemoArrays, concat_demos
 
 from .bc import BCConfig, _Batches, instruction_features

@@ -184,8 +184,8 @@ def train_bc_curriculum(stage_data: Sequence[Any], scheduler: "CurriculumSchedul
     """
     import numpy as np
     import torch
-    from vla_sim.agents.policies.vla import VLAPolicy
 
+    from vla_sim.agents.policies.vla import VLAPolicy
     from vla_sim.data.demos import concat_demos
 
     from .bc import _Batches, instruction_features

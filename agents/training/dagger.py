@@ -48,10 +48,10 @@ from typing import Any, Callable, Iterable
 
 import gymnasium as gym
 import numpy as np
+
 from vla_sim.agents.policies.checkpoint import copy_checkpoint, load_state_strict
 from vla_sim.agents.training.bc import RESUMABLE_CHANGES, BCConfig, BCResult, train_bc
 from vla_sim.agents.training.configs import MIXING, DAggerConfig
-
 from vla_sim.config import config_to_dict
 from vla_sim.data import format as fmt
 from vla_sim.data.collect import (
@@ -173,6 +173,7 @@ def _init_worker(job: _RolloutJob) -> None:
 
     die_with_parent()  # a killed DAgger run leaves no orphaned workers
     import torch
+
     from vla_sim.agents.policies import load_policy
     from vla_sim.agents.training.rl_common import make_text_encoder
 
@@ -320,7 +321,6 @@ def _train(data_dir: Path, run_dir: Path, bc: BCConfig, eval_fn: Callable | None
            init: Callable | None) -> BCResult:
     """One BC run on the whole aggregated dataset (resumed if a previous attempt left one)."""
     from vla_sim.agents.training.rl_common import make_text_encoder
-
     from vla_sim.data.demos import DemoArrays
     from vla_sim.data.torch_dataset import VLADataset
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+
 class NonFiniteError(ValueError):
     """A loss or gradient became NaN or infinite: training stops before the weights are
     written over (the last checkpoint stays the last good one)."""

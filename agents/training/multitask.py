@@ -29,10 +29,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 from torch import nn
+
 from vla_sim.agents.policies.checkpoint import save_policy
 from vla_sim.agents.policies.multihead import MultiHeadVLAPolicy
 from vla_sim.agents.policies.vla import GaussianHead, VLAPolicy
-
 from vla_sim.data.demos import DemoArrays, concat_demos, split_episodes
 
 from .bc import BCConfig, _Batches, instruction_features

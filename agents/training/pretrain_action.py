@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 from vla_sim.agents.policies.config import ActionAEConfig
 from vla_sim.agents.policies.latent import ActionChunkAE
 from vla_sim.agents.policies.vla import ACTION_STD_FLOOR
-
 from vla_sim.data.demos import DemoArrays, split_episodes
 
 from .loop import SupervisedLoop

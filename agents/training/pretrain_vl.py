@@ -31,8 +31,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
-from vla_sim.agents.policies.vla import ConvEncoder, VLAPolicy
 
+from vla_sim.agents.policies.vla import ConvEncoder, VLAPolicy
 from vla_sim.config import config_from_dict, config_to_dict
 from vla_sim.data.demos import DemoArrays, split_episodes
 from vla_sim.utils.io import atomic_write_json

@@ -22,9 +22,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+
 from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig, save_policy
 from vla_sim.agents.policies.checkpoint import load_state_strict
-
+from vla_sim.agents.policies.vla import actor_critic_groups
 from vla_sim.config import config_to_dict
 from vla_sim.evaluation.success import success_rate
 from vla_sim.utils.seeding import TRAIN_BASE_SEED, episode_seed
@@ -38,7 +39,6 @@ from .common import (
 from .configs import ReinforceConfig
 from .rl_common import (
     RLResult,
-    actor_critic_groups,
     bc_schedule,
     clip_groups,
     env_factory,

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import gymnasium as gym
 import torch
+
 from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig, load_policy
 
 HASHING_ENCODER = "hashing"  # a text-encoder name for tests and smoke runs (no model load)
@@ -79,16 +80,6 @@ def _with_value_head(policy: VLAPolicy, value_hidden: int, seed: int) -> VLAPoli
     return rebuilt
 
 
-def actor_critic_groups(policy: VLAPolicy, lr: float, value_lr: float) -> list[dict[str, Any]]:
-    """Optimizer parameter groups: the actor (every weight but the critic's) at ``lr``, the
-    critic at ``value_lr``; ``lr_scale`` (critic rate / actor rate) lets a schedule keep it."""
-    critic = list(policy.value_head.parameters())
-    critic_ids = {id(p) for p in critic}
-    actor = [p for p in policy.parameters() if id(p) not in critic_ids]
-    return [{"params": actor, "lr": lr, "lr_scale": 1.0},
-            {"params": critic, "lr": value_lr, "lr_scale": value_lr / lr}]
-
-
 def clip_groups(optimizer: torch.optim.Optimizer, max_norm: float) -> float:
     """Clip each parameter group's gradient norm on its own, so the fresh critic's large
     gradients never shrink the actor's step; returns the first (actor) group's norm."""
@@ -107,10 +98,9 @@ def make_training_env(env_id: str, policy_config: dict, reward: str = "language"
                       text_encoder: str = "default", max_episode_steps: int | None = None,
                       env_kwargs: dict | None = None, torch_threads: int = 1) -> gym.Env:
     """One training env (picklable through :func:`env_factory` for SubprocVecEnv workers)."""
+    import vla_sim  # noqa: F401  (registers env ids)
     from vla_sim.envs.wrappers.instruction_embedding import InstructionEmbedding
     from vla_sim.envs.wrappers.language_reward import LanguageRewardWrapper
-
-    import vla_sim  # noqa: F401  (registers env ids)
 
     if torch_threads > 0:
         torch.set_num_threads(torch_threads)  # workers must not oversubscribe the CPU
@@ -158,6 +148,6 @@ def eval_env_kwargs(cfg: Any, policy: VLAPolicy) -> dict[str, Any]:
     return kwargs
 
 
-__all__ = ["HASHING_ENCODER", "RLResult", "actor_critic_groups", "bc_schedule",
+__all__ = ["HASHING_ENCODER", "RLResult", "bc_schedule",
            "clip_groups", "env_factory", "eval_env_kwargs", "load_warm_start",
            "make_text_encoder", "make_training_env"]
