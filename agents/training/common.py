@@ -44,6 +44,24 @@ def save_training_checkpoint(directory: Path, policy: VLAPolicy, trainer_state: 
 RESUME_FREE_KEYS = ("progress", "num_threads", "tensorboard")
 
 
+def config_changes(before: dict[str, Any], now: dict[str, Any], free: tuple[str, ...],
+                   prefix: str = "") -> list[str]:
+    """``"key: old -> new"`` for every setting of ``now`` that differs from ``before``, bar the
+    keys in ``free``. A dotted free key (``"bc.log_every_grad_steps"``) makes its section
+    compare field by field, so one nested setting may change while the rest may not."""
+    changed = []
+    for key, value in now.items():
+        if key in free:
+            continue
+        nested = tuple(f[len(key) + 1:] for f in free if f.startswith(f"{key}."))
+        old = before.get(key)
+        if nested and isinstance(value, dict) and isinstance(old, dict):
+            changed += config_changes(old, value, nested, f"{prefix}{key}.")
+        elif old != value:
+            changed.append(f"{prefix}{key}: {old!r} -> {value!r}")
+    return changed
+
+
 def prepare_run(out: Path, config_file: str, config: dict[str, Any], resume: bool,
                 trainer: str, state_dir: Path, resume_free: tuple[str, ...] = RESUME_FREE_KEYS
                 ) -> None:
@@ -60,8 +78,7 @@ def prepare_run(out: Path, config_file: str, config: dict[str, Any], resume: boo
                 f"cannot resume: no previous {trainer} run in {out} (needs {config_file} and "
                 f"{state_dir.relative_to(out)}/)")
         before = json.loads((out / config_file).read_text())
-        changed = [f"{k}: {before.get(k)!r} -> {v!r}" for k, v in config.items()
-                   if k not in resume_free and before.get(k) != v]
+        changed = config_changes(before, config, resume_free)
         if changed:
             raise ValueError("cannot resume with a different config (the run would not continue "
                              "exactly): " + "; ".join(changed))

@@ -51,6 +51,7 @@ import numpy as np
 
 from vla_sim.agents.policies.checkpoint import copy_checkpoint, load_state_strict
 from vla_sim.agents.training.bc import RESUMABLE_CHANGES, BCConfig, BCResult, train_bc
+from vla_sim.agents.training.common import config_changes
 from vla_sim.agents.training.configs import MIXING, DAggerConfig
 from vla_sim.config import config_to_dict
 from vla_sim.data import format as fmt
@@ -175,13 +176,10 @@ def _init_worker(job: _RolloutJob) -> None:
     import torch
 
     from vla_sim.agents.policies import load_policy
-    from vla_sim.agents.training.rl_common import make_text_encoder
 
     torch.set_num_threads(1)  # one observation at a time: threads only contend
     env = make_env(job.settings)
     learner = load_policy(job.policy_dir)
-    if hasattr(learner, "text_encoder") and hasattr(learner, "config"):
-        learner.text_encoder = make_text_encoder(learner.config.text_encoder)
     _WORKER.update(job=job, env=env, expert=make_expert(job.settings.expert, env),
                    learner=learner)
 
@@ -320,20 +318,12 @@ def _round_bc_config(cfg: DAggerConfig, first: bool) -> BCConfig:
 def _train(data_dir: Path, run_dir: Path, bc: BCConfig, eval_fn: Callable | None,
            init: Callable | None) -> BCResult:
     """One BC run on the whole aggregated dataset (resumed if a previous attempt left one)."""
-    from vla_sim.agents.training.rl_common import make_text_encoder
     from vla_sim.data.demos import DemoArrays
     from vla_sim.data.torch_dataset import VLADataset
 
     data = DemoArrays.from_dataset(VLADataset(data_dir))
-    encoder = make_text_encoder(bc.policy.text_encoder)
-    check = None
-    if eval_fn is not None:
-        def check(policy: Any) -> float:
-            policy.text_encoder = encoder  # in-sim checks read text as training did
-            return eval_fn(policy)
     resume = (run_dir / "last").is_dir()
-    return train_bc(data, run_dir, bc, resume=resume, eval_fn=check, encoder=encoder,
-                    init_fn=init)
+    return train_bc(data, run_dir, bc, resume=resume, eval_fn=eval_fn, init_fn=init)
 
 
 def _prepare(out: Path, cfg: DAggerConfig, resume: bool) -> dict[str, Any]:
@@ -345,11 +335,8 @@ def _prepare(out: Path, cfg: DAggerConfig, resume: bool) -> dict[str, Any]:
             raise FileNotFoundError(f"cannot resume: no DAgger run in {out} "
                                     f"(needs {CONFIG_FILE} and {STATE_FILE})")
         saved = json.loads((out / CONFIG_FILE).read_text())
-        diffs = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in now
-                 if k not in DAGGER_RESUMABLE + ("bc",) and saved.get(k) != now[k]]
-        bc_saved, bc_now = saved.get("bc", {}), now["bc"]
-        diffs += [f"bc.{k}: {bc_saved.get(k)!r} -> {bc_now[k]!r}" for k in bc_now
-                  if k not in RESUMABLE_CHANGES and bc_saved.get(k) != bc_now[k]]
+        diffs = config_changes(saved, now, DAGGER_RESUMABLE + tuple(f"bc.{k}"
+                                                                    for k in RESUMABLE_CHANGES))
         if diffs:
             raise ValueError("cannot resume with a different config: " + "; ".join(diffs))
         atomic_write_json(out / CONFIG_FILE, now)  # record the new rounds / workers

@@ -37,6 +37,7 @@ from vla_sim.agents.policies import (
 from vla_sim.agents.policies.sb3 import VLAActorCriticPolicy
 from vla_sim.config import config_to_dict
 from vla_sim.evaluation.success import success_rate
+from vla_sim.language.encoder import get_text_encoder
 from vla_sim.utils.seeding import TRAIN_BASE_SEED
 
 from .common import load_trainer_state, prepare_run, save_training_checkpoint
@@ -48,7 +49,6 @@ from .rl_common import (
     env_factory,
     eval_env_kwargs,
     load_warm_start,
-    make_text_encoder,
 )
 
 log = logging.getLogger(__name__)
@@ -249,7 +249,7 @@ def build_ppo(cfg: PPOConfig, init: str | Path | None, env=None, out_dir: Path |
     model.policy.load_vla_state(bc.state_dict())
     if cfg.freeze_vision:
         model.policy.vla.extractor.vision.requires_grad_(False)
-    model.policy.vla.text_encoder = make_text_encoder(cfg.text_encoder)
+    model.policy.vla.text_encoder = get_text_encoder(cfg.text_encoder)
     return model
 
 

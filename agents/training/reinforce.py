@@ -28,6 +28,7 @@ from vla_sim.agents.policies.checkpoint import load_state_strict
 from vla_sim.agents.policies.vla import actor_critic_groups
 from vla_sim.config import config_to_dict
 from vla_sim.evaluation.success import success_rate
+from vla_sim.language.encoder import get_text_encoder
 from vla_sim.utils.seeding import TRAIN_BASE_SEED, episode_seed
 
 from .common import (
@@ -44,7 +45,6 @@ from .rl_common import (
     env_factory,
     eval_env_kwargs,
     load_warm_start,
-    make_text_encoder,
 )
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
     # ---- policy, frozen BC copy, optimiser, env --------------------------------------------------
     policy = load_warm_start(init, VLAPolicyConfig(**cfg.policy) if init is None else None,
                              cfg.init_log_std, cfg.seed, value_hidden=cfg.value_hidden).to(device)
-    policy.text_encoder = make_text_encoder(cfg.text_encoder)
+    policy.text_encoder = get_text_encoder(cfg.text_encoder)
     bc_policy = copy.deepcopy(policy).eval().requires_grad_(False)
     if cfg.freeze_vision:
         policy.extractor.vision.requires_grad_(False)

@@ -18,23 +18,7 @@ import gymnasium as gym
 import torch
 
 from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig, load_policy
-
-HASHING_ENCODER = "hashing"  # a text-encoder name for tests and smoke runs (no model load)
-_HASHING: dict[int, Any] = {}
-
-
-def make_text_encoder(name: str) -> Any:
-    """``"hashing"`` -> the process-wide :class:`HashingTextEncoder` (no model); anything else
-    -> :func:`vla_sim.language.encoder.get_text_encoder` (``"default"``: all-MiniLM-L6-v2)."""
-    if name == HASHING_ENCODER:
-        from vla_sim.language.encoder import HashingTextEncoder
-
-        if 0 not in _HASHING:
-            _HASHING[0] = HashingTextEncoder()
-        return _HASHING[0]
-    from vla_sim.language.encoder import get_text_encoder
-
-    return get_text_encoder(name)
+from vla_sim.language.encoder import get_text_encoder
 
 
 def load_warm_start(init: str | Path | None, policy_config: VLAPolicyConfig | None = None,
@@ -110,7 +94,7 @@ def make_training_env(env_id: str, policy_config: dict, reward: str = "language"
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = max_episode_steps
     env = gym.make(env_id, **kwargs)
-    encoder = make_text_encoder(text_encoder)
+    encoder = get_text_encoder(text_encoder)
     language = None
     if reward in ("language", "mixed"):
         from vla_sim.language.reward import LanguageReward
@@ -148,6 +132,6 @@ def eval_env_kwargs(cfg: Any, policy: VLAPolicy) -> dict[str, Any]:
     return kwargs
 
 
-__all__ = ["HASHING_ENCODER", "RLResult", "bc_schedule",
+__all__ = ["RLResult", "bc_schedule",
            "clip_groups", "env_factory", "eval_env_kwargs", "load_warm_start",
-           "make_text_encoder", "make_training_env"]
+           "make_training_env"]

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from vla_sim.agents.policies import load_policy
 from vla_sim.agents.training.bc import BCConfig, augment, train_bc
-
 from vla_sim.config import ConfigError, load_config
 from vla_sim.data.demos import DemoArrays, split_episodes
 from vla_sim.language.encoder import HashingTextEncoder

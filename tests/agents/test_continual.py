@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from tiny_policy import SMALL
+
 from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig
 from vla_sim.agents.training.bc import BCConfig
 from vla_sim.agents.training.continual import (
@@ -14,7 +15,6 @@ from vla_sim.agents.training.continual import (
     forgetting_report,
     renormalize_policy,
 )
-
 from vla_sim.data.demos import DemoArrays
 from vla_sim.language.encoder import HashingTextEncoder
 

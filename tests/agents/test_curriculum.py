@@ -4,6 +4,7 @@ import logging
 
 import numpy as np
 import pytest
+
 from vla_sim.agents.training.curriculum import (
     CurriculumCallback,
     CurriculumConfig,
@@ -96,7 +97,6 @@ def test_bc_data_curriculum_evaluates_at_the_current_stage_and_advances():
     from vla_sim.agents.policies import VLAPolicyConfig
     from vla_sim.agents.training.bc import BCConfig
     from vla_sim.agents.training.curriculum import train_bc_curriculum
-
     from vla_sim.data.demos import DemoArrays
     from vla_sim.language.encoder import HashingTextEncoder
 

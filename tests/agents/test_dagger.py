@@ -12,6 +12,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from tiny_policy import SMALL
+
+import vla_sim  # noqa: F401  (registers the env ids)
 from vla_sim.agents.experts import make_expert
 from vla_sim.agents.training import dagger
 from vla_sim.agents.training.dagger import (
@@ -24,8 +26,6 @@ from vla_sim.agents.training.dagger import (
     relabelled_episodes,
     train_dagger,
 )
-
-import vla_sim  # noqa: F401  (registers the env ids)
 from vla_sim.config import ConfigError, load_config
 from vla_sim.data.collect import CollectConfig, collect
 from vla_sim.data.reader import DatasetReader

@@ -5,9 +5,9 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
-from vla_sim.agents.experts import MultiTaskExpert, make_expert
 
 import vla_sim  # noqa: F401
+from vla_sim.agents.experts import MultiTaskExpert, make_expert
 from vla_sim.utils.seeding import episode_seed
 
 

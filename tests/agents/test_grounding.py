@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from vla_sim.agents.policies import load_policy
 from vla_sim.agents.policies.config import VLAPolicyConfig
 from vla_sim.agents.policies.vla import VLAPolicy
@@ -22,11 +23,10 @@ from vla_sim.agents.training.bc import (
     instruction_features,
     train_bc,
 )
-from vla_sim.envs.goal_state import GOAL_STATE_DIM
-from vla_sim.envs.goal_state import GOAL_STATE_LAYOUT as L
-
 from vla_sim.config import load_config
 from vla_sim.data.demos import DemoArrays
+from vla_sim.envs.goal_state import GOAL_STATE_DIM
+from vla_sim.envs.goal_state import GOAL_STATE_LAYOUT as L
 from vla_sim.language.encoder import HashingTextEncoder
 
 S = 32

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from tiny_policy import SMALL
+
 from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig, load_policy
 from vla_sim.agents.policies.multihead import MultiHeadVLAPolicy
 from vla_sim.agents.training.bc import BCConfig
@@ -15,7 +16,6 @@ from vla_sim.agents.training.multitask import (
     task_weighted_loss,
     train_multitask,
 )
-
 from vla_sim.data.demos import DemoArrays
 from vla_sim.language.encoder import HashingTextEncoder
 

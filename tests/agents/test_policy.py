@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from tiny_policy import SMALL
+
 from vla_sim.agents.policies import (
     CheckpointMismatchError,
     VLAFeaturesExtractor,
@@ -15,7 +16,6 @@ from vla_sim.agents.policies import (
     load_policy,
     save_policy,
 )
-
 from vla_sim.config import ConfigError, config_from_dict
 from vla_sim.language.encoder import HashingTextEncoder
 

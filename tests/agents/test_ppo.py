@@ -5,11 +5,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig, load_policy, save_policy
-from vla_sim.agents.training.ppo import PPOConfig, build_ppo, train_ppo
-from vla_sim.agents.training.rl_common import make_text_encoder, make_training_env
 
 import vla_sim  # noqa: F401
+from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig, load_policy, save_policy
+from vla_sim.agents.training.ppo import PPOConfig, build_ppo, train_ppo
+from vla_sim.agents.training.rl_common import make_training_env
+from vla_sim.language.encoder import get_text_encoder
 
 TINY = dict(image_size=32, channels=[8, 16], image_features=32, attn_dim=16, attn_heads=2,
             lang_features=16, state_hidden=16, trunk_hidden=[32], num_queries=2)
@@ -44,7 +45,7 @@ def _cfg(**kw):
 def test_warm_started_ppo_acts_exactly_like_bc(bc_dir):
     model = build_ppo(_cfg(), bc_dir, env=None)
     bc = load_policy(bc_dir)
-    bc.text_encoder = make_text_encoder("hashing")
+    bc.text_encoder = get_text_encoder("hashing")
     wrapped = make_training_env("vla_sim/Reach-v0", TINY, reward="sparse", text_encoder="hashing")
     raw = gym.make("vla_sim/Reach-v0", image_size=32)
     for seed in range(3):
@@ -76,7 +77,7 @@ def test_ppo_short_run_writes_loadable_checkpoint(bc_dir, tmp_path):
     assert result.steps == 64
     for name in ("best", "last"):
         policy = load_policy(tmp_path / "run" / name)
-        policy.text_encoder = make_text_encoder("hashing")
+        policy.text_encoder = get_text_encoder("hashing")
         env = gym.make("vla_sim/Reach-v0", image_size=32)
         obs, _ = env.reset(seed=0)
         action = policy.act(obs)
@@ -164,6 +165,7 @@ def test_ppo_resume_without_a_previous_run_is_an_error(bc_dir, tmp_path):
 
 def test_training_env_normalizes_rewards_only(bc_dir):
     from stable_baselines3.common.vec_env import VecNormalize
+
     from vla_sim.agents.training.ppo import make_vec_env
 
     policy = load_policy(bc_dir)

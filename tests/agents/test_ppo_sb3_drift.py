@@ -5,6 +5,7 @@ import hashlib
 import inspect
 
 from stable_baselines3 import PPO
+
 from vla_sim.agents.training.ppo import WarmStartPPO
 
 

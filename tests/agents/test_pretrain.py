@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from tiny_policy import SMALL
+
 from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig, load_policy
 from vla_sim.agents.policies.latent import (
     ActionAEConfig,
@@ -27,7 +28,6 @@ from vla_sim.agents.training.pretrain_vl import (
     pretrain_vl,
     save_vl,
 )
-
 from vla_sim.data.demos import DemoArrays
 from vla_sim.language.encoder import HashingTextEncoder
 

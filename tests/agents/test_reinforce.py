@@ -3,15 +3,15 @@
 import gymnasium as gym
 import numpy as np
 import torch
+
+import vla_sim  # noqa: F401
 from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig, load_policy, save_policy
 from vla_sim.agents.training.reinforce import (
     ReinforceConfig,
     discounted_returns,
     train_reinforce,
 )
-from vla_sim.agents.training.rl_common import make_text_encoder
-
-import vla_sim  # noqa: F401
+from vla_sim.language.encoder import get_text_encoder
 
 TINY = dict(image_size=32, channels=[8, 16], image_features=32, attn_dim=16, attn_heads=2,
             lang_features=16, state_hidden=16, trunk_hidden=[32], num_queries=2)
@@ -47,7 +47,7 @@ def test_reinforce_short_run_writes_loadable_checkpoint(tmp_path):
     result = train_reinforce(cfg, tmp_path / "run", init=bc_dir)
     assert result.steps >= 40 and len(result.eval_history) == 2
     policy = load_policy(tmp_path / "run" / "last")
-    policy.text_encoder = make_text_encoder("hashing")
+    policy.text_encoder = get_text_encoder("hashing")
     env = gym.make("vla_sim/Reach-v0", image_size=32)
     obs, _ = env.reset(seed=0)
     action = policy.act(obs)
@@ -64,6 +64,7 @@ class _Interrupt(Exception):
 
 def test_interrupted_reinforce_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     import pytest
+
     from vla_sim.agents.training import reinforce as rf
 
     torch.set_num_threads(1)

@@ -192,14 +192,16 @@ class TextEncoder:
                 "instruction_mask": out_m}
 
 # One shared encoder per (model, device) so every wrapper and policy in a process shares a cache.
+HASHING = "hashing"  # the model-free encoder's name (a VLAPolicyConfig.text_encoder value)
 _ENCODERS: dict[tuple[str, str], TextEncoder] = {}
 
 
 def get_text_encoder(model: str = DEFAULT_MODEL, device: str = "cpu") -> TextEncoder:
-    """The process-wide :class:`TextEncoder` for ``model`` on ``device`` (created lazily)."""
+    """The process-wide :class:`TextEncoder` for ``model`` on ``device`` (created lazily);
+    ``"hashing"`` is the model-free :class:`HashingTextEncoder` (tests and smoke runs)."""
     key = (str(model), device)
     if key not in _ENCODERS:
-        _ENCODERS[key] = TextEncoder(model, device)
+        _ENCODERS[key] = HashingTextEncoder() if model == HASHING else TextEncoder(model, device)
     return _ENCODERS[key]
 
 
