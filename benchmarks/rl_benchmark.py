@@ -5,14 +5,20 @@ its potential with the task's dense reward along scripted-expert and random traj
 each grounding (``roles`` is the default; ``instruction`` is the naive pooled baseline).
 
 Part 2 (``--bc CHECKPOINT``): success of the BC policy, then of BC+PPO and BC+REINFORCE after
-the same env-step budget for each reward (sparse, dense, language), with wall-clock. Evaluation:
-``--eval-seeds x --eval-repeats`` episodes from ``EVAL_BASE_SEED`` (train instructions).
+the same env-step budget for each reward (sparse, dense, language, mixed), with wall-clock, env
+steps/s, time per update and the wall-clock split (rollouts / updates / evaluation). Evaluation:
+``--eval-seeds x --eval-repeats`` episodes from ``EVAL_BASE_SEED`` (train instructions). Each run
+folder (``--out``/<algo>_<reward>) gets ``curves.png`` (in-training success vs env steps and
+wall-clock), ``curve.csv`` and ``summary.json``.
 
     python benchmarks/rl_benchmark.py --part reward --episodes 4
     python benchmarks/rl_benchmark.py --part rl --bc runs/bc/best --steps 20000 --n-envs 4
     # a wall-clock budget and config overrides (each goes to the config that has the field)
     python benchmarks/rl_benchmark.py --part rl --bc runs/bc/best --algos ppo --rewards dense \
         --steps 400000 --max-minutes 60 lr=5e-5 sil_coef=1.0 sil_batches=16
+    # the asymmetric critic (default) against the symmetric one, frozen vision, 2 env processes
+    python benchmarks/rl_benchmark.py --part rl --bc runs/bc/best --algos ppo --rewards dense \
+        --n-envs 2 --freeze-vision --no-asymmetric-critic --out runs/rl_benchmark_sym
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ import torch
 
 import vla_sim  # noqa: F401
 from vla_sim.agents.experts import make_expert
-from vla_sim.envs.wrappers.language_reward import LanguageRewardWrapper
+from vla_sim.agents.training.rl_common import format_throughput
+from vla_sim.envs.wrappers.language_reward import REWARD_MODES, LanguageRewardWrapper
 from vla_sim.language.reward import GROUNDINGS, LanguageReward
 from vla_sim.utils.seeding import TRAIN_BASE_SEED, episode_seed
 
@@ -121,17 +128,22 @@ def rl_part(args: argparse.Namespace) -> None:
               "episodes)", flush=True)
     common = dict(env_id=args.env, randomization=args.randomization, total_env_steps=args.steps,
                   n_envs=args.n_envs, eval_episodes=args.train_eval_episodes,
-                  progress=False, num_threads=args.threads)
+                  eval_every_env_steps=(max(1, args.steps // 10) if args.train_eval_every is None
+                                        else args.train_eval_every), progress=False,
+                  num_threads=args.threads, asymmetric_critic=args.asymmetric_critic,
+                  freeze_vision=args.freeze_vision)
+    common.update({k: v for k, v in extra.items() if k in common})  # key=value wins
     for algo in args.algos:
         for reward in args.rewards:
             run = out / f"{algo}_{reward}"
             t0 = time.perf_counter()
             if algo == "ppo":
-                cfg = PPOConfig(reward=reward, max_minutes=args.max_minutes, **common,
-                                **_fields(PPOConfig, extra))
+                own = {"max_minutes": args.max_minutes, **_fields(PPOConfig, extra)}
+                cfg = PPOConfig(reward=reward, **common, **_without(own, common))
                 res = train_ppo(cfg, run, init=args.bc)
             else:
-                cfg = ReinforceConfig(reward=reward, **common, **_fields(ReinforceConfig, extra))
+                own = {"vector": args.vector, **_fields(ReinforceConfig, extra)}
+                cfg = ReinforceConfig(reward=reward, **common, **_without(own, common))
                 res = train_reinforce(cfg, run, init=args.bc)
             wall = time.perf_counter() - t0
             rate_l, lo_l, hi_l = evaluate(run / "last", args)
@@ -141,6 +153,8 @@ def rl_part(args: argparse.Namespace) -> None:
                 rate_b, lo_b, hi_b = evaluate(run / "best", args)
                 line += f"  best {rate_b:.3f} [{lo_b:.3f}, {hi_b:.3f}]"
             print(line + f"  in-training evals {res.eval_history}", flush=True)
+            print(f"    {format_throughput(f'{algo} {reward}', res.summary)}; curves: "
+                  f"{run / 'curves.png'}", flush=True)
 
 
 def parse_overrides(items: list[str]) -> dict[str, object]:
@@ -173,6 +187,10 @@ def _scalar(text: str, yaml) -> object:
     return yaml.safe_load(text)
 
 
+def _without(values: dict[str, object], taken: dict[str, object]) -> dict[str, object]:
+    return {k: v for k, v in values.items() if k not in taken}
+
+
 def _fields(cls, values: dict[str, object]) -> dict[str, object]:
     import dataclasses
 
@@ -193,10 +211,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20_000, help="env-step budget per run")
     parser.add_argument("--n-envs", type=int, default=4)
     parser.add_argument("--algos", nargs="+", default=["ppo", "reinforce"])
-    parser.add_argument("--rewards", nargs="+", default=["sparse", "dense", "language"])
+    parser.add_argument("--rewards", nargs="+", default=["sparse", "dense", "language"],
+                        choices=REWARD_MODES)
     parser.add_argument("--eval-seeds", type=int, default=20)
     parser.add_argument("--eval-repeats", type=int, default=5)
     parser.add_argument("--train-eval-episodes", type=int, default=10)
+    parser.add_argument("--train-eval-every", type=int, default=None,
+                        help="env steps between in-training success checks (the points of "
+                             "curves.png); default a tenth of --steps; 0 = start and end only")
+    parser.add_argument("--asymmetric-critic", action=argparse.BooleanOptionalAction,
+                        default=True, help="critic reads the env's privileged state "
+                                           "(--no-asymmetric-critic: the actor's features)")
+    parser.add_argument("--freeze-vision", action=argparse.BooleanOptionalAction, default=False,
+                        help="camera encoders fixed at their BC weights, run without autograd")
+    parser.add_argument("--vector", choices=("sync", "async"), default="async",
+                        help="REINFORCE's vector env (async: a process per env)")
     parser.add_argument("--eval-best", action="store_true",
                         help="also evaluate best/ (chosen by the in-training evaluations)")
     parser.add_argument("--threads", type=int, default=1)

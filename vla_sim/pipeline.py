@@ -93,12 +93,25 @@ PRESETS: dict[str, list[str]] = {
 }
 
 
+RUN_ONLY_KEYS = frozenset({"workers", "backend", "ray_address", "progress", "num_threads",
+                           "tensorboard"})
+"""Settings that change how a stage runs, not what it produces (outcomes are identical for any
+worker count or backend): changing them reuses a finished stage."""
+
+
 def stage_key(*parts: Any) -> str:
     """A short hash of a stage's settings and of the stages it reads from: a finished stage is
     reused only while this key is unchanged."""
     import hashlib
 
-    text = json.dumps([dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p
+    def settled(value: Any) -> Any:  # drop how-to-run keys: they change no result
+        if isinstance(value, dict):
+            return {k: settled(v) for k, v in value.items() if k not in RUN_ONLY_KEYS}
+        if isinstance(value, (list, tuple)):
+            return [settled(v) for v in value]
+        return value
+
+    text = json.dumps([settled(dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p)
                        for p in parts], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -108,6 +108,14 @@ class VLAPolicyConfig:
     """Hidden width of the critic: 0 = one linear layer; > 0 = Linear-Tanh-Linear-Tanh-Linear.
     RL fine-tuning sets it (``PPOConfig.value_hidden``): a linear critic on BC features
     explained none of the return's variance on PickPlace (measured)."""
+    critic_privileged_dim: int = 0
+    """> 0: an asymmetric critic. It reads ``obs["privileged"]`` (this many values: the env's
+    privileged state from vla_sim.envs.wrappers.privileged_state) and the normalised
+    proprioception through a LayerNorm MLP of ``value_hidden`` units (256 when 0), never the
+    actor's graph; the actor never reads the privileged values. RL sets it
+    (``RLConfig.asymmetric_critic``). 0 = the critic reads the actor's trunk features."""
+    critic_features: bool = False
+    """The asymmetric critic also reads the actor's trunk features (detached)."""
     aux_dim: int = 0
     """Size of an auxiliary regression head on the trunk features, trained by BC to predict the
     first ``aux_dim`` values of the demonstration's goal state (``observation.environment_state``;
@@ -157,6 +165,11 @@ class VLAPolicyConfig:
             raise ValueError(f"aux_dim must be >= 0, got {self.aux_dim}")
         if self.value_hidden < 0:
             raise ValueError(f"value_hidden must be >= 0, got {self.value_hidden}")
+        if self.critic_privileged_dim < 0:
+            raise ValueError(f"critic_privileged_dim must be >= 0, got "
+                             f"{self.critic_privileged_dim}")
+        if self.critic_privileged_dim and not self.value_head:
+            raise ValueError("critic_privileged_dim > 0 needs value_head=True")
         if self.spatial_lang and not self.use_tokens:
             raise ValueError("spatial_lang needs use_tokens=True (its queries read the "
                              "instruction's token states)")

@@ -2,6 +2,10 @@
 extractor, action head and value head *are* a :class:`VLAPolicy`'s modules (the same objects),
 so what PPO trains is what ``save_policy`` writes and ``load_policy`` rebuilds.
 
+Values come from :meth:`VLAPolicy.value`: the value head on the shared features, or, with an
+asymmetric critic (``critic_privileged_dim``), from ``obs["privileged"]`` and the
+proprioception; ``forward``, ``predict_values`` and ``evaluate_actions`` are overridden for that.
+
 Imports stable-baselines3; nothing else in ``agents.policies`` does.
 """
 
@@ -53,6 +57,32 @@ class VLAActorCriticPolicy(ActorCriticPolicy):
         self.optimizer = self.optimizer_class(
             actor_critic_groups(self.vla, base, base * self.value_lr_scale), lr=base,
             **self.optimizer_kwargs)
+
+    def critic_values(self, obs: dict[str, torch.Tensor], features: torch.Tensor,
+                      detach: bool = False) -> torch.Tensor:
+        """(B, 1) values, SB3's shape (see :meth:`VLAPolicy.value`)."""
+        return self.vla.value(obs, features, detach).unsqueeze(-1)
+
+    def forward(self, obs, deterministic: bool = False):
+        features = self.extract_features(obs)  # net_arch=[]: the latents are the features
+        distribution = self._get_action_dist_from_latent(features)
+        actions = distribution.get_actions(deterministic=deterministic)
+        log_prob = distribution.log_prob(actions)
+        actions = actions.reshape((-1, *self.action_space.shape))
+        return actions, self.critic_values(obs, features), log_prob
+
+    def predict_values(self, obs) -> torch.Tensor:
+        vla = self.vla
+        if vla.asymmetric_critic and not vla.config.critic_features:  # no image encoding
+            return vla.value_head(obs["privileged"],
+                                  vla.extractor.normalized_state(obs)).reshape(-1, 1)
+        return self.critic_values(obs, self.extract_features(obs))
+
+    def evaluate_actions(self, obs, actions: torch.Tensor):
+        features = self.extract_features(obs)
+        distribution = self._get_action_dist_from_latent(features)
+        return (self.critic_values(obs, features), distribution.log_prob(actions),
+                distribution.entropy())
 
     def _get_action_dist_from_latent(self, latent_pi: torch.Tensor):
         head = self.vla.action_head

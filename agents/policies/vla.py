@@ -21,6 +21,7 @@ Two pieces, separable on purpose:
     action_head.logits.{weight,bias}, action_head.bin_centers   (discrete)
     value_head.{weight,bias}                          (if config.value_head, value_hidden=0)
     value_head.{0,2,4}.{weight,bias}                  (if config.value_head, value_hidden>0)
+    value_head.net.{0,1,3,4,6}.*                      (critic_privileged_dim > 0: asymmetric)
     aux_head.linear.*, aux_head.target_mean, .target_std   (if config.aux_dim)
     extractor.spatial.{queries,state_query.*,slot_attn.*,slot_norm.*}  (spatial_lang) slots
     extractor.spatial.cameras.<cam>.{query,key,position,value}.*   per-camera cell attention
@@ -34,6 +35,7 @@ spaces by 255 when ``normalize_images=True``, the default). Either HWC (env) or 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Mapping
 
@@ -320,6 +322,16 @@ class VLAFeaturesExtractor(BaseFeaturesExtractor):
             layers += [nn.Linear(n_in, h), nn.ReLU()]
             n_in = h
         self.trunk = nn.Sequential(*layers)
+        self.frozen_vision = False
+        """Runtime switch (not saved): camera encoders run under ``no_grad``, so a training step
+        never back-propagates through the convs (RL's ``freeze_vision``). Outputs are the same."""
+
+    def normalized_state(self, observations: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Proprioception in dataset-normalised units, clipped to +-STATE_CLIP (B, state_dim)."""
+        # Clipped like SB3's VecNormalize: a dim that barely moved in the demonstrations (the
+        # gripper quaternion) must not turn small test-time drift into huge inputs.
+        return ((observations["state"].float() - self.state_mean) / self.state_std).clamp(
+            -STATE_CLIP, STATE_CLIP)
 
     @staticmethod
     def image_to_float(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -342,17 +354,14 @@ class VLAFeaturesExtractor(BaseFeaturesExtractor):
         lang, keys, pad = self.language.encode(observations["instruction_embedding"].float(),
                                                None if tokens is None else tokens.float(),
                                                observations.get("instruction_mask"))
-        # Clipped like SB3's VecNormalize: a dim that barely moved in the demonstrations (the
-        # gripper quaternion) must not turn small test-time drift into huge inputs.
-        state = ((observations["state"].float() - self.state_mean) / self.state_std).clamp(
-            -STATE_CLIP, STATE_CLIP)
-        state = self.state_mlp(state)
+        state = self.state_mlp(self.normalized_state(observations))
         slots = self.spatial.read(keys, pad, state) if self.spatial is not None else None
         feats, logits, xys = [], [], []
         for cam, key in zip(cfg.cameras, cfg.image_keys):
             image = self.image_to_float(observations[key], cfg.image_size)
-            fmap = self.vision[cam].feature_map(image, lang)
-            feats.append(self.vision[cam].pooled(fmap))
+            with torch.no_grad() if self.frozen_vision else contextlib.nullcontext():
+                fmap = self.vision[cam].feature_map(image, lang)
+                feats.append(self.vision[cam].pooled(fmap))
             if slots is not None:
                 out, cam_logits, xy = self.spatial(cam, fmap, slots)
                 feats.append(out)
@@ -438,12 +447,45 @@ class DiscreteHead(nn.Module):
 
 
 def build_value_head(features_dim: int, config: VLAPolicyConfig) -> nn.Module:
-    """The critic: linear (``value_hidden=0``) or a two-layer tanh MLP, as SB3's default."""
+    """The critic: linear (``value_hidden=0``) or a two-layer tanh MLP, as SB3's default, on the
+    trunk features; or, with ``critic_privileged_dim``, the asymmetric :class:`PrivilegedCritic`."""
+    if config.critic_privileged_dim:
+        return PrivilegedCritic(features_dim, config)
     h = config.value_hidden
     if not h:
         return nn.Linear(features_dim, 1)
     return nn.Sequential(nn.Linear(features_dim, h), nn.Tanh(), nn.Linear(h, h), nn.Tanh(),
                          nn.Linear(h, 1))
+
+
+class PrivilegedCritic(nn.Module):
+    """Asymmetric critic: V(s) from ``obs["privileged"]`` (the simulator's state: goal state,
+    object and end-effector poses, holding, success, task) and the normalised proprioception,
+    plus the actor's trunk features when ``config.critic_features``, always detached: the
+    critic's loss never reaches the actor's weights, and the actor never reads the privileged
+    values. Linear-LayerNorm-SiLU twice, then a linear output (``value_hidden`` units, 256 when
+    it is 0); LayerNorm keeps the fresh critic stable on unscaled inputs."""
+
+    def __init__(self, features_dim: int, config: VLAPolicyConfig):
+        super().__init__()
+        self.privileged_dim, self.use_features = config.critic_privileged_dim, config.critic_features
+        h = config.value_hidden or 256
+        n_in = self.privileged_dim + config.state_dim + (features_dim if self.use_features else 0)
+        self.net = nn.Sequential(nn.Linear(n_in, h), nn.LayerNorm(h), nn.SiLU(),
+                                 nn.Linear(h, h), nn.LayerNorm(h), nn.SiLU(), nn.Linear(h, 1))
+
+    def forward(self, privileged: torch.Tensor, state: torch.Tensor,
+                features: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 1) values from privileged (B, P), normalised state (B, S), features (B, F)."""
+        if privileged.shape[-1] != self.privileged_dim:
+            raise ValueError(f"the critic reads {self.privileged_dim} privileged values, got "
+                             f"{privileged.shape[-1]}")
+        parts = [privileged.float(), state.detach()]
+        if self.use_features:
+            if features is None:
+                raise ValueError("this critic reads the actor's features; none given")
+            parts.append(features.detach())
+        return self.net(torch.cat(parts, dim=-1))
 
 
 class AuxHead(nn.Module):
@@ -617,10 +659,35 @@ class VLAPolicy(nn.Module):
 
     # --- network ------------------------------------------------------------------------------
     def forward(self, obs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(mean action (B,A) in env units, or logits (B,A,bins); value (B,) or None)."""
+        """(mean action (B,A) in env units, or logits (B,A,bins); value (B,) or None: no critic,
+        or an asymmetric one and no ``privileged`` observation)."""
         features = self.extractor(obs)
-        value = self.value_head(features).squeeze(-1) if self.value_head is not None else None
-        return self.action_head(features), value
+        return self.action_head(features), self._value_if_readable(obs, features)
+
+    @property
+    def asymmetric_critic(self) -> bool:
+        return isinstance(self.value_head, PrivilegedCritic)
+
+    def value(self, obs: Mapping[str, torch.Tensor], features: torch.Tensor,
+              detach: bool = False) -> torch.Tensor:
+        """V(s) (B,) from the extractor's ``features`` (detached when ``detach``), or, for the
+        asymmetric critic, from ``obs["privileged"]`` and the proprioception (features always
+        detached)."""
+        if self.value_head is None:
+            raise ValueError("this policy has no value head (policy.value_head = False)")
+        if isinstance(self.value_head, PrivilegedCritic):
+            if "privileged" not in obs:
+                raise KeyError("the asymmetric critic reads obs['privileged']: wrap the env in "
+                               "vla_sim.envs.wrappers.privileged_state.PrivilegedObservation")
+            return self.value_head(obs["privileged"], self.extractor.normalized_state(obs),
+                                   features).squeeze(-1)
+        return self.value_head(features.detach() if detach else features).squeeze(-1)
+
+    def _value_if_readable(self, obs: Mapping[str, torch.Tensor], features: torch.Tensor
+                           ) -> torch.Tensor | None:
+        if self.value_head is None or (self.asymmetric_critic and "privileged" not in obs):
+            return None
+        return self.value(obs, features)
 
     def distribution(self, obs: Mapping[str, torch.Tensor]):
         return self.action_head.distribution(self.extractor(obs))
@@ -630,8 +697,7 @@ class VLAPolicy(nn.Module):
         """(log_prob (B,), entropy (B,), value (B,) or None) of ``actions`` in env units."""
         features = self.extractor(obs)
         dist = self.action_head.distribution(features)
-        value = self.value_head(features).squeeze(-1) if self.value_head is not None else None
-        return dist.log_prob(actions), dist.entropy(), value
+        return dist.log_prob(actions), dist.entropy(), self._value_if_readable(obs, features)
 
     def bc_loss(self, obs: Mapping[str, torch.Tensor], actions: torch.Tensor,
                 aux_target: torch.Tensor | None = None, aux_weight: float = 0.0,

@@ -8,10 +8,16 @@ checkpoints.
 Every random draw of step ``t`` comes from a generator seeded with ``(seed, t)``, so resuming
 from a checkpoint reproduces the losses of an uninterrupted run exactly (same device, same
 threads).
+
+Under ``torchrun`` (:mod:`.distributed`) every process draws the same global batch of
+``batch_size`` steps, encodes its own rows, and the loss is computed on the gathered features
+of the whole batch, so N processes follow the one-process run to float rounding; rank 0 alone
+validates, evaluates and writes. On CUDA the demonstrations move to the GPU once when they fit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -32,6 +38,7 @@ from vla_sim.config import config_from_dict, config_to_dict
 from vla_sim.data.demos import DemoArrays, chunk_indices, split_episodes
 from vla_sim.envs.goal_state import GOAL_STATE_DIM, GOAL_STATE_LAYOUT, GOAL_XYZ_DIM
 
+from . import distributed
 from .common import (
     RESUME_FREE_KEYS,
     ScalarLogger,
@@ -49,7 +56,7 @@ log = logging.getLogger(__name__)
 
 # Beyond the common ones (common.RESUME_FREE_KEYS): knobs that do not change the maths.
 RESUMABLE_CHANGES = ("steps_this_run", "eval_every_grad_steps", "checkpoint_every_grad_steps",
-                     "log_every_grad_steps", "val_every_grad_steps", "device")
+                     "log_every_grad_steps", "val_every_grad_steps", "device", "precision")
 
 
 def instruction_alternatives(data: DemoArrays, k: int, seed: int
@@ -83,8 +90,11 @@ def instruction_alternatives(data: DemoArrays, k: int, seed: int
 
 def instruction_features(encoder: Any, instructions: Sequence[str], cfg: VLAPolicyConfig
                          ) -> dict[str, torch.Tensor]:
-    """Encoder features of each distinct instruction, (U, ...) tensors (encoded once each)."""
-    feats = encoder.features(list(instructions), cfg.max_tokens)
+    """Encoder features of each distinct instruction, (U, ...) tensors (encoded once each, in
+    batches where the encoder can: ``batch_features``; a dataset's feature cache,
+    :class:`vla_sim.data.text_cache.CachedTextEncoder`, serves them without the encoder)."""
+    encode = getattr(encoder, "batch_features", None) or encoder.features
+    feats = encode(list(instructions), cfg.max_tokens)
     if feats["instruction_embedding"].shape[1] != cfg.text_dim:
         raise ValueError(f"text encoder gives {feats['instruction_embedding'].shape[1]}-d vectors, "
                          f"policy.text_dim is {cfg.text_dim}")
@@ -104,22 +114,51 @@ def augment_with_shift(images: torch.Tensor, rng: np.random.Generator, shift_pad
                        jitter: float) -> tuple[torch.Tensor, np.ndarray]:
     """:func:`augment` (the same draws), also returning how far each image's content moved:
     (B, 2) pixels along x (columns) and y (rows), for labels that live in image coordinates."""
+    draws = draw_augmentation(rng, len(images), shift_pad, jitter)
+    return apply_augmentation(images, *draws, shift_pad), content_shift(draws[0], len(images),
+                                                                       shift_pad)
+
+
+def draw_augmentation(rng: np.random.Generator, batch: int, shift_pad: int, jitter: float
+                      ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The random numbers of :func:`augment` for ``batch`` images: crop offsets (B, 2) (rows,
+    columns; None without shifts) and brightness/contrast factors (B, 2) (None without
+    jitter). Drawn for a whole global batch by every process, applied to its own rows."""
+    offsets = rng.integers(0, 2 * shift_pad + 1, size=(batch, 2)) if shift_pad > 0 else None
+    factors = (rng.uniform(1 - jitter, 1 + jitter, size=(batch, 2)).astype(np.float32)
+               if jitter > 0 else None)
+    return offsets, factors
+
+
+def apply_augmentation(images: torch.Tensor, offsets: np.ndarray | None,
+                       factors: np.ndarray | None, shift_pad: int) -> torch.Tensor:
+    """Float (B,3,S,S) in [0,1] shifted by ``offsets`` (replicate padding, crop) and jittered
+    by ``factors`` (:func:`draw_augmentation`), on the images' device."""
     b, _, s, _ = images.shape
-    moved = np.zeros((b, 2), np.float32)
-    if shift_pad > 0:
+    if offsets is not None:
+        c, side = images.shape[1], s + 2 * shift_pad
         padded = torch.nn.functional.pad(images, (shift_pad,) * 4, mode="replicate")
-        offsets = rng.integers(0, 2 * shift_pad + 1, size=(b, 2))
-        images = torch.stack([padded[i, :, dy:dy + s, dx:dx + s]
-                              for i, (dy, dx) in enumerate(offsets)])
-        # Output pixel p shows input pixel p + offset - pad: content moves by pad - offset.
-        moved = (shift_pad - offsets[:, ::-1]).astype(np.float32)
-    if jitter > 0:
-        factors = torch.from_numpy(rng.uniform(1 - jitter, 1 + jitter, size=(b, 2))
-                                   .astype(np.float32)).to(images.device)
+        # One gather for the whole batch (not a crop per image: one kernel on a GPU).
+        span = torch.arange(s, device=images.device)
+        off = torch.from_numpy(np.ascontiguousarray(offsets)).to(images.device)
+        flat = ((off[:, 0, None] + span)[:, :, None] * side
+                + (off[:, 1, None] + span)[:, None, :])  # (B, S, S) into the padded image
+        images = padded.reshape(b, c, side * side).gather(
+            2, flat.reshape(b, 1, s * s).expand(b, c, s * s)).reshape(b, c, s, s)
+    if factors is not None:
+        f = torch.from_numpy(factors).to(images.device)
         mean = images.mean(dim=(1, 2, 3), keepdim=True)
-        images = (images - mean) * factors[:, 1, None, None, None] + mean  # contrast
-        images = (images * factors[:, 0, None, None, None]).clamp(0.0, 1.0)  # brightness
-    return images, moved
+        images = (images - mean) * f[:, 1, None, None, None] + mean  # contrast
+        images = (images * f[:, 0, None, None, None]).clamp(0.0, 1.0)  # brightness
+    return images
+
+
+def content_shift(offsets: np.ndarray | None, batch: int, shift_pad: int) -> np.ndarray:
+    """(B, 2) pixels each image's content moved along x and y under crop ``offsets``."""
+    if offsets is None:
+        return np.zeros((batch, 2), np.float32)
+    # Output pixel p shows input pixel p + offset - pad: content moves by pad - offset.
+    return (shift_pad - offsets[:, ::-1]).astype(np.float32)
 
 
 def grounding_targets(env_states: torch.Tensor, cameras: Sequence[str], image_size: int,
@@ -149,7 +188,11 @@ def grounding_targets(env_states: torch.Tensor, cameras: Sequence[str], image_si
 
 
 class _Batches:
-    """Index arrays into batches of policy-ready tensors on ``device``."""
+    """Index arrays into batches of policy-ready tensors on ``device``.
+
+    On a CUDA device the arrays move to the GPU once when they fit in half its free memory
+    (indexing, augmentation and text lookup then run there); otherwise each batch is copied
+    from pinned host memory without blocking."""
 
     def __init__(self, data: DemoArrays, text: dict[str, torch.Tensor], cfg: VLAPolicyConfig,
                  device: torch.device, alternatives: np.ndarray | None = None,
@@ -163,6 +206,14 @@ class _Batches:
                            torch.from_numpy(np.ascontiguousarray(data.env_states, np.float32)))
         self.text = text
         self.image_keys, self.device = cfg.image_keys, device
+        self.resident = device.type == "cuda" and _fits_on(device, [
+            *self.images.values(), self.states, self.actions, self.env_states, *text.values()])
+        if self.resident:
+            self.images = {k: v.to(device) for k, v in self.images.items()}
+            self.states, self.actions = self.states.to(device), self.actions.to(device)
+            if self.env_states is not None:
+                self.env_states = self.env_states.to(device)
+        self.text = {k: v.to(device) for k, v in text.items()}  # small: always on the device
         self.aux_dim = cfg.aux_dim
         self.cameras, self.image_size = list(cfg.cameras), cfg.image_size
         # (N, K) instruction ids of other wordings per step (-1 = none), for augmentation.
@@ -171,32 +222,52 @@ class _Batches:
         if cfg.action_chunk > 1:
             self.chunk_ids, self.chunk_mask = chunk_indices(data.episode_index, cfg.action_chunk)
 
+    def _take(self, array: torch.Tensor, ids: np.ndarray) -> torch.Tensor:
+        """``array[ids]`` on the device."""
+        if self.resident:
+            return array[torch.from_numpy(np.ascontiguousarray(ids)).to(self.device)]
+        rows = array[torch.from_numpy(np.ascontiguousarray(ids))]
+        if self.device.type == "cuda":
+            return rows.pin_memory().to(self.device, non_blocking=True)
+        return rows.to(self.device)
+
     def get(self, ids: np.ndarray, rng: np.random.Generator | None = None,
             shift_pad: int = 0, jitter: float = 0.0) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         return self.get_with_shifts(ids, rng, shift_pad, jitter)[:2]
 
     def get_with_shifts(self, ids: np.ndarray, rng: np.random.Generator | None = None,
-                        shift_pad: int = 0, jitter: float = 0.0
+                        shift_pad: int = 0, jitter: float = 0.0, rows: slice | None = None
                         ) -> tuple[dict[str, torch.Tensor], torch.Tensor, list[np.ndarray | None]]:
-        """:meth:`get`, plus each camera's augmentation shift (B, 2) in pixels (None unshifted)."""
-        idx = torch.from_numpy(ids)
+        """:meth:`get`, plus each camera's augmentation shift (B, 2) in pixels (None unshifted).
+
+        ``rows``: build the observations of ``ids[rows]`` only (this process's share of a
+        global batch, :mod:`.distributed`); every random draw is still made for all of ``ids``
+        (so every process draws the same numbers), and the actions and shifts are those of all
+        of ``ids`` (the loss's targets for the whole global batch)."""
+        local = ids if rows is None else ids[rows]
+
+        def mine(values: np.ndarray | None) -> np.ndarray | None:
+            return values if values is None or rows is None else values[rows]
+
         obs: dict[str, torch.Tensor] = {}
         moved: list[np.ndarray | None] = []
         for key in self.image_keys:
-            img = self.images[key][idx].to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+            img = self._take(self.images[key], local).permute(0, 3, 1, 2).float().div_(255.0)
             if rng is not None:
-                img, shift = augment_with_shift(img, rng, shift_pad, jitter)
-                moved.append(shift)
+                offsets, factors = draw_augmentation(rng, len(ids), shift_pad, jitter)
+                img = apply_augmentation(img, mine(offsets), mine(factors), shift_pad)
+                moved.append(content_shift(offsets, len(ids), shift_pad))
             else:
                 moved.append(None)
             obs[key] = img
-        obs["state"] = self.states[idx].to(self.device)
-        t = self.instr[idx]
+        obs["state"] = self._take(self.states, local)
+        t = self.instr[torch.from_numpy(ids)].numpy()
         if rng is not None and self.alternatives is not None and self.alt_prob > 0:
-            t = torch.from_numpy(self._augment_instructions(ids, t.numpy(), rng))
+            t = self._augment_instructions(ids, t, rng)
+        t = torch.from_numpy(np.ascontiguousarray(mine(t)))
         for key, value in self.text.items():
-            obs[key] = value[t].to(self.device)
-        return obs, self.actions[idx].to(self.device), moved
+            obs[key] = value[t.to(value.device)]
+        return obs, self._take(self.actions, ids), moved
 
     def _augment_instructions(self, ids: np.ndarray, t: np.ndarray, rng: np.random.Generator
                               ) -> np.ndarray:
@@ -208,8 +279,8 @@ class _Batches:
 
     def chunk(self, ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(next ``action_chunk`` actions (B, chunk, A), mask (B, chunk) of real steps)."""
-        rows = torch.from_numpy(self.chunk_ids[ids])
-        return (self.actions[rows].to(self.device),
+        rows = self.chunk_ids[ids]
+        return (self._take(self.actions, rows.reshape(-1)).reshape(*rows.shape, -1),
                 torch.from_numpy(self.chunk_mask[ids]).to(self.device))
 
     def env_state(self, ids: np.ndarray) -> torch.Tensor | None:
@@ -217,16 +288,65 @@ class _Batches:
         goal state (None when the data has none)."""
         if self.env_states is None:
             return None
-        return self.env_states[torch.from_numpy(ids), :self.aux_dim].to(self.device)
+        return self._take(self.env_states, ids)[:, :self.aux_dim]
 
     def grounding(self, ids: np.ndarray, moved: Sequence[np.ndarray | None] | None = None
                   ) -> dict[str, torch.Tensor]:
         """Grounding targets (:func:`grounding_targets`) of steps ``ids``."""
-        return grounding_targets(self.env_states[torch.from_numpy(ids)].to(self.device),
-                                 self.cameras, self.image_size, moved)
+        return grounding_targets(self._take(self.env_states, ids), self.cameras,
+                                 self.image_size, moved)
+
+
+def _fits_on(device: torch.device, tensors: Sequence[torch.Tensor | None]) -> bool:
+    """Whether ``tensors`` take at most half of ``device``'s free memory."""
+    need = sum(t.numel() * t.element_size() for t in tensors if t is not None)
+    try:
+        free, _total = torch.cuda.mem_get_info(device)
+    except (RuntimeError, AssertionError):
+        return False
+    return need <= free // 2
 
 
 # ----------------------------------------------------------------------------------- training
+def batch_sampler(batches: _Batches, train_ids: np.ndarray, cfg: BCConfig,
+                  rows: slice | None = None) -> Callable[[np.random.Generator], tuple]:
+    """``rng -> batch`` of one BC step: ``batch_size`` training steps drawn with ``rng``,
+    augmented, with their targets. ``rows``: observations of that share of the global batch
+    only (:mod:`.distributed`); the draws and the targets are always the global batch's."""
+    pcfg = cfg.policy
+
+    def sample(rng: np.random.Generator) -> tuple:
+        ids = train_ids[rng.integers(0, len(train_ids), cfg.batch_size)]
+        obs, actions, moved = batches.get_with_shifts(ids, rng, cfg.shift_pad, cfg.color_jitter,
+                                                      rows)
+        mask = None
+        if pcfg.action_chunk > 1:
+            actions, mask = batches.chunk(ids)
+        ground = batches.grounding(ids, moved) if cfg.ground_weight > 0 else None
+        return obs, actions, batches.env_state(ids), mask, ground
+
+    return sample
+
+
+def loss_function(policy: VLAPolicy, cfg: BCConfig, device: torch.device,
+                  dist: distributed.Distributed | None = None) -> Callable[[tuple], torch.Tensor]:
+    """``batch -> loss`` of one BC step (:func:`batch_sampler`'s batches).
+
+    Several processes: the extractor (where the compute is) runs on this process's rows and
+    its outputs are gathered, so the heads and every masked mean (action-chunk padding,
+    grounding visibility) see the global batch and every process computes the one-process
+    loss."""
+    dist = dist or distributed.Distributed()
+
+    def loss(batch: tuple) -> torch.Tensor:
+        obs, actions, env_state, mask, ground = batch
+        with dist.gathered(policy.extractor, "forward_with_spatial"), autocast(cfg, device):
+            return policy.bc_loss(obs, actions, env_state, cfg.aux_weight, mask,
+                                  ground_target=ground, ground_weight=cfg.ground_weight).float()
+
+    return loss
+
+
 @dataclass
 class BCResult:
     out_dir: Path
@@ -299,6 +419,11 @@ def train_bc(data: DemoArrays, out_dir: str | Path, config: BCConfig | None = No
         init_fn: called on the freshly built, normalised policy of a new run before the
             optimiser exists (e.g. to copy a pre-trained vision encoder); not called on resume,
             where the weights come from the checkpoint.
+
+    Launched by ``torchrun`` (``WORLD_SIZE`` > 1) or inside an existing process group, it
+    trains data-parallel (gloo on the CPU, NCCL on CUDA); ``batch_size`` stays the global
+    batch and must divide by the number of processes. Only rank 0's result carries the
+    validation and ``best`` figures.
     """
     cfg = config or BCConfig()
     pcfg = cfg.policy
@@ -324,20 +449,34 @@ def train_bc(data: DemoArrays, out_dir: str | Path, config: BCConfig | None = No
                              "it with `vla-sim collect`")
         pcfg.grounding = True
     data.check_fits(pcfg)
-    device = resolve_device(cfg.device)
     threads_before = torch.get_num_threads()
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     try:
-        return _train(data, out, cfg, resume, eval_fn, encoder, device, init_fn)
+        with distributed.session(cfg.device) as dist:
+            device = dist.device(resolve_device(cfg.device))
+            if cfg.precision == "bf16" and device.type != "cuda":
+                raise ValueError(f"precision=bf16 needs a CUDA device (device is {device}): on "
+                                 "the CPU bf16 autocast measured no faster and stalled learning")
+            return _train(data, out, cfg, resume, eval_fn, encoder, device, init_fn, dist)
     finally:
         torch.set_num_threads(threads_before)
 
 
+def autocast(cfg: BCConfig, device: torch.device) -> Any:
+    """The context the loss runs in: bf16 autocast on CUDA with ``precision=bf16``."""
+    if cfg.precision == "bf16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
            eval_fn: Callable[[VLAPolicy], float] | None, encoder: Any,
-           device: torch.device, init_fn: Callable[[VLAPolicy], Any] | None) -> BCResult:
+           device: torch.device, init_fn: Callable[[VLAPolicy], Any] | None,
+           dist: distributed.Distributed) -> BCResult:
     pcfg = cfg.policy
+    main = dist.is_main
+    rows = dist.rows(cfg.batch_size) if dist.active else None  # this process's rows
     if encoder is None:
         from vla_sim.language.encoder import get_text_encoder
 
@@ -347,7 +486,8 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
     instructions, alternatives = list(data.instructions), None
     if cfg.instruction_aug > 0:
         instructions, alternatives = instruction_alternatives(data, cfg.instruction_aug, cfg.seed)
-    text = instruction_features(encoder, instructions, pcfg)
+    # Rank 0 first: it may add the strings to the dataset's feature cache the others read.
+    text = dist.main_first(lambda: instruction_features(encoder, instructions, pcfg))
     batches = _Batches(data, text, pcfg, device, alternatives, cfg.instruction_aug_prob)
     train_ids, val_ids = split_episodes(data.episode_index, cfg.val_fraction, cfg.seed)
     if len(val_ids) > cfg.val_max_samples:
@@ -373,8 +513,8 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
 
     step, best, best_kind, losses = 0, None, "last", []
     last = out / "last"
-    prepare_run(out, "bc_config.json", config_to_dict(cfg), resume, "BC", last,
-                RESUME_FREE_KEYS + RESUMABLE_CHANGES)
+    dist.main_only(lambda: prepare_run(out, "bc_config.json", config_to_dict(cfg), resume, "BC",
+                                       last, RESUME_FREE_KEYS + RESUMABLE_CHANGES))
     if resume:
         read_checkpoint_config(last)
         load_state_strict(policy, read_weights(last / "model.safetensors"), str(last))
@@ -385,15 +525,19 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
         best = None if state["best_metric"] is None else float(state["best_metric"])
         losses = [float(x) for x in state["train_losses"]]
         if step >= cfg.steps:
-            log.info("%s: run already finished at step %d; nothing to do", out, step)
+            if main:
+                log.info("%s: run already finished at step %d; nothing to do", out, step)
             return BCResult(out_dir=out, steps=step, train_losses=losses, val_loss=None,
                             best_metric=best, best_kind=best_kind, samples_per_s=0.0, wall_s=0.0)
-        log.info("resuming from %s at step %d/%d", last, step, cfg.steps)
+        if main:
+            log.info("resuming from %s at step %d/%d", last, step, cfg.steps)
+    dist.broadcast_module(policy)  # every process starts from rank 0's weights
 
     meta_base = {"trainer": "bc", "num_steps_data": int(len(data.states)),
                  "num_episodes": int(len(np.unique(data.episode_index))),
                  "instructions": list(data.instructions)}
-    logger = ScalarLogger(out / "tb" if cfg.tensorboard else None, purge_step=step or None)
+    logger = ScalarLogger(out / "tb" if cfg.tensorboard and main else None,
+                          purge_step=step or None)
 
     def trainer_state() -> dict[str, Any]:
         return {"step": step, "optimizer": optimizer.state_dict(),
@@ -401,9 +545,10 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
                 "train_losses": torch.tensor(losses, dtype=torch.float64)}
 
     def checkpoint() -> None:
-        path = save_training_checkpoint(out / "checkpoints" / f"step_{step:06d}", policy,
-                                        trainer_state(), {**meta_base, "step": step})
-        publish_checkpoint(path, out / "last")
+        if main:  # the others wait at the next barrier or all-reduce
+            path = save_training_checkpoint(out / "checkpoints" / f"step_{step:06d}", policy,
+                                            trainer_state(), {**meta_base, "step": step})
+            publish_checkpoint(path, out / "last")
 
     def evaluate(final: bool) -> float | None:
         """Val loss and (maybe) success; save ``best`` if improved. Returns the val loss."""
@@ -444,24 +589,13 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
 
     stop_at = cfg.steps if not cfg.steps_this_run else min(cfg.steps, step + cfg.steps_this_run)
     progress = None
-    if cfg.progress:
+    if cfg.progress and main:
         from tqdm.auto import tqdm
 
         progress = tqdm(total=cfg.steps, initial=step, desc="bc", dynamic_ncols=True)
 
-    def sample(rng: np.random.Generator):
-        ids = train_ids[rng.integers(0, len(train_ids), cfg.batch_size)]
-        obs, actions, moved = batches.get_with_shifts(ids, rng, cfg.shift_pad, cfg.color_jitter)
-        mask = None
-        if pcfg.action_chunk > 1:
-            actions, mask = batches.chunk(ids)
-        ground = batches.grounding(ids, moved) if cfg.ground_weight > 0 else None
-        return obs, actions, batches.env_state(ids), mask, ground
-
-    def loss(batch) -> torch.Tensor:
-        obs, actions, env_state, mask, ground = batch
-        return policy.bc_loss(obs, actions, env_state, cfg.aux_weight, mask,
-                              ground_target=ground, ground_weight=cfg.ground_weight)
+    sample = batch_sampler(batches, train_ids, cfg, rows)
+    loss = loss_function(policy, cfg, device, dist)
 
     def after_step(done: int, value: float, grad_norm: float) -> None:
         nonlocal step, vloss
@@ -476,24 +610,29 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
         every = cfg.eval_every_grad_steps
         if step % cfg.val_every_grad_steps == 0 or (every and step % every == 0):
             if step < cfg.steps:
-                vloss = evaluate(final=False)
+                if main:  # validation and in-sim checks on rank 0; the others wait
+                    vloss = evaluate(final=False)
+                dist.barrier()
         if step % cfg.checkpoint_every_grad_steps == 0 and step < stop_at:
             checkpoint()
+            dist.barrier()
 
     loop = SupervisedLoop(list(policy.parameters()), optimizer, sample, loss, cfg.seed,
-                          scheduler, cfg.grad_clip, [after_step])
+                          scheduler, cfg.grad_clip, [after_step], dist=dist)
     t0, start_step, vloss = time.perf_counter(), step, None
     try:
         loop.run(step, stop_at)
-        if step >= cfg.steps:
+        if step >= cfg.steps and main:
             vloss = evaluate(final=True)
         checkpoint()
+        dist.barrier()
     except KeyboardInterrupt:
         if not loop.in_update:  # keep the work done so far; ``--resume`` continues from here
             checkpoint()
-            log.warning("interrupted at step %d: checkpoint saved to %s; re-run with --resume "
-                        "to continue", step, out / "last")
-        else:
+            if main:
+                log.warning("interrupted at step %d: checkpoint saved to %s; re-run with "
+                            "--resume to continue", step, out / "last")
+        elif main:
             log.warning("interrupted inside an update at step %d: nothing new was saved", step)
         raise
     finally:

@@ -41,7 +41,7 @@ def save_training_checkpoint(directory: Path, policy: VLAPolicy, trainer_state: 
 
 # Config keys that may change between an interrupted run and its resumption (logging, speed).
 # Settings that may change between an interrupted run and its resume without changing the maths.
-RESUME_FREE_KEYS = ("progress", "num_threads", "tensorboard")
+RESUME_FREE_KEYS = ("progress", "num_threads", "tensorboard", "backend", "ray_address")
 
 
 def config_changes(before: dict[str, Any], now: dict[str, Any], free: tuple[str, ...],

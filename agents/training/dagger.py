@@ -35,13 +35,12 @@ state file records completed rounds, so ``resume=True`` continues at the first u
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
-import multiprocessing as mp
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -63,14 +62,16 @@ from vla_sim.data.collect import (
     rollout_episode,
 )
 from vla_sim.data.writer import EncodedEpisode, LeRobotDatasetWriter, encode_episode
+from vla_sim.evaluation.evaluator import CHECKPOINT_SUFFIXES
 from vla_sim.utils.io import atomic_write_json
 from vla_sim.utils.seeding import DAGGER_BASE_SEED, episode_seed
+from vla_sim.utils.workers import ShippedFolder, WorkerPool, ship_folder
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE, STATE_FILE = "dagger_config.json", "dagger_state.json"
 # Keys that may change when resuming (they change speed, logging or how far to go, not the maths).
-DAGGER_RESUMABLE = ("rounds", "workers")
+DAGGER_RESUMABLE = ("rounds", "workers", "backend", "ray_address")
 _MIX_STREAM = 0xDA66E5  # second seed word of the mixing generator (independent of the env's)
 
 
@@ -152,7 +153,7 @@ def dagger_rollout(env: gym.Env, expert: Any, learner: Any, seed: int, beta: flo
 
 @dataclass
 class _RolloutJob:
-    """Everything a rollout worker needs (picklable: sent to spawned processes)."""
+    """Everything a rollout needs (picklable: sent to the workers with every rollout)."""
 
     settings: CollectConfig
     policy_dir: str
@@ -161,34 +162,42 @@ class _RolloutJob:
     round_index: int
     seed: int
     episodes_per_round: int
+    policy: ShippedFolder | None = None
+    """``policy_dir`` as the workers see it (None: read ``policy_dir``); a Ray worker may be
+    on another machine."""
 
     def attempt(self, index: int) -> int:
         return self.round_index * self.episodes_per_round + index
 
 
+# One worker's state: its env and expert for the whole run (the rollout settings are the same
+# every round), and the learner of the round it last rolled out.
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(job: _RolloutJob) -> None:
-    from vla_sim.utils.procs import die_with_parent
-
-    die_with_parent()  # a killed DAgger run leaves no orphaned workers
-    import torch
-
-    from vla_sim.agents.policies import load_policy
-
-    torch.set_num_threads(1)  # one observation at a time: threads only contend
-    env = make_env(job.settings)
-    learner = load_policy(job.policy_dir)
-    _WORKER.update(job=job, env=env, expert=make_expert(job.settings.expert, env),
-                   learner=learner)
+def _init_worker(settings: CollectConfig) -> None:
+    env = make_env(settings)
+    _WORKER.update(env=env, expert=make_expert(settings.expert, env), learner_key=None,
+                   learner=None)
 
 
-def _run_rollout(index: int) -> tuple[int, EncodedEpisode]:
-    job: _RolloutJob = _WORKER["job"]
+def _learner(job: _RolloutJob) -> Any:
+    """The round's learner, loaded once per worker per round."""
+    folder = job.policy or ShippedFolder(job.policy_dir)
+    weights = Path(job.policy_dir) / "model.safetensors"
+    key = (job.policy_dir, folder.digest or (weights.stat().st_mtime_ns if weights.exists()
+                                             else None))
+    if _WORKER.get("learner_key") != key:
+        from vla_sim.agents.policies import load_policy
+
+        _WORKER.update(learner=load_policy(folder.path()), learner_key=key)
+    return _WORKER["learner"]
+
+
+def _run_rollout(job: _RolloutJob, index: int) -> tuple[int, EncodedEpisode]:
     env = _WORKER["env"]
     attempt = job.attempt(index)
-    ep = dagger_rollout(env, _WORKER["expert"], _WORKER["learner"],
+    ep = dagger_rollout(env, _WORKER["expert"], _learner(job),
                         episode_seed(job.seed, attempt), job.beta, job.settings.cameras,
                         job.mixing, job.round_index, index, attempt)
     return index, encode_episode(ep, int(env.unwrapped.metadata.get("render_fps", 20)))
@@ -200,28 +209,39 @@ def _close_worker() -> None:
     _WORKER.clear()
 
 
+def _start_pool(settings: CollectConfig, workers: int, backend: str = "process",
+                ray_address: str = "") -> WorkerPool:
+    """Rollout workers for a whole DAgger run: each builds its env and expert once and loads
+    each round's learner on its first rollout of the round."""
+    return WorkerPool(workers, _init_worker, (settings,), backend=backend,
+                      ray_address=ray_address)
+
+
 def _run_rollouts(job: _RolloutJob, indices: list[int], workers: int,
-                  commit: Callable[[int, EncodedEpisode], None]) -> None:
-    """Roll out ``indices`` (in worker processes when ``workers > 1``); commit in index order,
-    so the dataset is the same for any worker count and a crash loses no committed episode."""
+                  commit: Callable[[int, EncodedEpisode], None],
+                  pool: WorkerPool | None = None) -> None:
+    """Roll out ``indices`` in ``pool`` (None: a process pool of ``workers`` for this call, or
+    this process when ``workers == 1``); commit in index order, so the dataset is the same for
+    any backend and worker count and a crash loses no committed episode."""
     if not indices:
         return
-    if workers == 1:
-        _init_worker(job)
+    if pool is None and workers == 1:
+        _init_worker(job.settings)
         try:
             for i in indices:
-                commit(*_run_rollout(i))
+                commit(*_run_rollout(job, i))
         finally:
             _close_worker()
         return
-    ctx = mp.get_context("spawn")  # each worker builds its own PyBullet client; no forked state
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(indices)), mp_context=ctx,
-                               initializer=_init_worker, initargs=(job,))
+    own = pool is None
+    if own:
+        pool = _start_pool(job.settings, min(workers, len(indices)))
     try:
-        for result in pool.map(_run_rollout, indices):  # yields in submission order
+        for result in pool.map(functools.partial(_run_rollout, job), indices):  # index order
             commit(*result)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        if own:
+            pool.shutdown()
 
 
 # ---------------------------------------------------------------------------------- the dataset
@@ -339,7 +359,7 @@ def _prepare(out: Path, cfg: DAggerConfig, resume: bool) -> dict[str, Any]:
                                                                     for k in RESUMABLE_CHANGES))
         if diffs:
             raise ValueError("cannot resume with a different config: " + "; ".join(diffs))
-        atomic_write_json(out / CONFIG_FILE, now)  # record the new rounds / workers
+        atomic_write_json(out / CONFIG_FILE, now)  # record the new rounds / workers / backend
         return json.loads(state_path.read_text())
     if state_path.exists() or (out / "data").exists():
         raise ValueError(f"{out} already holds a DAgger run; pass resume=True (--resume) to "
@@ -363,9 +383,10 @@ def train_dagger(demos: str | Path, out: str | Path, config: DAggerConfig | None
     into the run folder ``out`` (layout in the module docstring).
 
     Args:
-        resume: continue the run in ``out`` (same config except ``rounds``, ``workers`` and
-            BC's logging knobs); finished rounds are skipped, a half-done round continues at
-            its first uncommitted rollout or its BC checkpoint.
+        resume: continue the run in ``out`` (same config except ``rounds``, where the
+            rollouts run (``workers``, ``backend``, ``ray_address``) and BC's logging knobs);
+            finished rounds are skipped, a half-done round continues at its first uncommitted
+            rollout or its BC checkpoint.
         eval_fn: ``policy -> success rate``, handed to every BC run (in-sim checks, ``best/``).
     """
     cfg = config or DAggerConfig()
@@ -401,51 +422,63 @@ def train_dagger(demos: str | Path, out: str | Path, config: DAggerConfig | None
     if state["completed_rounds"]:
         current = policy_dir(out, state["completed_rounds"]) / "last"
 
-    for r in range(state["completed_rounds"], cfg.rounds):
-        t0, beta = time.perf_counter(), cfg.beta(r)
-        job = _RolloutJob(settings=settings, policy_dir=str(current), beta=beta,
-                          mixing=cfg.mixing, round_index=r, seed=cfg.seed,
-                          episodes_per_round=cfg.episodes_per_round)
-        done = {episode_metadata(e).get("dagger_index") for e in writer.episodes
-                if episode_metadata(e).get("dagger_round") == r}
-        todo = [i for i in range(cfg.episodes_per_round) if i not in done]
+    # One worker pool for every round (started at the first rollout that needs it): each worker
+    # builds its env and expert once and reloads only the learner, once per round.
+    pool: WorkerPool | None = None
+    try:
+        for r in range(state["completed_rounds"], cfg.rounds):
+            t0, beta = time.perf_counter(), cfg.beta(r)
+            done = {episode_metadata(e).get("dagger_index") for e in writer.episodes
+                    if episode_metadata(e).get("dagger_round") == r}
+            todo = [i for i in range(cfg.episodes_per_round) if i not in done]
+            if todo and pool is None and (cfg.workers > 1 or cfg.backend != "process"):
+                pool = _start_pool(settings, cfg.workers, cfg.backend, cfg.ray_address)
+            job = _RolloutJob(settings=settings, policy_dir=str(current), beta=beta,
+                              mixing=cfg.mixing, round_index=r, seed=cfg.seed,
+                              episodes_per_round=cfg.episodes_per_round,
+                              policy=ship_folder(current, cfg.backend, cfg.ray_address,
+                                                 suffixes=CHECKPOINT_SUFFIXES)
+                              if todo and cfg.backend == "ray" else None)
 
-        # rollouts record today's goal-state layout; a dataset of older demos keeps its own
-        _run_rollouts(job, todo, cfg.workers, lambda index, enc: writer.add_encoded(
-            fit_env_states(enc, writer.env_state_dim)))
-        rows = [(e, episode_metadata(e)) for e in writer.episodes]
-        ours = [(e, m) for e, m in rows if m.get("dagger_round") == r]
-        writer.set_extra_info(dagger={**writer.info["vla_sim"]["dagger"],
-                                      "relabelled_episodes": sum(bool(m.get("relabelled"))
-                                                                 for _, m in rows)})
-        rollout_s = time.perf_counter() - t0
+            # rollouts record today's goal-state layout; a dataset of older demos keeps its own
+            _run_rollouts(job, todo, cfg.workers, lambda index, enc: writer.add_encoded(
+                fit_env_states(enc, writer.env_state_dim)), pool)
+            rows = [(e, episode_metadata(e)) for e in writer.episodes]
+            ours = [(e, m) for e, m in rows if m.get("dagger_round") == r]
+            writer.set_extra_info(dagger={**writer.info["vla_sim"]["dagger"],
+                                          "relabelled_episodes": sum(bool(m.get("relabelled"))
+                                                                     for _, m in rows)})
+            rollout_s = time.perf_counter() - t0
 
-        t1 = time.perf_counter()
-        run = policy_dir(out, r + 1)
-        init = _warm_start(current) if cfg.warm_start else None
-        res = _train(data_dir, run, _round_bc_config(cfg, first=False), eval_fn, init)
-        current = run / "last"
-        copy_checkpoint(current, out / "last")
-        frames = sum(int(e["length"]) for e, _ in ours)
-        expert_steps = sum(int(m["expert_steps"]) for _, m in ours)
-        record = {
-            "round": r, "beta": beta, "episodes": len(ours),
-            "rollout_success": sum(bool(e["vla_sim/success"]) for e, _ in ours) / len(ours),
-            "learner_step_fraction": 1.0 - expert_steps / max(1, frames),
-            "frames_added": frames, "dataset_frames": writer.num_frames, "bc_steps": res.steps,
-            "val_loss": res.val_loss, "rollout_s": round(rollout_s, 2),
-            "train_s": round(time.perf_counter() - t1, 2),
-            "seconds": round(time.perf_counter() - t0, 2),
-        }
-        state["history"].append(record)
-        state["completed_rounds"] = r + 1
-        save()
-        log.info("dagger round %d/%d: beta %.3f, %d rollouts, rollout success %.2f (learner "
-                 "acted %.0f%% of steps), %d frames added (%d in all), BC val loss %s, %.1f s "
-                 "(rollouts %.1f, BC %.1f)", r + 1, cfg.rounds, beta, record["episodes"],
-                 record["rollout_success"], 100 * record["learner_step_fraction"], frames,
-                 writer.num_frames, _fmt(res.val_loss), record["seconds"], rollout_s,
-                 record["train_s"])
+            t1 = time.perf_counter()
+            run = policy_dir(out, r + 1)
+            init = _warm_start(current) if cfg.warm_start else None
+            res = _train(data_dir, run, _round_bc_config(cfg, first=False), eval_fn, init)
+            current = run / "last"
+            copy_checkpoint(current, out / "last")
+            frames = sum(int(e["length"]) for e, _ in ours)
+            expert_steps = sum(int(m["expert_steps"]) for _, m in ours)
+            record = {
+                "round": r, "beta": beta, "episodes": len(ours),
+                "rollout_success": sum(bool(e["vla_sim/success"]) for e, _ in ours) / len(ours),
+                "learner_step_fraction": 1.0 - expert_steps / max(1, frames),
+                "frames_added": frames, "dataset_frames": writer.num_frames, "bc_steps": res.steps,
+                "val_loss": res.val_loss, "rollout_s": round(rollout_s, 2),
+                "train_s": round(time.perf_counter() - t1, 2),
+                "seconds": round(time.perf_counter() - t0, 2),
+            }
+            state["history"].append(record)
+            state["completed_rounds"] = r + 1
+            save()
+            log.info("dagger round %d/%d: beta %.3f, %d rollouts, rollout success %.2f (learner "
+                     "acted %.0f%% of steps), %d frames added (%d in all), BC val loss %s, %.1f s "
+                     "(rollouts %.1f, BC %.1f)", r + 1, cfg.rounds, beta, record["episodes"],
+                     record["rollout_success"], 100 * record["learner_step_fraction"], frames,
+                     writer.num_frames, _fmt(res.val_loss), record["seconds"], rollout_s,
+                     record["train_s"])
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return DAggerResult(out_dir=out, rounds_completed=state["completed_rounds"],
                         history=list(state["history"]), initial=state["initial"],
                         policy_dir=out / "last")

@@ -8,6 +8,10 @@ seeded ``(seed, t)`` (so a resumed run reproduces an uninterrupted one exactly),
 clipped, the optimiser and the schedule step once per batch, and ``in_update`` says whether an
 interrupt landed between updates (weights and step agree) or inside one. A NaN or infinite
 loss or gradient stops training with :class:`NonFiniteError` before the optimiser step.
+
+Under ``torchrun`` (``dist``, :mod:`.distributed`) the gradients are averaged over processes
+before clipping, so the clipped norm, the loss checks and the stop on a signal are the same
+decision on every process.
 """
 
 from __future__ import annotations
@@ -69,6 +73,11 @@ class SupervisedLoop:
         seed: the first half of every step's generator seed.
         grad_clip: max global grad norm; <= 0 means no clipping.
         callbacks: called after each update as ``callback(step, loss, grad_norm)``.
+        dist: the process group (:class:`.distributed.Distributed`); None or one process: no
+            collectives. With several, ``sample`` draws the global batch and builds this
+            process's rows, ``loss`` is their share of the global loss, and the gradients and
+            the loss are averaged over processes (one all-reduce) before the non-finite checks
+            and clipping; the reported loss is the average.
     """
 
     params: Sequence[torch.Tensor]
@@ -79,6 +88,7 @@ class SupervisedLoop:
     scheduler: Any = None
     grad_clip: float = 0.0
     callbacks: Iterable[Callback] = ()
+    dist: Any = None
 
     def __post_init__(self) -> None:
         self.params = [p for p in self.params if p.requires_grad]
@@ -97,15 +107,25 @@ class SupervisedLoop:
     def _run(self, start: int, stop: int, pending: list[int]) -> list[float]:
         losses: list[float] = []
         max_norm = self.grad_clip if self.grad_clip > 0 else float("inf")
+        multi = self.dist is not None and self.dist.active
         for step in range(start, stop):
             self.in_update = True
             batch = self.sample(np.random.default_rng([self.seed, step]))
             loss = self.loss(batch)
-            if not bool(torch.isfinite(loss.detach())):
-                raise NonFiniteError(f"loss is {float(loss.detach())} at step {step + 1}: check "
-                                     "the dataset for NaN/inf values and the learning rate")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if multi:
+                # Backward before the check: every process must reach the all-reduce, and
+                # the decision is taken on the averaged loss (the same on every process).
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                value, halt = self.dist.reduce_gradients(self.params, loss, bool(pending))
+                if not math.isfinite(value):
+                    raise _loss_error(value, step)
+            else:
+                value, halt = float(loss.detach()), False
+                if not math.isfinite(value):
+                    raise _loss_error(value, step)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
             if not math.isfinite(grad_norm):
                 raise NonFiniteError(f"gradient norm is {grad_norm} at step {step + 1}: the "
@@ -114,13 +134,21 @@ class SupervisedLoop:
             self.optimizer.step()
             if self.scheduler is not None:
                 self.scheduler.step()
-            losses.append(float(loss.detach()))
+            losses.append(value)
             self.in_update = False
             for callback in self.callbacks:
                 callback(step + 1, losses[-1], grad_norm)
-            if pending:
-                raise KeyboardInterrupt(f"signal {pending[0]} after step {step + 1}")
+            # Several processes stop together, on the signal as the all-reduce saw it (one that
+            # arrives later is counted at the next step's).
+            if halt if multi else pending:
+                who = pending[0] if pending else "(to another process)"
+                raise KeyboardInterrupt(f"signal {who} after step {step + 1}")
         return losses
+
+
+def _loss_error(value: float, step: int) -> NonFiniteError:
+    return NonFiniteError(f"loss is {value} at step {step + 1}: check the dataset for NaN/inf "
+                          "values and the learning rate")
 
 
 @contextlib.contextmanager

@@ -10,10 +10,16 @@ policy's, and the checkpoint it writes is the same ``save_policy`` format BC wri
 Guards: ``value_warmup_rollouts`` rollouts that train only the value head (on detached
 features); a KL(pi || pi_BC) penalty toward the frozen BC policy whose weight decays linearly to 0;
 a small initial exploration noise (``init_log_std``).
+
+With ``asymmetric_critic`` the value head is a :class:`PrivilegedCritic` that reads the env's
+privileged state (the training envs add ``obs["privileged"]``); the actor is unchanged. Each run
+logs env steps/s, time per update and the wall-clock split, writes ``summary.json``, and draws
+its success curve (``curve.csv``, ``curves.png``) at every in-training evaluation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import logging
@@ -44,14 +50,19 @@ from .common import load_trainer_state, prepare_run, save_training_checkpoint
 from .configs import PPOConfig
 from .rl_common import (
     RLResult,
+    RunStats,
     bc_schedule,
     clip_groups,
     env_factory,
     eval_env_kwargs,
+    freeze_vision,
     load_warm_start,
 )
 
 log = logging.getLogger(__name__)
+
+BC_MEAN_KEY = "_bc_mean"
+"""Rollout-buffer key of the frozen BC policy's action means (never an env observation)."""
 
 
 # ----------------------------------------------------------------------------------- algorithm
@@ -62,7 +73,8 @@ class WarmStartPPO(PPO):
     SB3 has no hook for extra loss terms inside the update (the KL anchor, the detached critic,
     per-group clipping, self-imitation), so this one method is overridden; everything else is
     SB3's (rollouts, GAE, the policy class, callbacks). SB3 is pinned to the minor release this
-    copy follows, and a test fails when that release's ``PPO.train`` changes.
+    copy follows, and a test fails when that release's ``PPO.train`` changes. (``train`` times
+    the update for :attr:`run_stats` and runs ``_train``, the copy.)
     """
     SB3_TRAIN_SHA256 = "7c8d09940123242f0ac401c5ec2cc858b8bf3339f571c222382f048ffd8306ae"
 
@@ -79,6 +91,7 @@ class WarmStartPPO(PPO):
         self.bc_coef, self.bc_decay_env_steps = float(bc_coef), int(bc_decay_env_steps)
         self.value_warmup_rollouts = int(value_warmup_rollouts)
         self.rollouts_trained = 0
+        self.run_stats: RunStats | None = None  # train_ppo sets it: rollout/update timing
 
     def _update_learning_rate(self, optimizers) -> None:
         """SB3's schedule, times each parameter group's ``lr_scale`` (the critic's own rate)."""
@@ -92,13 +105,39 @@ class WarmStartPPO(PPO):
         """Current KL weight: ``bc_coef``, decaying linearly to 0 over ``bc_decay_env_steps`` (> 0)."""
         return bc_schedule(self.bc_coef, self.bc_decay_env_steps, self.num_timesteps)
 
-    def _kl_to_bc(self, obs: dict[str, torch.Tensor], dist) -> torch.Tensor:
-        """Mean over the batch of KL(pi(.|s) || pi_BC(.|s)), summed over action dims."""
+    def _kl_to_bc(self, obs: dict[str, torch.Tensor], dist,
+                  bc_mean: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean over the batch of KL(pi(.|s) || pi_BC(.|s)), summed over action dims; the BC
+        means come from ``bc_mean`` (see :meth:`_store_bc_means`) when given."""
+        head = self.bc_policy.action_head
         with torch.no_grad():
-            pre = preprocess_obs(obs, self.observation_space,
-                                 normalize_images=self.policy.normalize_images)
-            bc = self.bc_policy.action_head.distribution(self.bc_policy.extractor(pre)).dist
+            if bc_mean is None:
+                pre = preprocess_obs(obs, self.observation_space,
+                                     normalize_images=self.policy.normalize_images)
+                bc_mean = head(self.bc_policy.extractor(pre))
+            std = head.log_std.exp() * head.action_std  # GaussianHead.distribution's
+            bc = torch.distributions.Normal(bc_mean, std.expand_as(bc_mean))
         return torch.distributions.kl_divergence(dist.distribution, bc).sum(-1).mean()
+
+    def _store_bc_means(self, chunk: int = 256) -> None:
+        """The frozen BC policy's action means for every step of the rollout, once, stored as
+        an extra rollout-buffer observation (:data:`BC_MEAN_KEY`) that minibatches carry: the
+        KL anchor then costs one BC forward per step instead of one per step and epoch (the
+        largest part of an update with frozen vision, measured)."""
+        buf = self.rollout_buffer
+        n = buf.buffer_size * buf.n_envs
+        flat = {k: v.reshape(n, *v.shape[2:]) for k, v in buf.observations.items()
+                if k != BC_MEAN_KEY}
+        means = []
+        with torch.no_grad():
+            for i in range(0, n, chunk):
+                batch = {k: torch.as_tensor(v[i:i + chunk], device=self.device)
+                         for k, v in flat.items()}
+                pre = preprocess_obs(batch, self.observation_space,
+                                     normalize_images=self.policy.normalize_images)
+                means.append(self.bc_policy.action_head(self.bc_policy.extractor(pre)).cpu())
+        buf.observations[BC_MEAN_KEY] = torch.cat(means).numpy().reshape(
+            buf.buffer_size, buf.n_envs, -1)
 
     def _optimizer_step(self, loss: torch.Tensor) -> None:
         """One Adam step on ``loss``, each parameter group's gradient clipped on its own."""
@@ -122,24 +161,37 @@ class WarmStartPPO(PPO):
         return losses
 
     def train(self) -> None:
+        timer = (self.run_stats.timed("update") if self.run_stats is not None
+                 else contextlib.nullcontext())  # throughput
+        with timer:
+            self._train()
+        if self.run_stats is not None:
+            self.run_stats.updates += 1
+
+    def _train(self) -> None:
+        """SB3's ``PPO.train`` with the warm-start additions."""
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         clip_range = self.clip_range(self._current_progress_remaining)
         warmup = self.rollouts_trained < self.value_warmup_rollouts  # warm start
         bc_weight = 0.0 if (warmup or self.bc_policy is None) else self.bc_weight()
         entropy_losses, pg_losses, value_losses, clip_fractions, kl_bc = [], [], [], [], []
+        if bc_weight > 0:
+            self._store_bc_means()  # warm start
         approx_kl_divs: list[float] = []
         continue_training = True
         for epoch in range(self.n_epochs):
             approx_kl_divs = []
             for rollout_data in self.rollout_buffer.get(self.batch_size):
+                bc_mean = rollout_data.observations.pop(BC_MEAN_KEY, None)  # warm start
                 actions = rollout_data.actions
                 # evaluate_actions, unrolled so the critic can read detached features (warm start)
                 features = self.policy.extract_features(rollout_data.observations)
                 dist = self.policy._get_action_dist_from_latent(features)
                 log_prob, entropy = dist.log_prob(actions), dist.entropy()
                 detach = warmup or self.critic_detach  # warm start
-                values = self.policy.value_net(features.detach() if detach else features).flatten()
+                values = self.policy.critic_values(rollout_data.observations, features,
+                                                   detach).flatten()
                 advantages = rollout_data.advantages
                 if self.normalize_advantage and len(advantages) > 1:
                     advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
@@ -158,7 +210,7 @@ class WarmStartPPO(PPO):
                 else:
                     loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
                     if bc_weight > 0:
-                        kl = self._kl_to_bc(rollout_data.observations, dist)
+                        kl = self._kl_to_bc(rollout_data.observations, dist, bc_mean)
                         kl_bc.append(kl.item())
                         loss = loss + bc_weight * kl
                 with torch.no_grad():
@@ -199,17 +251,24 @@ class WarmStartPPO(PPO):
 
 # ------------------------------------------------------------------------------- entry points
 def make_vec_env(cfg: PPOConfig, policy_config: VLAPolicyConfig):
-    """DummyVecEnv (1 env) or SubprocVecEnv (n_envs > 1) of the training env stack."""
+    """DummyVecEnv (1 env) or SubprocVecEnv (n_envs > 1) of the training env stack; with
+    ``backend="ray"``, a RayVecEnv (one long-lived Ray actor per env, any n_envs)."""
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
+    ray = cfg.backend == "ray"  # Ray actors get their torch threads from their CPU share
     factory = env_factory(env_id=cfg.env_id, policy_config=config_to_dict(policy_config),
                           reward=cfg.reward, gamma=cfg.gamma, robot=cfg.robot,
                           randomization=cfg.randomization, text_encoder=cfg.text_encoder,
                           max_episode_steps=cfg.max_episode_steps,
-                          torch_threads=1 if cfg.n_envs > 1 else 0)
+                          torch_threads=1 if cfg.n_envs > 1 and not ray else 0)
     fns = [_monitored(factory, Monitor) for _ in range(cfg.n_envs)]
-    vec = SubprocVecEnv(fns) if cfg.n_envs > 1 else DummyVecEnv(fns)
+    if ray:
+        from .ray_vec_env import RayVecEnv
+
+        vec = RayVecEnv(fns, address=cfg.ray_address)
+    else:
+        vec = SubprocVecEnv(fns) if cfg.n_envs > 1 else DummyVecEnv(fns)
     vec.seed(TRAIN_BASE_SEED + 1000 * cfg.seed)
     if cfg.normalize_reward:
         from stable_baselines3.common.vec_env import VecNormalize
@@ -231,7 +290,8 @@ def build_ppo(cfg: PPOConfig, init: str | Path | None, env=None, out_dir: Path |
               ) -> WarmStartPPO:
     """The warm-started PPO model: policy weights from ``init`` (a BC checkpoint folder)."""
     bc = load_warm_start(init, VLAPolicyConfig(**cfg.policy) if init is None else None,
-                         cfg.init_log_std, cfg.seed, value_hidden=cfg.value_hidden)
+                         cfg.init_log_std, cfg.seed, value_hidden=cfg.value_hidden,
+                         asymmetric_critic=cfg.asymmetric_critic)
     env = env if env is not None else make_vec_env(cfg, bc.config)
     model = WarmStartPPO(
         VLAActorCriticPolicy, env, learning_rate=cfg.lr, n_steps=cfg.n_steps,
@@ -248,7 +308,7 @@ def build_ppo(cfg: PPOConfig, init: str | Path | None, env=None, out_dir: Path |
         sil_buffer=SuccessBuffer(cfg.sil_buffer_steps, cfg.seed) if cfg.sil_coef > 0 else None)
     model.policy.load_vla_state(bc.state_dict())
     if cfg.freeze_vision:
-        model.policy.vla.extractor.vision.requires_grad_(False)
+        freeze_vision(model.policy.vla)
     model.policy.vla.text_encoder = get_text_encoder(cfg.text_encoder)
     return model
 
@@ -265,10 +325,14 @@ class _EvalCallback(BaseCallback):
 
     def evaluate_now(self) -> float:
         cfg, vla = self.cfg, self.model.policy.vla
-        rate = success_rate(vla, cfg.env_id, cfg.eval_episodes,
-                            eval_env_kwargs(cfg, vla))
+        stats = self.model.run_stats
+        with stats.timed("eval") if stats is not None else contextlib.nullcontext():
+            rate = success_rate(vla, cfg.env_id, cfg.eval_episodes,
+                                eval_env_kwargs(cfg, vla))
         step = int(self.model.num_timesteps)
         self.history.append((step, rate))
+        if stats is not None:
+            stats.add_point(step, rate, cfg.eval_episodes)
         if hasattr(self.model, "_logger"):  # the logger exists once learn() has started
             self.logger.record("eval/success_rate", rate)
         if self.best is None or rate > self.best:
@@ -342,6 +406,29 @@ class _SuccessCollector(BaseCallback):
         return True
 
 
+class _RolloutTimer(BaseCallback):
+    """Charges each rollout's wall-clock and env steps to ``model.run_stats`` (evaluations
+    inside it are charged to evaluation). Last in the callback list, so a checkpoint written
+    at the rollout's start is not counted as collecting."""
+
+    def __init__(self):
+        super().__init__()
+        self._token: tuple[float, float] | None = None
+        self._start = 0
+
+    def _on_rollout_start(self) -> None:
+        self._token, self._start = self.model.run_stats.begin(), self.model.num_timesteps
+
+    def _on_rollout_end(self) -> None:
+        if self._token is not None:
+            self.model.run_stats.end("rollout", self._token)
+            self.model.run_stats.rollout_steps += self.model.num_timesteps - self._start
+            self._token = None
+
+    def _on_step(self) -> bool:
+        return True
+
+
 class _WallClockLimit(BaseCallback):
     """Stops ``learn()`` once ``minutes`` of wall-clock have passed since it was built."""
 
@@ -380,6 +467,8 @@ class _CheckpointCallback(BaseCallback):
         rms = getattr(model.get_env(), "ret_rms", None)
         if rms is not None:  # VecNormalize's return statistics
             state["ret_rms"] = [float(rms.mean), float(rms.var), float(rms.count)]
+        if model.run_stats is not None:
+            state["run_stats"] = model.run_stats.state()
         save_training_checkpoint(self.path, model.policy.vla, state,
                                  {**self.meta, "step": int(model.num_timesteps)})
 
@@ -403,6 +492,8 @@ def _restore(model: WarmStartPPO, evaluator: _EvalCallback, path: Path) -> None:
     evaluator.best = None if state["eval_best"] is None else float(state["eval_best"])
     evaluator.history = [(int(s), float(r)) for s, r in state["eval_history"]]
     evaluator._next = int(state["eval_next"])
+    if "run_stats" in state:
+        model.run_stats = RunStats(model.run_stats.out, model.run_stats.title, state["run_stats"])
     rms = getattr(model.get_env(), "ret_rms", None)
     if rms is not None and "ret_rms" in state:
         rms.mean, rms.var, rms.count = (float(x) for x in state["ret_rms"])
@@ -411,7 +502,9 @@ def _restore(model: WarmStartPPO, evaluator: _EvalCallback, path: Path) -> None:
 def train_ppo(cfg: PPOConfig, out_dir: str | Path, init: str | Path | None = None,
               resume: bool = False) -> RLResult:
     """Fine-tune with PPO; writes ``best/`` and ``last/`` (save_policy format), ``tb/``,
-    ``ppo_config.json`` and the resumable ``checkpoints/last_state`` to ``out_dir``.
+    ``ppo_config.json``, the resumable ``checkpoints/last_state``, ``curve.csv`` and
+    ``curves.png`` (success vs env steps and wall-clock) and ``summary.json`` (throughput,
+    wall-clock split, the curve) to ``out_dir``; logs the throughput line.
 
     ``resume=True`` continues an interrupted run from ``checkpoints/last_state`` (same config
     and warm start required): weights, optimizer, env-step count, warm-up and evaluation
@@ -424,6 +517,7 @@ def train_ppo(cfg: PPOConfig, out_dir: str | Path, init: str | Path | None = Non
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     model = build_ppo(cfg, init, out_dir=out)
+    model.run_stats = RunStats(out, f"PPO {cfg.env_id} reward={cfg.reward} n_envs={cfg.n_envs}")
     meta = {"trainer": "ppo", "init": str(init), "reward": cfg.reward, "env_id": cfg.env_id}
     callback = _EvalCallback(cfg, out, meta, cfg.eval_every_env_steps)
     callback.init_callback(model)
@@ -443,6 +537,7 @@ def train_ppo(cfg: PPOConfig, out_dir: str | Path, init: str | Path | None = Non
     limit = _WallClockLimit(cfg.max_minutes) if cfg.max_minutes > 0 else None
     if limit is not None:
         callbacks.append(limit)
+    callbacks.append(_RolloutTimer())  # last: see its docstring
     if remaining:
         model.learn(total_timesteps=remaining, callback=callbacks,
                     progress_bar=cfg.progress, tb_log_name="ppo", reset_num_timesteps=not resume)
@@ -455,7 +550,12 @@ def train_ppo(cfg: PPOConfig, out_dir: str | Path, init: str | Path | None = Non
     wall = time.perf_counter() - t0
     save_policy(model.policy.vla, out / "last", meta={**meta, "step": int(model.num_timesteps)})
     model.get_env().close()
-    return RLResult(out, int(model.num_timesteps), wall, callback.history, callback.best)
+    summary = model.run_stats.finish(int(model.num_timesteps), {
+        "trainer": "ppo", "n_envs": cfg.n_envs, "n_steps": cfg.n_steps,
+        "asymmetric_critic": cfg.asymmetric_critic, "freeze_vision": cfg.freeze_vision,
+        "best_success": callback.best})
+    return RLResult(out, int(model.num_timesteps), wall, callback.history, callback.best,
+                    summary)
 
 
 __all__ = ["PPOConfig", "RLResult", "SuccessBuffer", "VLAActorCriticPolicy", "WarmStartPPO",

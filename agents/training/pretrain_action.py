@@ -22,6 +22,7 @@ from vla_sim.agents.policies.latent import ActionChunkAE
 from vla_sim.agents.policies.vla import ACTION_STD_FLOOR
 from vla_sim.data.demos import DemoArrays, split_episodes
 
+from . import distributed
 from .loop import SupervisedLoop
 
 
@@ -58,8 +59,19 @@ def reconstruction_mse(model: ActionChunkAE, chunks: np.ndarray) -> float:
 
 def train_action_ae(actions: np.ndarray, episode_index: np.ndarray,
                     config: ActionAEConfig | None = None) -> ActionAEResult:
-    """Fit the autoencoder on demonstration actions; held-out whole episodes for ``val_mse``."""
+    """Fit the autoencoder on demonstration actions; held-out whole episodes for ``val_mse``.
+
+    Runs under ``torchrun`` too (gloo, on the CPU; :mod:`.distributed`): its loss is a plain
+    mean, so each process takes its rows of the global batch. The model is a small MLP, so
+    several processes rarely pay off; the option is there so a pipeline that launches every
+    stage under ``torchrun`` works."""
     cfg = config or ActionAEConfig()
+    with distributed.session("cpu") as dist:
+        return _train_action_ae(actions, episode_index, cfg, dist)
+
+
+def _train_action_ae(actions: np.ndarray, episode_index: np.ndarray, cfg: ActionAEConfig,
+                     dist: distributed.Distributed) -> ActionAEResult:
     actions = np.asarray(actions, np.float32)
     if actions.ndim != 2 or actions.shape[1] != cfg.action_dim:
         raise ValueError(f"actions must be (N, {cfg.action_dim}), got {actions.shape}")
@@ -75,11 +87,15 @@ def train_action_ae(actions: np.ndarray, episode_index: np.ndarray,
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.steps, cfg.lr * 0.05)
     data = torch.from_numpy(chunks)
-    losses = SupervisedLoop(
-        list(model.parameters()), optimizer,
-        lambda rng: data[torch.from_numpy(train_ids[rng.integers(0, len(train_ids),
-                                                                 cfg.batch_size)])],
-        model.normalized_loss, cfg.seed, scheduler).run(0, cfg.steps)
+    rows = dist.rows(cfg.batch_size) if dist.active else slice(None)
+    dist.broadcast_module(model)
+
+    def sample(rng: np.random.Generator) -> torch.Tensor:
+        ids = train_ids[rng.integers(0, len(train_ids), cfg.batch_size)]
+        return data[torch.from_numpy(ids[rows])]  # this process's rows of the global batch
+
+    losses = SupervisedLoop(list(model.parameters()), optimizer, sample, model.normalized_loss,
+                            cfg.seed, scheduler, dist=dist).run(0, cfg.steps)
     model.eval()
     held = val_ids if len(val_ids) else train_ids
     baseline = float(((chunks[held] - chunks[train_ids].mean(0)) ** 2).mean())

@@ -37,7 +37,8 @@ from vla_sim.config import config_from_dict, config_to_dict
 from vla_sim.data.demos import DemoArrays, split_episodes
 from vla_sim.utils.io import atomic_write_json
 
-from .bc import BCConfig, augment
+from . import distributed
+from .bc import BCConfig, apply_augmentation, draw_augmentation
 from .common import resolve_device
 from .configs import TEXT_SOURCES, VLPretrainConfig
 from .loop import SupervisedLoop
@@ -237,16 +238,29 @@ class VLPretrainResult:
 def pretrain_vl(pairs: VLPairs, config: VLPretrainConfig | None = None, encoder: Any = None,
                 log: Callable[[int, float], None] | None = None) -> VLPretrainResult:
     """Train a :class:`VisionLanguageModel` on ``pairs``; report retrieval accuracy on held-out
-    episodes before and after."""
+    episodes before and after.
+
+    Under ``torchrun`` (:mod:`.distributed`) each process encodes its rows of the global batch
+    and the image embeddings are gathered, so InfoNCE runs over the whole global batch (every
+    frame against every text, as in one process); every process returns the same result."""
     cfg = config or VLPretrainConfig()
-    device = resolve_device(cfg.device)
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
+    with distributed.session(cfg.device) as dist:
+        return _pretrain_vl(pairs, cfg, encoder, log, dist)
+
+
+def _pretrain_vl(pairs: VLPairs, cfg: VLPretrainConfig, encoder: Any,
+                 log: Callable[[int, float], None] | None,
+                 dist: distributed.Distributed) -> VLPretrainResult:
+    device = dist.device(resolve_device(cfg.device))
+    rows = dist.rows(cfg.batch_size) if dist.active else None
     if encoder is None:
         from vla_sim.language.encoder import get_text_encoder
 
         encoder = get_text_encoder(cfg.policy.text_encoder)
-    pooled, _, _ = encoder.encode(pairs.texts)
+    # Rank 0 first: it may add the strings to a dataset's feature cache the others read.
+    pooled = dist.main_first(lambda: encoder.encode(pairs.texts)[0])
     if pooled.shape[1] != cfg.policy.text_dim:
         raise ValueError(f"text encoder gives {pooled.shape[1]}-d vectors, policy.text_dim is "
                          f"{cfg.policy.text_dim}")
@@ -255,25 +269,36 @@ def pretrain_vl(pairs: VLPairs, config: VLPretrainConfig | None = None, encoder:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = VisionLanguageModel(cfg).to(device)
+    dist.broadcast_module(model)
     before, chance = retrieval_accuracy(model, pairs, text_feats, val_ids, cfg.retrieval_k, cfg.seed)
     optimizer = torch.optim.AdamW(model.trainable(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.steps, cfg.lr * 0.05)
     model.train()
 
     def sample(rng: np.random.Generator):
+        """The global batch's draws: texts of all its frames, images of this process's rows."""
         ids = train_ids[rng.integers(0, len(train_ids), cfg.batch_size)]
         tid = torch.tensor([p[rng.integers(len(p))] for p in (pairs.pair_texts[i] for i in ids)],
                            device=device)
-        return augment(_images(pairs, ids, device), rng, cfg.shift_pad, cfg.color_jitter), tid
+        offsets, factors = draw_augmentation(rng, len(ids), cfg.shift_pad, cfg.color_jitter)
+        if rows is not None:
+            ids = ids[rows]
+            offsets = None if offsets is None else offsets[rows]
+            factors = None if factors is None else factors[rows]
+        return apply_augmentation(_images(pairs, ids, device), offsets, factors,
+                                  cfg.shift_pad), tid
 
     def loss(batch) -> torch.Tensor:
         images, tid = batch
-        return info_nce_loss(model.encode_image(images), model.encode_text(text_feats[tid]),
-                             model.logit_scale(), tid)
+        # The image embeddings of every process's rows (one for one process): the contrast is
+        # over the global batch.
+        return info_nce_loss(dist.gather(model.encode_image(images)),
+                             model.encode_text(text_feats[tid]), model.logit_scale(), tid)
 
-    callbacks = [] if log is None else [lambda step, value, _norm: log(step, value)]
+    callbacks = [] if log is None or not dist.is_main else [
+        lambda step, value, _norm: log(step, value)]
     losses = SupervisedLoop(model.trainable(), optimizer, sample, loss, cfg.seed, scheduler,
-                            callbacks=callbacks).run(0, cfg.steps)
+                            callbacks=callbacks, dist=dist).run(0, cfg.steps)
     after, _ = retrieval_accuracy(model, pairs, text_feats, val_ids, cfg.retrieval_k, cfg.seed)
     sub = np.random.default_rng([cfg.seed, 12]).permutation(train_ids)[:1024]
     on_train, chance_train = retrieval_accuracy(model, pairs, text_feats, np.sort(sub),

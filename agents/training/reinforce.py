@@ -5,10 +5,13 @@ One iteration, top to bottom:
      from the Gaussian head; steps after an env's episode ended are masked out;
   2. returns: discounted Monte-Carlo ``returns`` G_t = r_t + gamma * G_{t+1} (no bootstrap at the
      time limit: classic REINFORCE);
-  3. advantages: ``returns - V(s_t)`` (if ``baseline``), optionally normalised;
+  3. advantages: ``returns - V(s_t)`` (if ``baseline``; V reads the env's privileged state with
+     ``asymmetric_critic``), optionally normalised;
   4. loss: -log_probs * advantages + vf_coef * value MSE - ent_coef * entropy
      (+ a decaying KL toward the frozen BC policy), one Adam step with gradient clipping.
 The policy is the same :class:`VLAPolicy` BC trains, and checkpoints are ``save_policy`` folders.
+Each run logs env steps/s, time per update and the wall-clock split (``summary.json``) and draws
+its success curve (``curve.csv``, ``curves.png``) at every in-training evaluation.
 """
 
 from __future__ import annotations
@@ -40,10 +43,12 @@ from .common import (
 from .configs import ReinforceConfig
 from .rl_common import (
     RLResult,
+    RunStats,
     bc_schedule,
     clip_groups,
     env_factory,
     eval_env_kwargs,
+    freeze_vision,
     load_warm_start,
 )
 
@@ -120,7 +125,8 @@ def _flat_obs(steps_obs: list[dict[str, np.ndarray]], keep: np.ndarray, device: 
 def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path | None = None,
                     resume: bool = False) -> RLResult:
     """Fine-tune with REINFORCE (+ baseline); writes ``best/``, ``last/`` (save_policy format),
-    ``tb/``, ``reinforce_config.json`` and the resumable ``checkpoints/last_state``.
+    ``tb/``, ``reinforce_config.json``, the resumable ``checkpoints/last_state``, ``curve.csv``,
+    ``curves.png`` and ``summary.json`` (throughput, wall-clock split, the curve).
 
     ``resume=True`` continues from ``checkpoints/last_state`` (same config and ``init``):
     weights, optimizer, step, batch index and torch RNG are restored and episode seeds follow
@@ -136,23 +142,27 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
 
     # ---- policy, frozen BC copy, optimiser, env --------------------------------------------------
     policy = load_warm_start(init, VLAPolicyConfig(**cfg.policy) if init is None else None,
-                             cfg.init_log_std, cfg.seed, value_hidden=cfg.value_hidden).to(device)
+                             cfg.init_log_std, cfg.seed, value_hidden=cfg.value_hidden,
+                             asymmetric_critic=cfg.asymmetric_critic).to(device)
     policy.text_encoder = get_text_encoder(cfg.text_encoder)
     bc_policy = copy.deepcopy(policy).eval().requires_grad_(False)
     if cfg.freeze_vision:
-        policy.extractor.vision.requires_grad_(False)
+        freeze_vision(policy)
     optimizer = torch.optim.Adam(actor_critic_groups(policy, cfg.lr, cfg.value_lr), eps=1e-5)
     envs = make_vector_env(cfg, policy.config)
     logger = ScalarLogger(out / "tb" if cfg.tensorboard else None)
     meta = {"trainer": "reinforce", "init": str(init), "reward": cfg.reward, "env_id": cfg.env_id}
     history: list[tuple[int, float]] = []
     best: float | None = None
+    stats = RunStats(out, f"REINFORCE {cfg.env_id} reward={cfg.reward} n_envs={cfg.n_envs}")
 
     def evaluate(step: int) -> None:
         nonlocal best
-        rate = success_rate(policy, cfg.env_id, cfg.eval_episodes,
-                            eval_env_kwargs(cfg, policy))
+        with stats.timed("eval"):
+            rate = success_rate(policy, cfg.env_id, cfg.eval_episodes,
+                                eval_env_kwargs(cfg, policy))
         history.append((step, rate))
+        stats.add_point(step, rate, cfg.eval_episodes)
         logger.scalars({"eval/success_rate": rate}, step)
         if best is None or rate > best:
             best = rate
@@ -170,7 +180,8 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
     def checkpoint() -> None:
         state = {"step": step, "batch_index": batch_index, "next_eval": next_eval,
                  "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-                 "history": [[int(s), float(r)] for s, r in history], "best": best}
+                 "history": [[int(s), float(r)] for s, r in history], "best": best,
+                 "run_stats": stats.state()}
         save_training_checkpoint(state_dir, policy, state, {**meta, "step": step})
 
     if resume:
@@ -184,6 +195,8 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
         next_eval, last_ckpt = int(state["next_eval"]), int(state["step"])
         history[:] = [(int(s), float(r)) for s, r in state["history"]]
         best = None if state["best"] is None else float(state["best"])
+        if "run_stats" in state:
+            stats = RunStats(out, stats.title, state["run_stats"])
         log.info("resuming REINFORCE from %s at env step %d/%d", state_dir, step, cfg.total_env_steps)
         if progress is not None:
             progress.update(step)
@@ -194,9 +207,12 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
             # ---- 1. rollout: a batch of whole episodes -------------------------------------------
             seeds = [episode_seed(TRAIN_BASE_SEED + 1000 * cfg.seed, batch_index * cfg.n_envs + i)
                      for i in range(cfg.n_envs)]
-            batch = collect_episodes(envs, policy, seeds, device)
+            with stats.timed("rollout"):
+                batch = collect_episodes(envs, policy, seeds, device)
             alive = batch["alive"]
             live = int(alive.sum())
+            stats.rollout_steps += live
+            update_timer = stats.begin()
 
             # ---- 2. discounted returns -----------------------------------------------------------
             returns = discounted_returns(batch["rewards"], alive, cfg.gamma)
@@ -210,8 +226,7 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
             features = policy.extractor(obs)
             dist = policy.action_head.distribution(features)
             log_probs, entropy = dist.log_prob(actions), dist.entropy()
-            detach = warmup or cfg.critic_detach
-            values = policy.value_head(features.detach() if detach else features).squeeze(-1)
+            values = policy.value(obs, features, detach=warmup or cfg.critic_detach)
             advantages = returns - values.detach() if cfg.baseline else returns.clone()
             if cfg.normalize_advantages and len(advantages) > 1:
                 advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
@@ -235,6 +250,8 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
             loss.backward()
             grad_norm = clip_groups(optimizer, cfg.max_grad_norm)
             optimizer.step()
+            stats.end("update", update_timer)
+            stats.updates += 1
 
             # ---- logging, evaluation ------------------------------------------------------------
             step += live
@@ -264,7 +281,10 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
             progress.close()
         logger.close()
         envs.close()
-    return RLResult(out, step, time.perf_counter() - t0, history, best)
+    summary = stats.finish(step, {"trainer": "reinforce", "n_envs": cfg.n_envs,
+                                  "vector": cfg.vector, "asymmetric_critic": cfg.asymmetric_critic,
+                                  "freeze_vision": cfg.freeze_vision, "best_success": best})
+    return RLResult(out, step, time.perf_counter() - t0, history, best, summary)
 
 
 __all__ = ["ReinforceConfig", "collect_episodes", "discounted_returns", "make_vector_env",

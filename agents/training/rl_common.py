@@ -1,18 +1,25 @@
-"""Pieces PPO and REINFORCE share: the training env stack, the BC warm start, text encoders by
-name, and the in-training success check.
+"""Pieces PPO and REINFORCE share: the training env stack, the BC warm start (with the
+asymmetric critic and the frozen vision option), the in-training success check, and each run's
+timing, success curve and summary.
 
 Training env stack (one per worker): ``gym.make(env_id, ...)`` -> :class:`LanguageRewardWrapper`
-(the reward mode) -> :class:`InstructionEmbedding` (the policy's text features). The policy's
-config decides image size, cameras and token count, so env and checkpoint always agree.
+(the reward mode) -> :class:`InstructionEmbedding` (the policy's text features) [->
+:class:`PrivilegedObservation` when the policy has an asymmetric critic]. The policy's config
+decides image size, cameras, token count and the privileged input, so env and checkpoint always
+agree.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-from dataclasses import dataclass
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gymnasium as gym
 import torch
@@ -20,15 +27,20 @@ import torch
 from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig, load_policy
 from vla_sim.language.encoder import get_text_encoder
 
+log = logging.getLogger(__name__)
+
 
 def load_warm_start(init: str | Path | None, policy_config: VLAPolicyConfig | None = None,
                     init_log_std: float | None = None, seed: int = 0,
-                    value_hidden: int | None = None) -> VLAPolicy:
+                    value_hidden: int | None = None,
+                    asymmetric_critic: bool | None = None) -> VLAPolicy:
     """The BC policy to start from (``init`` checkpoint folder), or a fresh one from
     ``policy_config`` when ``init`` is None. ``init_log_std`` (normalised action units) replaces
     the head's log-std: BC never trains it, RL needs a sensible exploration noise.
-    ``value_hidden`` (None keeps the checkpoint's) rebuilds the critic with that hidden width,
-    freshly initialised, when the checkpoint's differs; every other weight is the checkpoint's."""
+    ``value_hidden`` (None keeps the checkpoint's) and ``asymmetric_critic`` (None keeps the
+    checkpoint's kind; True: the critic reads the env's privileged state, PRIVILEGED_DIM values,
+    see :class:`~vla_sim.agents.policies.vla.PrivilegedCritic`) rebuild the critic, freshly
+    initialised, when the checkpoint's differs; every other weight is the checkpoint's."""
     if init is not None:
         policy = load_policy(init)
     else:
@@ -41,19 +53,29 @@ def load_warm_start(init: str | Path | None, policy_config: VLAPolicyConfig | No
     if policy.value_head is None:
         raise ValueError("RL fine-tuning needs a value head: the checkpoint was trained with "
                          "policy.value_head=false")
+    critic = {}
     if value_hidden is not None and policy.config.value_hidden != value_hidden:
-        policy = _with_value_head(policy, value_hidden, seed)
+        critic["value_hidden"] = int(value_hidden)
+    if asymmetric_critic is not None:
+        from vla_sim.envs.wrappers.privileged_state import PRIVILEGED_DIM
+
+        dim = PRIVILEGED_DIM if asymmetric_critic else 0
+        if policy.config.critic_privileged_dim != dim:
+            critic["critic_privileged_dim"] = dim
+    if critic:
+        policy = _with_value_head(policy, critic, seed)
     if init_log_std is not None:
         with torch.no_grad():
             policy.action_head.log_std.fill_(float(init_log_std))
     return policy.train()
 
 
-def _with_value_head(policy: VLAPolicy, value_hidden: int, seed: int) -> VLAPolicy:
-    """A copy of ``policy`` whose critic has ``value_hidden`` units (fresh weights, seeded)."""
+def _with_value_head(policy: VLAPolicy, critic: dict[str, Any], seed: int) -> VLAPolicy:
+    """A copy of ``policy`` whose critic is rebuilt with the ``critic`` config fields
+    (``value_hidden``, ``critic_privileged_dim``), fresh weights, seeded."""
     from vla_sim.agents.policies.checkpoint import load_state_strict
 
-    config = dataclasses.replace(policy.config, value_hidden=int(value_hidden))
+    config = dataclasses.replace(policy.config, **critic)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         rebuilt = VLAPolicy(config)
@@ -62,6 +84,14 @@ def _with_value_head(policy: VLAPolicy, value_hidden: int, seed: int) -> VLAPoli
     load_state_strict(rebuilt, state, source="warm-start policy")
     rebuilt.text_encoder = policy.text_encoder
     return rebuilt
+
+
+def freeze_vision(policy: VLAPolicy) -> None:
+    """Keep the camera encoders at their current weights and run them without autograd, so an
+    update never back-propagates through the convs (the cheap part of RL stays cheap). The
+    language vector then reaches the trunk directly but no longer through the FiLM layers."""
+    policy.extractor.vision.requires_grad_(False)
+    policy.extractor.frozen_vision = True
 
 
 def clip_groups(optimizer: torch.optim.Optimizer, max_norm: float) -> float:
@@ -85,6 +115,7 @@ def make_training_env(env_id: str, policy_config: dict, reward: str = "language"
     import vla_sim  # noqa: F401  (registers env ids)
     from vla_sim.envs.wrappers.instruction_embedding import InstructionEmbedding
     from vla_sim.envs.wrappers.language_reward import LanguageRewardWrapper
+    from vla_sim.envs.wrappers.privileged_state import PRIVILEGED_DIM, PrivilegedObservation
 
     if torch_threads > 0:
         torch.set_num_threads(torch_threads)  # workers must not oversubscribe the CPU
@@ -101,8 +132,14 @@ def make_training_env(env_id: str, policy_config: dict, reward: str = "language"
 
         language = LanguageReward(encoder=encoder, gamma=gamma)
     env = LanguageRewardWrapper(env, mode=reward, reward=language, gamma=gamma)
-    return InstructionEmbedding(env, encoder=encoder, max_tokens=cfg.max_tokens,
-                                tokens=cfg.use_tokens)
+    env = InstructionEmbedding(env, encoder=encoder, max_tokens=cfg.max_tokens,
+                               tokens=cfg.use_tokens)
+    if cfg.critic_privileged_dim:  # the asymmetric critic's input; the actor never reads it
+        if cfg.critic_privileged_dim != PRIVILEGED_DIM:
+            raise ValueError(f"the policy's critic reads {cfg.critic_privileged_dim} privileged "
+                             f"values, this env version provides {PRIVILEGED_DIM}")
+        env = PrivilegedObservation(env)
+    return env
 
 
 def env_factory(**kwargs: Any) -> Callable[[], gym.Env]:
@@ -112,13 +149,124 @@ def env_factory(**kwargs: Any) -> Callable[[], gym.Env]:
 
 @dataclass
 class RLResult:
-    """What an RL run did: env steps used, wall-clock, (env step, success rate) evaluations."""
+    """What an RL run did: env steps used, wall-clock, (env step, success rate) evaluations,
+    and the run's timing and curve (:meth:`RunStats.summary`, also ``summary.json``)."""
 
     out_dir: Path
     steps: int
     wall_s: float
     eval_history: list[tuple[int, float]]
     best_success: float | None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+TIMED = ("rollout", "update", "eval")
+"""Where an RL run's wall-clock goes: collecting env steps, gradient updates, success checks
+(the rest: setup, checkpoints, the final save)."""
+SUMMARY_JSON = "summary.json"
+
+
+class RunStats:
+    """One RL run's wall-clock split (:data:`TIMED`), env steps collected, updates, and its
+    success curve. Every :meth:`add_point` rewrites ``curve.csv`` and ``curves.png`` in the run
+    folder, so an interrupted run keeps its curve; :meth:`finish` logs the throughput and
+    writes ``summary.json``. :meth:`state` / ``RunStats(..., state=...)`` carry it across a
+    resume (the wall-clock axis continues where the run stopped)."""
+
+    def __init__(self, out: Path, title: str, state: dict[str, Any] | None = None):
+        state = state or {}
+        self.out, self.title = Path(out), title
+        self.t0 = time.perf_counter() - float(state.get("wall_s", 0.0))
+        self.seconds = {k: float(state.get(f"{k}_s", 0.0)) for k in TIMED}
+        self.rollout_steps = int(state.get("rollout_steps", 0))
+        self.updates = int(state.get("updates", 0))
+        self.curve: list[dict[str, Any]] = [dict(p) for p in state.get("curve", [])]
+
+    def wall(self) -> float:
+        """Seconds since the run started (across resumes)."""
+        return time.perf_counter() - self.t0
+
+    def begin(self) -> tuple[float, float]:
+        """A token for :meth:`end`: the time now and the seconds charged so far."""
+        return time.perf_counter(), sum(self.seconds.values())
+
+    def end(self, kind: str, token: tuple[float, float]) -> None:
+        """Charge the wall-clock since ``token`` to ``kind`` (one of :data:`TIMED`), minus the
+        time charged to other kinds meanwhile (an evaluation inside a rollout is not rollout)."""
+        t, charged = token
+        self.seconds[kind] += time.perf_counter() - t - (sum(self.seconds.values()) - charged)
+
+    @contextlib.contextmanager
+    def timed(self, kind: str) -> Iterator[None]:
+        """:meth:`begin` and :meth:`end` around a block."""
+        token = self.begin()
+        try:
+            yield
+        finally:
+            self.end(kind, token)
+
+    def add_point(self, env_steps: int, success: float, episodes: int) -> dict[str, Any]:
+        """Record one success check (with its 95% Wilson interval) and redraw the curve."""
+        from vla_sim.evaluation.stats import wilson_interval
+        from vla_sim.utils.plots import CURVE_CSV, CURVES_PNG, plot_success_curves, write_curve_csv
+
+        lo, hi = wilson_interval(round(success * episodes), episodes)
+        point = {"env_steps": int(env_steps), "wall_s": round(self.wall(), 3),
+                 "success": float(success), "ci_low": lo, "ci_high": hi,
+                 "episodes": int(episodes)}
+        self.curve.append(point)
+        with self.timed("eval"):  # drawing is part of the evaluation's cost
+            write_curve_csv(self.out / CURVE_CSV, self.curve)
+            try:
+                plot_success_curves(self.curve, self.out / CURVES_PNG, self.title)
+            except ImportError as exc:  # matplotlib missing: the CSV still holds the curve
+                log.warning("curves.png not drawn (%s)", exc)
+        return point
+
+    def state(self) -> dict[str, Any]:
+        """Plain data for a resumable checkpoint."""
+        return {"wall_s": self.wall(), **{f"{k}_s": v for k, v in self.seconds.items()},
+                "rollout_steps": self.rollout_steps, "updates": self.updates,
+                "curve": [dict(p) for p in self.curve]}
+
+    def summary(self, env_steps: int) -> dict[str, Any]:
+        """Throughput and where the wall-clock went."""
+        wall = max(self.wall(), 1e-9)
+        rollout_s, update_s = self.seconds["rollout"], self.seconds["update"]
+        return {
+            "env_steps": int(env_steps), "wall_s": round(wall, 3),
+            "env_steps_per_s": round(env_steps / wall, 3),
+            "rollout_env_steps_per_s": round(self.rollout_steps / rollout_s, 3)
+            if rollout_s > 0 else None,
+            "updates": self.updates,
+            "update_s_mean": round(update_s / self.updates, 4) if self.updates else None,
+            **{f"{k}_s": round(v, 3) for k, v in self.seconds.items()},
+            **{f"{k}_fraction": round(v / wall, 4) for k, v in self.seconds.items()},
+            "other_fraction": round(max(0.0, 1.0 - sum(self.seconds.values()) / wall), 4),
+            "curve": self.curve,
+        }
+
+    def finish(self, env_steps: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Log the throughput line and write ``summary.json``; returns the summary."""
+        from vla_sim.utils.io import atomic_write_json
+
+        summary = {**self.summary(env_steps), **(extra or {})}
+        log.info(format_throughput(self.title, summary))
+        atomic_write_json(self.out / SUMMARY_JSON, summary)
+        return summary
+
+
+def format_throughput(title: str, s: dict[str, Any]) -> str:
+    """One line: env steps/s (rollouts and overall), time per update, wall-clock split."""
+    def num(v: Any, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    return (f"{title}: {s['env_steps']} env steps in {s['wall_s']:.1f} s; "
+            f"{num(s['rollout_env_steps_per_s'], '.1f')} env steps/s while collecting, "
+            f"{s['env_steps_per_s']:.1f} overall; {s['updates']} updates, "
+            f"{num(s['update_s_mean'], '.3f')} s each; wall-clock: "
+            f"rollouts {s['rollout_fraction']:.0%}, updates {s['update_fraction']:.0%}, "
+            f"evaluation {s['eval_fraction']:.0%}, other {s['other_fraction']:.0%}")
 
 
 def eval_env_kwargs(cfg: Any, policy: VLAPolicy) -> dict[str, Any]:
@@ -132,6 +280,6 @@ def eval_env_kwargs(cfg: Any, policy: VLAPolicy) -> dict[str, Any]:
     return kwargs
 
 
-__all__ = ["RLResult", "bc_schedule",
-           "clip_groups", "env_factory", "eval_env_kwargs", "load_warm_start",
-           "make_training_env"]
+__all__ = ["SUMMARY_JSON", "TIMED", "RLResult", "RunStats", "bc_schedule", "clip_groups",
+           "env_factory", "eval_env_kwargs", "format_throughput", "freeze_vision",
+           "load_warm_start", "make_training_env"]

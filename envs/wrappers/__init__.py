@@ -1,8 +1,9 @@
 """Gymnasium wrappers: each does one thing and says so in its name."""
 
 from vla_sim.envs.wrappers.instruction_embedding import InstructionEmbedding
+from vla_sim.envs.wrappers.privileged_state import PrivilegedObservation
 
-__all__ = ["InstructionEmbedding", "LanguageRewardWrapper"]
+__all__ = ["InstructionEmbedding", "LanguageRewardWrapper", "PrivilegedObservation"]
 
 
 def __getattr__(name: str):

@@ -114,3 +114,13 @@ def test_a_rerun_with_changed_settings_reruns_the_stages_they_affect(tmp_path: P
     report = json.loads((out / "eval" / "bc" / "report.json").read_text())
     assert {c["env_id"] for c in report["cells"]} == {"vla_sim/Push-v0"}
 
+
+
+def test_stage_key_ignores_how_a_stage_runs_but_not_what_it_computes():
+    from vla_sim.agents.training.configs import BCConfig
+    from vla_sim.pipeline import stage_key
+
+    base = stage_key("bc", BCConfig(), "data")
+    assert stage_key("bc", BCConfig(num_threads=7, progress=True), "data") == base
+    assert stage_key("bc", BCConfig(steps=17), "data") != base
+    assert stage_key("bc", BCConfig(), "other-data") != base

@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import importlib
 import logging
+import os
 import sys
 
 from vla_sim.utils.lock import FolderLock
@@ -46,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         out = getattr(args, "out", None) or getattr(args, "cfg__out", None)
-        with FolderLock(out) if out else contextlib.nullcontext():  # one writer per folder
+        # Under torchrun every process runs the command and rank 0 alone writes: it holds the lock.
+        writer = out and os.environ.get("RANK", "0") == "0"
+        with FolderLock(out) if writer else contextlib.nullcontext():  # one writer per folder
             rc = args.func(args)
     except KeyboardInterrupt:
         print("interrupted (what was kept, if anything, is said above)", file=sys.stderr)

@@ -2,6 +2,7 @@
 
     vla-sim train bc --data DATA_DIR --out RUN_DIR [--config bc.yaml] [key=value ...] [--resume]
         [--init-vision VL_DIR] [--curriculum none,low,medium,high]
+    torchrun --nproc_per_node N -m vla_sim.cli.main train bc ...   (data-parallel, same flags)
 
 Every BCConfig field is a flag (``--steps 2000``); nested ones are dotted overrides
 (``policy.head=discrete``); ``--config bc.yaml`` loads a file. Flags > overrides > file. The other trainers
@@ -63,29 +64,61 @@ def add_bc_parser(sub) -> None:
 
 
 def run_bc(args: argparse.Namespace) -> int:
-    from vla_sim.agents.training.bc import train_bc
+    """BC from a dataset folder; under ``torchrun`` every process runs this (rank 0 writes)."""
+    from vla_sim.agents.training import distributed
     from vla_sim.agents.training.configs import BCConfig
-    from vla_sim.data.demos import DemoArrays
-    from vla_sim.utils.io import atomic_write_json
 
     cfg = config_from_args(BCConfig, args)  # unknown keys fail before any work
-    dataset = open_training_dataset(args.data, args.max_episodes)
+    with distributed.session(cfg.device) as dist:
+        return _run_bc(args, cfg, dist)
+
+
+def _run_bc(args: argparse.Namespace, cfg, dist) -> int:
+    from vla_sim.agents.training.bc import train_bc
+    from vla_sim.data.demos import DemoArrays
+    from vla_sim.data.text_cache import CachedTextEncoder
+    from vla_sim.utils.io import atomic_write_json
+
+    # Rank 0 first: it builds the frame cache the others then only verify.
+    dataset = dist.main_first(lambda: open_training_dataset(args.data, args.max_episodes))
     data = DemoArrays.from_dataset(dataset)
     eval_fn = dataset_eval_fn(dataset, args.eval_env, args.eval_episodes, cfg.policy)
     scheduler = None
     if args.curriculum:
         scheduler, eval_fn = _curriculum(args, cfg, dataset)
+    if eval_fn is not None:
+        _check_simulator(args)
     init = None if args.resume else _vision_init(args.init_vision)
-    result = train_bc(data, args.out, cfg, resume=args.resume, eval_fn=eval_fn, init_fn=init)
+    # Instruction features from the dataset's cache (computed and added there when missing and
+    # the encoder is installed), so a machine without the encoder trains from a prepared dataset.
+    hint = (f"vla-sim dataset cache-text {args.data} --text-encoder {cfg.policy.text_encoder}"
+            + (f" --instruction-aug {cfg.instruction_aug} --seed {cfg.seed}"
+               if cfg.instruction_aug > 0 else ""))
+    encoder = CachedTextEncoder([args.data], cfg.policy.text_encoder, hint=hint)
+    result = train_bc(data, args.out, cfg, resume=args.resume, eval_fn=eval_fn, init_fn=init,
+                      encoder=encoder)
+    if not dist.is_main:
+        return 0
     if scheduler is not None:
         atomic_write_json(Path(args.out) / "curriculum.json", scheduler.state_dict())
         print(f"curriculum: stage {scheduler.stage_index} ({scheduler.stage.name}); advances "
               f"{[(a.step, a.to_name) for a in scheduler.history]}")
+    procs = f" on {dist.world_size} processes" if dist.active else ""
     print(f"bc: {result.steps} steps in {result.wall_s:.1f} s ({result.samples_per_s:.0f} "
-          f"samples/s); final train loss {result.train_losses[-1]:.4f}; val loss "
+          f"samples/s{procs}); final train loss {result.train_losses[-1]:.4f}; val loss "
           f"{'n/a' if result.val_loss is None else f'{result.val_loss:.4f}'}; best by "
           f"{result.best_kind} = {result.best_metric}; checkpoints in {result.out_dir}")
     return 0
+
+
+def _check_simulator(args: argparse.Namespace) -> None:
+    """In-sim success checks need PyBullet: say so before training, not after it."""
+    try:
+        import pybullet  # noqa: F401
+    except ImportError:
+        raise ValueError("in-sim success checks need pybullet, which cannot be imported here "
+                         "(a training-only machine?): pass --eval-env none to train without "
+                         "them, and evaluate the checkpoint where PyBullet is installed") from None
 
 
 def _vision_init(init_vision: str | None) -> Callable | None:

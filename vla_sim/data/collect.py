@@ -1,9 +1,11 @@
 """Collect scripted-expert demonstrations into a LeRobotDataset, in parallel and resumably.
 
 Attempt ``i`` uses env seed ``episode_seed(base_seed, i)``, so it is the same episode whatever the
-number of workers. Workers (processes) roll out and encode attempts; the main process commits
-results strictly in attempt order and stops at the N-th kept success, so the dataset is identical
-for any worker count, and an interrupted run resumes at the first uncommitted attempt.
+number of workers. Workers (spawned processes, or Ray actors with ``backend="ray"``: see
+vla_sim.utils.workers) build their env once, then roll out and encode attempts; the main process
+commits results strictly in attempt order and stops at the N-th kept success, so the dataset is
+identical for any backend and worker count, and an interrupted run resumes at the first
+uncommitted attempt.
 """
 
 from __future__ import annotations
@@ -11,9 +13,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
-import multiprocessing as mp
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,10 @@ import numpy as np
 from vla_sim.data import format as fmt
 from vla_sim.data.writer import EncodedEpisode, Episode, LeRobotDatasetWriter, encode_episode
 from vla_sim.envs.registration import resolve_env_id
-from vla_sim.utils.procs import die_with_parent
-from vla_sim.utils.io import atomic_write_json
 from vla_sim.utils.fingerprint import fingerprint
+from vla_sim.utils.io import atomic_write_json
 from vla_sim.utils.seeding import TRAIN_BASE_SEED, episode_seed
+from vla_sim.utils.workers import WorkerPool, check_backend
 
 DEFAULT_EXPERT = "vla_sim.agents.experts:make_expert"
 
@@ -42,7 +43,9 @@ class CollectConfig:
     randomization: str = "low"         # none | low | medium | high
     instruction_split: str = "train"   # train | heldout
     seed: int = TRAIN_BASE_SEED        # base seed; attempt i uses episode_seed(seed, i)
-    workers: int = 1                   # processes (1 = run in this process)
+    workers: int = 1                   # parallel workers (1 with backend process: this process)
+    backend: str = "process"           # process | ray (Ray actors; pip install 'vla-sim[ray]')
+    ray_address: str = ""              # Ray cluster to join (host:port, auto); empty: a local Ray
     keep_failures: bool = False        # also store failed attempts (success=False)
     noise: float = 0.0                 # std of Gaussian noise added to expert actions (action units)
     max_attempts: int | None = None    # cap on attempt indices; default 3 * episodes + 20
@@ -57,6 +60,7 @@ class CollectConfig:
             raise ValueError(f"episodes must be >= 1, got {self.episodes}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        check_backend(self.backend, self.ray_address)
         if not 0 <= self.noise < float("inf"):
             raise ValueError(f"noise must be a finite number >= 0, got {self.noise}")
         if self.max_attempts is not None and self.max_attempts < 1:
@@ -196,8 +200,7 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(cfg: CollectConfig) -> None:
-    if mp.parent_process() is not None:
-        die_with_parent()  # a killed collect leaves no orphaned workers
+    """Build a worker's env and expert once (a pool worker's initializer, or this process's)."""
     env = make_env(cfg)
     _WORKER.update(cfg=cfg, env=env, expert=make_expert(cfg.expert, env))
 
@@ -245,7 +248,8 @@ def collect(cfg: CollectConfig) -> CollectResult:
         _check_resume(prev["config"], cfg.identity(), out)
     # fps and whether goal states are recorded come from the env (the in-process worker's, or a
     # probe env before starting a pool); a dataset being resumed keeps its own features.
-    if cfg.workers == 1:
+    in_process = cfg.workers == 1 and cfg.backend == "process"
+    if in_process:
         _init_worker(cfg)
         fps, env_state_dim = _fps(_WORKER["env"]), _env_state_dim(_WORKER["env"])
     elif prev is None:
@@ -287,7 +291,7 @@ def collect(cfg: CollectConfig) -> CollectResult:
             bar.set_postfix(expert_success=f"{successes}/{next_attempt}")
 
     try:
-        if cfg.workers == 1:
+        if in_process:
             while successes < cfg.episodes and next_attempt < cfg.attempt_cap:
                 commit(*_run_attempt(next_attempt))
         else:
@@ -303,11 +307,11 @@ def collect(cfg: CollectConfig) -> CollectResult:
 
 
 def _collect_parallel(cfg: CollectConfig, progress, commit) -> None:
-    """Run attempts in worker processes; commit finished ones in attempt order."""
-    ctx = mp.get_context("spawn")  # each worker builds its own PyBullet client; no forked state
+    """Run attempts in a worker pool (processes or Ray actors, each building its env once);
+    commit finished ones in attempt order."""
     done: dict[int, tuple[int, bool, EncodedEpisode | None]] = {}
-    with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(cfg,)) as pool:
+    with WorkerPool(cfg.workers, _init_worker, (cfg,), backend=cfg.backend,
+                    ray_address=cfg.ray_address) as pool:
         pending: dict[Future, int] = {}
         successes, submit_next = progress()
         try:
@@ -315,8 +319,12 @@ def _collect_parallel(cfg: CollectConfig, progress, commit) -> None:
                 successes, committed = progress()
                 if successes >= cfg.episodes or committed >= cfg.attempt_cap:
                     break
-                # keep every worker busy, a little ahead of the commit point
-                while len(pending) < 2 * cfg.workers and submit_next < cfg.attempt_cap:
+                # keep every worker busy, a little ahead of the commit point, but near the end
+                # no more attempts in flight than successes still wanted (finished ones count):
+                # an attempt past the N-th success is wasted, and a pool waits for it
+                wanted = cfg.episodes - successes - sum(r[1] for r in done.values())
+                limit = min(2 * cfg.workers, max(1, wanted))
+                while len(pending) < limit and submit_next < cfg.attempt_cap:
                     pending[pool.submit(_run_attempt, submit_next)] = submit_next
                     submit_next += 1
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)

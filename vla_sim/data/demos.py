@@ -72,11 +72,9 @@ class DemoArrays:
         memory). Only the dataset's selected episodes are used."""
         a = dataset.arrays()
         ids = np.asarray(a["frame_ids"], np.int64)
-        roles, reader = {}, getattr(dataset, "reader", None)
-        for ep in np.unique(np.asarray(a["episode_index"])[ids]) if reader is not None else []:
-            rec = reader.episode_record(int(ep))
-            if rec["metadata"].get("roles") and rec.get("task"):
-                roles[int(ep)] = {"task": rec["task"], "roles": rec["metadata"]["roles"]}
+        reader = getattr(dataset, "reader", None)
+        roles = ({} if reader is None else
+                 episode_roles(reader, np.unique(np.asarray(a["episode_index"])[ids])))
         image_keys = [k for k in a if k == "image" or k.endswith("_image")]
         return cls(images={k: np.ascontiguousarray(a[k][ids]) for k in image_keys},
                    states=np.asarray(a["state"][ids], np.float32),
@@ -87,6 +85,22 @@ class DemoArrays:
                    env_states=np.asarray(a["env_state"][ids], np.float32)
                    if "env_state" in a else None,
                    episode_roles=roles or None)
+
+    @classmethod
+    def from_reader(cls, reader: Any) -> DemoArrays:
+        """Every episode of a :class:`vla_sim.data.DatasetReader` without its camera frames
+        (nothing is decoded): for what needs only the steps, instructions and roles (e.g.
+        which instruction strings a BC run will encode)."""
+        from vla_sim.data import format as fmt
+
+        a = reader.low_dim_arrays()
+        episodes = np.asarray(a["episode_index"], np.int64)
+        return cls(images={}, states=np.asarray(a[fmt.STATE_KEY], np.float32),
+                   actions=np.asarray(a[fmt.ACTION_KEY], np.float32),
+                   instructions=list(reader.task_names),
+                   instruction_index=np.asarray(a["task_index"], np.int64),
+                   episode_index=episodes,
+                   episode_roles=episode_roles(reader, np.unique(episodes)) or None)
 
     def check_fits(self, cfg: Any) -> None:
         """Raise ValueError naming every way these arrays do not fit the policy config
@@ -106,6 +120,16 @@ class DemoArrays:
                                 f"({cfg.image_size}, {cfg.image_size}, 3) from policy.image_size")
         if problems:
             raise ValueError("dataset does not fit the policy config: " + "; ".join(problems))
+
+
+def episode_roles(reader: Any, episodes: Sequence[int]) -> dict[int, dict]:
+    """Episode -> {"task", "roles"} for the ``episodes`` of ``reader`` that recorded roles."""
+    roles = {}
+    for ep in episodes:
+        rec = reader.episode_record(int(ep))
+        if rec["metadata"].get("roles") and rec.get("task"):
+            roles[int(ep)] = {"task": rec["task"], "roles": rec["metadata"]["roles"]}
+    return roles
 
 
 def split_episodes(episode_index: np.ndarray, val_fraction: float, seed: int

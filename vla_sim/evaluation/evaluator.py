@@ -1,8 +1,10 @@
 """Success-rate evaluation of a policy over tasks, instruction splits and randomization levels.
 
 Episode ``i`` of every (task, split, level) cell resets with ``episode_seed(base_seed, i)``, so
-a result is the same whatever the number of workers or the order episodes finish in. Workers are
-separate processes (spawn); each rebuilds the env and the policy from plain data.
+a result is the same whatever the backend, the number of workers or the order episodes finish
+in. Workers are spawned processes or Ray actors (``backend``, see vla_sim.utils.workers), started
+once per evaluation: each checks the policy against the envs, keeps the env and policy of every
+cell it has run, and serves all cells' jobs (and the failure re-runs for videos).
 
 Probe ``swap`` (language sensitivity): every episode is run a second time from the same seed with
 the env's ``swap_object`` reset option, the same scene with the instruction naming another object
@@ -17,9 +19,9 @@ import dataclasses
 import hashlib
 import json
 import math
+import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
+from concurrent.futures import as_completed
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Union
 
@@ -38,8 +40,8 @@ from vla_sim.language.instructions import SPLITS
 from vla_sim.randomization.config import LEVELS as RANDOMIZATION_LEVELS
 from vla_sim.utils.fingerprint import fingerprint
 from vla_sim.utils.io import _json_default
-from vla_sim.utils.procs import die_with_parent
 from vla_sim.utils.seeding import EVAL_BASE_SEED, episode_seed
+from vla_sim.utils.workers import ShippedFolder, WorkerPool, check_backend, ship_folder
 
 LEVELS = tuple(RANDOMIZATION_LEVELS)
 RECORD_MODES = ("none", "first", "failures", "all")
@@ -71,7 +73,9 @@ class EvalConfig:
     cameras: list[str] = dataclasses.field(default_factory=lambda: ["front"])
     max_episode_steps: Optional[int] = None  # None: the task's default time limit
     # --- Execution ---
-    workers: int = 1
+    workers: int = 1  # parallel workers (1 with backend process: this process)
+    backend: str = "process"  # process | ray (Ray actors; pip install 'vla-sim[ray]')
+    ray_address: str = ""  # Ray cluster to join (host:port, auto); empty: a local Ray
     alignment: bool = True  # compare each action with the scripted expert's, where one exists
     expert_factory: str = DEFAULT_EXPERT_FACTORY  # "module:function", function(env) -> expert
     # --- Videos (only recorded episodes pay for env.render()) ---
@@ -98,6 +102,7 @@ class EvalConfig:
             raise ValueError(f"randomization levels must come from {LEVELS}, got {self.randomization}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        check_backend(self.backend, self.ray_address)
         if self.record not in RECORD_MODES:
             raise ValueError(f"record must be one of {RECORD_MODES}, got {self.record!r}")
         if self.videos is not None and self.videos < 0:
@@ -124,7 +129,13 @@ class EvalConfig:
         return {k: getattr(self, k) for k in keys}
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain data for reports, without where it ran (``backend``, ``ray_address``: a
+        machine's, kept under the report's ``timing``), so re-running a report as a reference
+        never joins the old run's cluster."""
+        d = dataclasses.asdict(self)
+        for key in EXECUTION_ONLY:
+            d.pop(key)
+        return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EvalConfig":
@@ -133,6 +144,12 @@ class EvalConfig:
         if unknown:
             raise ValueError(f"unknown EvalConfig keys {unknown}; known: {sorted(names)}")
         return cls(**data)
+
+
+EXECUTION_ONLY = ("backend", "ray_address")  # EvalConfig fields reports leave out
+# What a checkpoint folder's policy is rebuilt from (weights and configs, never pickles: a
+# training run's last/ also holds its optimizer state, which workers do not need).
+CHECKPOINT_SUFFIXES = (".safetensors", ".json", ".yaml")
 
 
 @dataclasses.dataclass
@@ -300,8 +317,14 @@ def make_eval_env(config: EvalConfig, env_id: str, split: str, level: str) -> gy
     return gym.make(env_id, **kwargs)
 
 
+# In a pool worker: checkpoint folder (as the caller named it) -> this worker's copy of it.
+_LOCAL_CHECKPOINTS: dict[str, str] = {}
+
+
 def _build_policy(factory: PolicyFactory, env: gym.Env, config: EvalConfig) -> Any:
     if isinstance(factory, PolicySpec):
+        if factory.kind == "checkpoint" and factory.target in _LOCAL_CHECKPOINTS:
+            factory = dataclasses.replace(factory, target=_LOCAL_CHECKPOINTS[factory.target])
         return factory.build(env, expert_factory=config.expert_factory)
     return factory(env)
 
@@ -403,6 +426,7 @@ def close_cached_envs() -> None:
     while _CACHE:
         env, _, _ = _CACHE.popitem()[1]
         env.close()
+    _LOCAL_CHECKPOINTS.clear()
 
 
 def video_name(env_id: str, split: str, level: str, index: int) -> str:
@@ -465,28 +489,69 @@ def _chunks(indices: list[int], size: int) -> Iterable[list[int]]:
         yield indices[i:i + size]
 
 
-def _dispatch(jobs: list[_Job], workers: int, on_record: Callable[[EpisodeRecord], None]
+def _init_worker(factory: PolicyFactory, config: EvalConfig,
+                 checkpoint: Optional[ShippedFolder] = None) -> None:
+    """A pool worker's initializer: the policy check, which also builds (and caches) the env and
+    policy of every env's first cell. A mismatch is raised by the worker's first job, so the
+    evaluation fails before any episode, as in-process. ``checkpoint``: the policy's folder as
+    shipped to this worker (a Ray worker may be on another machine)."""
+    if checkpoint is not None:
+        _LOCAL_CHECKPOINTS[checkpoint.source] = checkpoint.path()
+    _check_policy(factory, config)
+
+
+def _run_job_in_worker(job: _Job) -> list[tuple[EpisodeRecord, Optional[bytes], Optional[bytes]]]:
+    """:func:`_run_job` in a pool worker, which may be on another machine: recorded videos
+    come back as mp4 bytes, for the caller to write into ``video_dir``."""
+    if not job.record or job.config.video_dir is None:
+        return [(record, preview, None) for record, preview in _run_job(job)]
+    with tempfile.TemporaryDirectory(prefix="vla_sim_eval_") as tmp:
+        local = dataclasses.replace(job, config=dataclasses.replace(job.config, video_dir=tmp))
+        return [(record, preview, (Path(tmp) / record.video).read_bytes() if record.video else None)
+                for record, preview in _run_job(local)]
+
+
+def _check_policy(factory: PolicyFactory, config: EvalConfig) -> None:
+    """Refuse a mismatched policy before any episode (one env per env id is enough): declared
+    spaces are compared, and one action on episode 0's first observation is checked."""
+    for env_id in config.env_ids:
+        env, policy, _ = _cell_env(factory, config,
+                                   (env_id, config.splits[0], config.randomization[0]))
+        probe_obs, _ = env.reset(seed=episode_seed(config.base_seed, 0))
+        check_policy_spaces(policy, env, where=env_id, obs=probe_obs)
+        if config.probe == "swap":
+            _, info = env.reset(seed=episode_seed(config.base_seed, 0), options=SWAP_OPTIONS)
+            if "original_task" not in info:
+                raise ValueError(f"{env_id} does not support the swap probe: its reset ignores "
+                                 f"the {list(SWAP_OPTIONS)} option (no info['original_task'])")
+
+
+def _dispatch(jobs: list[_Job], pool: Optional[WorkerPool],
+              on_record: Callable[[EpisodeRecord], None]
               ) -> list[tuple[EpisodeRecord, Optional[bytes]]]:
+    """Run ``jobs`` in ``pool`` (None: in this process, one episode at a time)."""
     results: list[tuple[EpisodeRecord, Optional[bytes]]] = []
-    if workers == 1:
+    if pool is None:
         for job in jobs:
             for one in _chunks(job.indices, 1):  # one episode at a time: live progress
                 for item in _run_job(dataclasses.replace(job, indices=one)):
                     results.append(item)
                     on_record(item[0])
         return results
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                             initializer=die_with_parent) as pool:
-        futures = [pool.submit(_run_job, job) for job in jobs]
-        try:
-            for fut in as_completed(futures):
-                for item in fut.result():
-                    results.append(item)
-                    on_record(item[0])
-        except BaseException:
-            for fut in futures:
-                fut.cancel()
-            raise
+    futures = {pool.submit(_run_job_in_worker, job): job for job in jobs}
+    try:
+        for fut in as_completed(futures):
+            for record, preview, video in fut.result():
+                if video is not None:
+                    path = Path(futures[fut].config.video_dir) / record.video
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(video)
+                results.append((record, preview))
+                on_record(record)
+    except BaseException:
+        for fut in futures:
+            fut.cancel()
+        raise
     return results
 
 
@@ -545,29 +610,37 @@ def evaluate(policy_factory: PolicyFactory, config: EvalConfig,
     ValueError before any episode runs.
     """
     t_start = time.perf_counter()
-    if config.workers > 1 and not isinstance(policy_factory, PolicySpec):
+    in_process = config.workers == 1 and config.backend == "process"
+    if not in_process and not isinstance(policy_factory, PolicySpec):
         import pickle
 
         try:
             pickle.dumps(policy_factory)
         except Exception as exc:
-            raise ValueError(f"workers={config.workers} needs a picklable policy factory "
-                             f"(a PolicySpec or a module-level function): {exc}") from None
-    # Refuse a mismatched policy before any episode (one env per env id is enough): declared
-    # spaces are compared, and one action on episode 0's first observation is checked.
-    for env_id in config.env_ids:
-        env, policy, _ = _cell_env(policy_factory, config,
-                                   (env_id, config.splits[0], config.randomization[0]))
-        probe_obs, _ = env.reset(seed=episode_seed(config.base_seed, 0))
-        check_policy_spaces(policy, env, where=env_id, obs=probe_obs)
-        if config.probe == "swap":
-            _, info = env.reset(seed=episode_seed(config.base_seed, 0), options=SWAP_OPTIONS)
-            if "original_task" not in info:
-                raise ValueError(f"{env_id} does not support the swap probe: its reset ignores "
-                                 f"the {list(SWAP_OPTIONS)} option (no info['original_task'])")
-    if config.workers > 1:
-        close_cached_envs()  # workers build their own
+            raise ValueError(f"workers={config.workers} (backend {config.backend}) needs a "
+                             f"picklable policy factory (a PolicySpec or a module-level "
+                             f"function): {exc}") from None
+    # Workers check the policy in their initializer; in this process, check it here.
+    pool = None
+    if not in_process:
+        shipped = None
+        if isinstance(policy_factory, PolicySpec) and policy_factory.kind == "checkpoint":
+            shipped = ship_folder(policy_factory.target, config.backend, config.ray_address,
+                                  suffixes=CHECKPOINT_SUFFIXES)
+        pool = WorkerPool(config.workers, _init_worker, (policy_factory, config, shipped),
+                          backend=config.backend, ray_address=config.ray_address)
+    try:
+        if in_process:
+            _check_policy(policy_factory, config)
+        return _evaluate(policy_factory, config, pool, progress, t_start)
+    finally:
+        close_cached_envs()
+        if pool is not None:
+            pool.shutdown()
 
+
+def _evaluate(policy_factory: PolicyFactory, config: EvalConfig, pool: Optional[WorkerPool],
+              progress: Optional[Callable[[EpisodeRecord], None]], t_start: float) -> EvalResult:
     # "all": every episode; "first": episodes 0..k-1; "failures": the first k failures, re-run
     # with rendering after the main pass (episodes are seed-determined).
     k = config.videos if config.videos is not None else config.episodes
@@ -580,19 +653,18 @@ def evaluate(policy_factory: PolicyFactory, config: EvalConfig,
     elif want_videos and config.record == "first":
         recorded = set(indices[:k])
     jobs: list[_Job] = []
-    per_job = max(1, math.ceil(config.episodes / (2 * config.workers)))
+    # Small jobs (workers keep their envs and policy between jobs, so a job costs little): the
+    # pool stays balanced to the end, and progress is live.
+    per_job = max(1, min(4, math.ceil(config.episodes / (4 * config.workers))))
     for cell in config.cells():
         for rec in (True, False):
             part = [i for i in indices if (i in recorded) == rec]
             for chunk in _chunks(part, per_job):
                 jobs.append(_Job(policy_factory, config, *cell, chunk, rec))
     on_record = progress or (lambda r: None)
-    try:
-        items = _dispatch(jobs, config.workers, on_record)
-        if want_videos and config.record == "failures":
-            items = _record_failures(policy_factory, config, items, k)
-    finally:
-        close_cached_envs()
+    items = _dispatch(jobs, pool, on_record)
+    if want_videos and config.record == "failures":
+        items = _record_failures(policy_factory, config, items, k, pool)
     items.sort(key=lambda it: (config.cells().index(it[0].cell), it[0].index))
     episodes = [it[0] for it in items]
     preview = next((p for r, p in items if p is not None and r.video), None) or \
@@ -604,13 +676,15 @@ def evaluate(policy_factory: PolicyFactory, config: EvalConfig,
         write_cell_grids(config, episodes, cells)
     wall = time.perf_counter() - t_start
     timing = {"wall_s": wall, "episodes_per_s": len(episodes) / wall if wall > 0 else None,
-              "workers": config.workers, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+              "workers": config.workers, "backend": config.backend,
+              "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     return EvalResult(config=config, policy=describe_policy(policy_factory), episodes=episodes,
                       cells=cells, fingerprint=fingerprint(), timing=timing, preview_png=preview)
 
 
 def _record_failures(factory: PolicyFactory, config: EvalConfig,
-                     items: list[tuple[EpisodeRecord, Optional[bytes]]], k: int
+                     items: list[tuple[EpisodeRecord, Optional[bytes]]], k: int,
+                     pool: Optional[WorkerPool] = None
                      ) -> list[tuple[EpisodeRecord, Optional[bytes]]]:
     """Re-run the first ``k`` failed episodes of each cell by seed with rendering on.
 
@@ -625,7 +699,7 @@ def _record_failures(factory: PolicyFactory, config: EvalConfig,
             jobs.append(_Job(factory, config, *cell, failed, True, probe=False))
     if not jobs:
         return items
-    for rerun, preview in _dispatch(jobs, config.workers, lambda r: None):
+    for rerun, preview in _dispatch(jobs, pool, lambda r: None):
         original, old_preview = by_key[(rerun.cell, rerun.index)]
         if (rerun.first_frame_hash, rerun.success, rerun.length) != \
                 (original.first_frame_hash, original.success, original.length):

