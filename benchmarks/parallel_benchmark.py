@@ -11,7 +11,9 @@ same per-step cost as a trained checkpoint, but every episode runs to the time l
 
 Every figure is the wall time of the whole command as a user sees it (worker start-up, env
 builds, policy and text-encoder loading included); only the local Ray instance is started once
-beforehand (a cluster is started once, not per command) and its start-up is printed apart.
+beforehand (a cluster is started once, not per command) and its start-up is printed apart, and
+this process's own one-time imports are paid by an untimed one-episode warm-up (1 worker runs
+in this process, so without it the first row would carry them).
 Figures depend on the machine and its load: run it on an idle machine.
 """
 
@@ -103,6 +105,15 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="vla_sim_parallel_bench_"))
     rows: list[tuple[str, str, int, float, int]] = []  # (what, backend, workers, s, episodes)
     try:
+        # untimed: this process's one-time imports and caches, so that the first timed row
+        # (1 worker runs in this process) does not carry them and the order of rows is neutral
+        t0 = time.perf_counter()
+        warm = argparse.Namespace(**{**vars(args), "episodes": 1, "eval_episodes": 1})
+        if args.skip != "collect":
+            _collect(warm, tmp / "warm_up", "process", 1)
+        if args.skip != "eval":
+            _evaluate(warm, *_policy(args, tmp)[:3], "process", 1)
+        print(f"warm-up in this process: {time.perf_counter() - t0:.1f} s (not in the figures)")
         if args.skip != "collect":
             print(f"collect: {args.episodes} successful PickPlace episodes, scripted expert, "
                   f"{args.image_size} px")

@@ -13,6 +13,14 @@ def init(tag: str) -> None:
     STATE["tag"] = tag
 
 
+def marking_init(folder: str) -> None:
+    """Leave a file named after this worker's pid: proof that its initializer ran."""
+    from pathlib import Path
+
+    (Path(folder) / str(os.getpid())).touch()
+    init("marked")
+
+
 def broken_init() -> None:
     raise ValueError("the initializer broke")
 

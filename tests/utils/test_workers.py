@@ -81,6 +81,19 @@ def test_process_pool_starts_once_and_fills_the_cores():
         pool.submit(pool_jobs.job, 0).result()
 
 
+def test_started_process_pool_runs_every_initializer_before_any_job(tmp_path):
+    import time
+
+    with WorkerPool(2, pool_jobs.marking_init, (str(tmp_path),)).start() as pool:
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(list(tmp_path.iterdir())) == 2  # both workers up, no job submitted yet
+        got = [pool.submit(pool_jobs.job, i).result() for i in range(4)]
+        assert {str(r["pid"]) for r in got} <= {p.name for p in tmp_path.iterdir()}
+        assert all(r["inits"] == 1 for r in got)
+
+
 def test_ray_pool_uses_both_nodes_and_hands_back_errors(ray_cluster, tmp_path):
     with WorkerPool(2, pool_jobs.init, ("hi",), backend="ray",
                     ray_address=ray_cluster.address) as pool:

@@ -249,6 +249,19 @@ def collect(cfg: CollectConfig) -> CollectResult:
     # fps and whether goal states are recorded come from the env (the in-process worker's, or a
     # probe env before starting a pool); a dataset being resumed keeps its own features.
     in_process = cfg.workers == 1 and cfg.backend == "process"
+    # the workers start (imports, PyBullet, env) while this process probes and opens the dataset
+    pool = None if in_process else WorkerPool(cfg.workers, _init_worker, (cfg,),
+                                              backend=cfg.backend,
+                                              ray_address=cfg.ray_address).start()
+    try:
+        return _collect(cfg, out, state_path, prev, in_process, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+def _collect(cfg: CollectConfig, out: Path, state_path: Path, prev: dict | None,
+             in_process: bool, pool: WorkerPool | None) -> CollectResult:
     if in_process:
         _init_worker(cfg)
         fps, env_state_dim = _fps(_WORKER["env"]), _env_state_dim(_WORKER["env"])
@@ -295,7 +308,7 @@ def collect(cfg: CollectConfig) -> CollectResult:
             while successes < cfg.episodes and next_attempt < cfg.attempt_cap:
                 commit(*_run_attempt(next_attempt))
         else:
-            _collect_parallel(cfg, lambda: (successes, next_attempt), commit)
+            _collect_parallel(cfg, pool, lambda: (successes, next_attempt), commit)
     finally:
         if bar is not None:
             bar.close()
@@ -306,40 +319,38 @@ def collect(cfg: CollectConfig) -> CollectResult:
                          seconds=time.perf_counter() - t0, reached_target=successes >= cfg.episodes)
 
 
-def _collect_parallel(cfg: CollectConfig, progress, commit) -> None:
-    """Run attempts in a worker pool (processes or Ray actors, each building its env once);
+def _collect_parallel(cfg: CollectConfig, pool: WorkerPool, progress, commit) -> None:
+    """Run attempts in ``pool`` (processes or Ray actors, each building its env once);
     commit finished ones in attempt order."""
     done: dict[int, tuple[int, bool, EncodedEpisode | None]] = {}
-    with WorkerPool(cfg.workers, _init_worker, (cfg,), backend=cfg.backend,
-                    ray_address=cfg.ray_address) as pool:
-        pending: dict[Future, int] = {}
-        successes, submit_next = progress()
-        try:
+    pending: dict[Future, int] = {}
+    successes, submit_next = progress()
+    try:
+        while True:
+            successes, committed = progress()
+            if successes >= cfg.episodes or committed >= cfg.attempt_cap:
+                break
+            # keep every worker busy, a little ahead of the commit point, but near the end
+            # no more attempts in flight than successes still wanted (finished ones count):
+            # an attempt past the N-th success is wasted, and a pool waits for it
+            wanted = cfg.episodes - successes - sum(r[1] for r in done.values())
+            limit = min(2 * cfg.workers, max(1, wanted))
+            while len(pending) < limit and submit_next < cfg.attempt_cap:
+                pending[pool.submit(_run_attempt, submit_next)] = submit_next
+                submit_next += 1
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                pending.pop(fut)
+                result = fut.result()
+                done[result[0]] = result
             while True:
                 successes, committed = progress()
-                if successes >= cfg.episodes or committed >= cfg.attempt_cap:
+                if committed not in done or successes >= cfg.episodes:
                     break
-                # keep every worker busy, a little ahead of the commit point, but near the end
-                # no more attempts in flight than successes still wanted (finished ones count):
-                # an attempt past the N-th success is wasted, and a pool waits for it
-                wanted = cfg.episodes - successes - sum(r[1] for r in done.values())
-                limit = min(2 * cfg.workers, max(1, wanted))
-                while len(pending) < limit and submit_next < cfg.attempt_cap:
-                    pending[pool.submit(_run_attempt, submit_next)] = submit_next
-                    submit_next += 1
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    pending.pop(fut)
-                    result = fut.result()
-                    done[result[0]] = result
-                while True:
-                    successes, committed = progress()
-                    if committed not in done or successes >= cfg.episodes:
-                        break
-                    commit(*done.pop(committed))
-        finally:
-            for fut in pending:
-                fut.cancel()
+                commit(*done.pop(committed))
+    finally:
+        for fut in pending:
+            fut.cancel()
 
 
 def _progress(cfg: CollectConfig, initial: int):

@@ -272,8 +272,18 @@ class _ProcessBackend:
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         return self._pool.submit(_call, fn, args)
 
+    def start(self, workers: int) -> None:
+        """Spawn every process now (the executor spawns one per job it cannot place), so
+        their start-up overlaps whatever the caller does before its first job."""
+        for _ in range(workers):
+            self._pool.submit(_noop)
+
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _noop() -> None:
+    return None
 
 
 # --------------------------------------------------------------------- folders for the workers
@@ -333,8 +343,9 @@ class WorkerPool:
     """``workers`` workers on ``backend``, each running ``initializer(*initargs)`` once, then
     ``fn(*args)`` for every :meth:`submit`. Use as a context manager or call :meth:`shutdown`.
 
-    Processes start with the first jobs; Ray actors are placed when the pool is made (an error
-    names the cluster's CPUs if they cannot be) and start their initializers at once.
+    Processes start with the first jobs (or :meth:`start`); Ray actors are placed when the pool
+    is made (an error names the cluster's CPUs if they cannot be) and start their initializers
+    at once.
     """
 
     def __init__(self, workers: int, initializer: Callable[..., Any] | None = None,
@@ -351,6 +362,14 @@ class WorkerPool:
         self.threads = self._impl.threads
         log.info("worker pool: %d %s worker(s), %d torch thread(s) each", self.workers, backend,
                  self.threads)
+
+    def start(self) -> WorkerPool:
+        """Start every worker's initializer now rather than with the first jobs, so that the
+        workers' start-up (imports, env, policy) overlaps the caller's own preparation. Ray
+        actors already start when the pool is made."""
+        if isinstance(self._impl, _ProcessBackend):
+            self._impl.start(self.workers)
+        return self
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         """Run ``fn(*args)`` in a worker; ``fn`` must be picklable (a module-level function)."""
