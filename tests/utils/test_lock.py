@@ -33,10 +33,9 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over_and_released(tmp_path, cap
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     _fake_owner(tmp_path / "run", dead.pid)
-    with caplog.at_level("WARNING", logger="vla_sim"):
-        with FolderLock(tmp_path / "run"):
-            owner = json.loads(lock_path(tmp_path / "run").read_text())
-            assert owner["pid"] == os.getpid()
+    with caplog.at_level("WARNING", logger="vla_sim"), FolderLock(tmp_path / "run"):
+        owner = json.loads(lock_path(tmp_path / "run").read_text())
+        assert owner["pid"] == os.getpid()
     assert "stale lock" in caplog.text
     assert not lock_path(tmp_path / "run").exists()
 

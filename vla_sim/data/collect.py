@@ -380,5 +380,14 @@ def _check_resume(old: dict, new: dict, out: Path) -> None:
                          f"(use another --out or the same arguments): " + "; ".join(diffs))
 
 
-__all__ = ["CollectConfig", "CollectResult", "collect", "fit_env_states", "rollout_episode",
-           "resolve_env_id", "fingerprint", "make_env", "make_expert"]
+__all__ = [
+    "CollectConfig",
+    "CollectResult",
+    "collect",
+    "fingerprint",
+    "fit_env_states",
+    "make_env",
+    "make_expert",
+    "resolve_env_id",
+    "rollout_episode",
+]
