@@ -118,3 +118,36 @@ def test_pickled_dataset_does_not_carry_frames(written):
     blob = pickle.dumps(ds)
     assert len(blob) < 200_000
     assert pickle.loads(blob)[3]["image"].shape == (32, 32, 3)
+
+
+def test_meta_written_incrementally_equals_a_rebuild_and_forgets_a_failed_commit(
+        tmp_path, episode_factory, monkeypatch):
+    import vla_sim.data.writer as writer_mod
+
+    rng = np.random.default_rng(1)
+    root = tmp_path / "ds"
+    w = LeRobotDatasetWriter(root, fps=20, robot_type="panda", cameras=("front",),
+                             state_dim=22, action_dim=4, image_size=32)
+    w.add_episode(episode_factory(rng, 5, seed=0))
+    real = writer_mod.atomic_write_bytes
+
+    def fail_on_episodes(path, data):
+        if str(path).endswith("meta/episodes/chunk-000/file-000.parquet"):
+            raise OSError("disk full")
+        return real(path, data)
+
+    monkeypatch.setattr(writer_mod, "atomic_write_bytes", fail_on_episodes)
+    with pytest.raises(OSError, match="disk full"):
+        w.add_episode(episode_factory(rng, 9, seed=1, instruction="push the cube"))
+    monkeypatch.setattr(writer_mod, "atomic_write_bytes", real)
+    for i, t in enumerate([4, 6, 3], start=2):
+        w.add_episode(episode_factory(rng, t, seed=i))
+    on_disk = pq.read_table(root / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
+    assert [r["length"] for r in on_disk] == [5, 4, 6, 3]  # not the withdrawn 9-frame episode
+    stats = json.loads((root / "meta/stats.json").read_text())
+    # a fresh writer on the same folder rebuilds the meta from scratch: identical files
+    LeRobotDatasetWriter(root, fps=20, robot_type="panda", cameras=("front",), state_dim=22,
+                         action_dim=4, image_size=32)
+    assert pq.read_table(root / "meta/episodes/chunk-000/file-000.parquet").to_pylist() == on_disk
+    assert json.loads((root / "meta/stats.json").read_text()) == stats
+    assert stats["action"]["count"] == [18]

@@ -196,6 +196,7 @@ class LeRobotDatasetWriter:
     def _load_existing(self) -> None:
         ep_path = self.root / fmt.EPISODES_PATH
         self.episodes = pq.read_table(ep_path).to_pylist() if ep_path.exists() else []
+        self._meta_cache = None
         tasks_path = self.root / fmt.TASKS_PATH
         self.tasks = {}
         if tasks_path.exists():
@@ -310,6 +311,7 @@ class LeRobotDatasetWriter:
             self._write_meta(write_tasks=new_task)
         except BaseException:
             self.episodes.pop()
+            self._meta_cache = None  # it may hold the row just withdrawn
             if new_task:
                 del self.tasks[enc.instruction]
             raise
@@ -325,17 +327,42 @@ class LeRobotDatasetWriter:
             buf = io.BytesIO()
             tasks_df.to_parquet(buf)
             atomic_write_bytes(self.root / fmt.TASKS_PATH, buf.getvalue())
+        table, per_ep = self._episodes_table_and_stats()
         if self.episodes:
             buf = io.BytesIO()
-            pq.write_table(pa.Table.from_pylist(self.episodes), buf, compression="snappy")
+            pq.write_table(table, buf, compression="snappy")
             atomic_write_bytes(self.root / fmt.EPISODES_PATH, buf.getvalue())  # commit point
-        per_ep = [fmt.unflatten_stats(r) for r in self.episodes]
         atomic_write_json(self.root / fmt.STATS_PATH, fmt.stats_to_json(fmt.aggregate_stats(per_ep)))
         self.info["total_episodes"] = self.num_episodes
         self.info["total_frames"] = self.num_frames
         self.info["total_tasks"] = len(self.tasks)
         self.info["splits"] = {"train": f"0:{self.num_episodes}"} if self.episodes else {}
         atomic_write_json(self.root / fmt.INFO_PATH, self.info)
+
+    def _episodes_table_and_stats(self) -> tuple[pa.Table | None, list[dict]]:
+        """The episodes as an Arrow table and their unflattened stats, extended by the rows
+        added since the last call rather than rebuilt: every commit rewrites the meta files, and
+        rebuilding them from all rows made each episode cost more than the one before (in a
+        parallel collection this process's CPU is taken from the workers)."""
+        cache = getattr(self, "_meta_cache", None)
+        n = len(self.episodes)
+        if cache is None or cache[0] is None or cache[0].num_rows > n:
+            cache = (pa.Table.from_pylist(self.episodes) if self.episodes else None,
+                     [fmt.unflatten_stats(r) for r in self.episodes])
+        elif cache[0].num_rows < n:
+            table, stats = cache
+            new_rows = self.episodes[table.num_rows:]
+            try:
+                if any(set(r) != set(table.schema.names) for r in new_rows):
+                    raise ValueError("columns changed")
+                table = pa.concat_tables(  # one chunk: a many-chunk table writes slowly
+                    [table, pa.Table.from_pylist(new_rows, schema=table.schema)]
+                ).combine_chunks()
+            except (ValueError, TypeError, pa.ArrowException):  # a column's type widened
+                table = pa.Table.from_pylist(self.episodes)
+            cache = (table, stats + [fmt.unflatten_stats(r) for r in new_rows])
+        self._meta_cache = cache
+        return cache
 
     def set_extra_info(self, **items: Any) -> None:
         """Update info.json["vla_sim"] (e.g. collection settings) and rewrite info.json atomically."""
