@@ -43,3 +43,24 @@ def test_fingerprints_name_the_encoder_without_loading_it():
     assert encoder_fingerprint() == get_text_encoder().fingerprint
     assert encoder_fingerprint("hashing") == HashingTextEncoder().fingerprint
     assert len({encoder_fingerprint(m) for m in ("default", "hashing", "org/other-model")}) == 3
+
+
+def test_minilm_loaded_through_the_bert_classes_equals_the_auto_classes():
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from vla_sim.language.encoder import _model_classes, default_model_path
+
+    source = default_model_path()
+    model_cls, tokenizer_cls = _model_classes(source)
+    assert model_cls.__name__ == "BertModel"  # the fast path is taken for the default encoder
+    pairs = [(tokenizer_cls, model_cls), (AutoTokenizer, AutoModel)]
+    outs = []
+    for tok_cls, net_cls in pairs:
+        tok = tok_cls.from_pretrained(str(source), local_files_only=True)
+        net = net_cls.from_pretrained(str(source), local_files_only=True).eval()
+        batch = tok(TEXTS, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            outs.append((batch["input_ids"], net(**batch).last_hidden_state))
+    assert torch.equal(outs[0][0], outs[1][0])
+    torch.testing.assert_close(outs[0][1], outs[1][1])

@@ -654,8 +654,9 @@ def _evaluate(policy_factory: PolicyFactory, config: EvalConfig, pool: Optional[
         recorded = set(indices[:k])
     jobs: list[_Job] = []
     # Small jobs (workers keep their envs and policy between jobs, so a job costs little): the
-    # pool stays balanced to the end, and progress is live.
-    per_job = max(1, min(4, math.ceil(config.episodes / (4 * config.workers))))
+    # pool stays balanced to the end (the last job leaves the other workers idle for at most
+    # two episodes), and progress is live.
+    per_job = max(1, min(2, math.ceil(config.episodes / (4 * config.workers))))
     for cell in config.cells():
         for rec in (True, False):
             part = [i for i in indices if (i in recorded) == rec]
