@@ -59,6 +59,45 @@ def test_missing_ray_names_the_extra(monkeypatch):
         WorkerPool(2, backend="ray")
 
 
+class _FakeRay:
+    """Just enough of ``ray`` for connect_ray: the first init is refused for lacking a token."""
+
+    def __init__(self, refusal: str):
+        self.refusal, self.inits, self.modes = refusal, 0, []
+        self.initialized = False
+
+    def is_initialized(self):
+        return self.initialized
+
+    def init(self, **kwargs):
+        import os
+
+        self.inits += 1
+        self.modes.append(os.environ.get("RAY_AUTH_MODE"))
+        if self.inits == 1 and self.refusal:
+            raise ConnectionError(self.refusal)
+        self.initialized = True
+
+    def shutdown(self):
+        self.initialized = False
+
+
+def test_a_cluster_that_wants_its_auth_token_is_joined_in_token_mode(monkeypatch):
+    from vla_sim.utils.workers import connect_ray
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    fake = _FakeRay("InvalidAuthToken: Authentication token is missing or invalid")
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    assert connect_ray("10.0.0.1:6379") is fake
+    assert fake.modes == [None, "token"] and fake.initialized
+    other = _FakeRay("connection refused")  # any other error is the caller's to see
+    monkeypatch.setitem(sys.modules, "ray", other)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    with pytest.raises(ConnectionError, match="connection refused"):
+        connect_ray("10.0.0.1:6379")
+    assert other.inits == 1
+
+
 def _check_pool(pool: WorkerPool, threads: int) -> list[dict]:
     got = list(pool.map(pool_jobs.job, range(6)))
     assert [r["i"] for r in got] == list(range(6))  # in item order

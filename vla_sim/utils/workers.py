@@ -148,11 +148,29 @@ def connect_ray(address: str = ""):
     ray = import_ray()
     if not ray.is_initialized():
         if address:
-            ray.init(address=address, log_to_driver=True)
+            try:
+                ray.init(address=address, log_to_driver=True)
+            except Exception as exc:  # noqa: BLE001  (Ray raises several types for this)
+                if not _wants_auth_token(exc) or os.environ.get("RAY_AUTH_MODE"):
+                    raise
+                # `ray start` turns on token authentication when a token is at hand
+                # (~/.ray/auth_token), but a driver only sends it in token mode
+                log.info("Ray cluster %s wants its auth token: retrying with "
+                         "RAY_AUTH_MODE=token", address)
+                with contextlib.suppress(Exception):
+                    ray.shutdown()
+                os.environ["RAY_AUTH_MODE"] = "token"
+                ray.init(address=address, log_to_driver=True)
         else:
             ray.init(address="local", num_cpus=available_cores(), include_dashboard=False,
                      log_to_driver=True)
     return ray
+
+
+def _wants_auth_token(exc: BaseException) -> bool:
+    """Whether Ray refused this driver for lacking the cluster's auth token."""
+    text = f"{type(exc).__name__}: {exc}"
+    return "InvalidAuthToken" in text or "Authentication token is missing" in text
 
 
 def _node_cpus(ray) -> list[float]:
