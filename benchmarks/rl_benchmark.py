@@ -1,10 +1,12 @@
-"""RL fine-tuning benchmark: language-reward cost and quality, then BC vs BC+PPO / BC+REINFORCE.
+"""RL fine-tuning benchmark: language-reward cost and quality, then BC vs BC+PPO / BC+REINFORCE /
+BC+RLPD.
 
 Part 1 (no checkpoint needed): the language reward's step-time overhead, and the correlation of
 its potential with the task's dense reward along scripted-expert and random trajectories, for
 each grounding (``roles`` is the default; ``instruction`` is the naive pooled baseline).
 
-Part 2 (``--bc CHECKPOINT``): success of the BC policy, then of BC+PPO and BC+REINFORCE after
+Part 2 (``--bc CHECKPOINT``): success of the BC policy, then of BC+PPO, BC+REINFORCE and
+BC+RLPD (``--algos rlpd --demos BC_DATASET``: off-policy, demonstrations in every batch) after
 the same env-step budget for each reward (sparse, dense, language, mixed), with wall-clock, env
 steps/s, time per update and the wall-clock split (rollouts / updates / evaluation). Evaluation:
 ``--eval-seeds x --eval-repeats`` episodes from ``EVAL_BASE_SEED`` (train instructions). Each run
@@ -19,6 +21,9 @@ wall-clock), ``curve.csv`` and ``summary.json``.
     # the asymmetric critic (default) against the symmetric one, frozen vision, 2 env processes
     python benchmarks/rl_benchmark.py --part rl --bc runs/bc/best --algos ppo --rewards dense \
         --n-envs 2 --freeze-vision --no-asymmetric-critic --out runs/rl_benchmark_sym
+    # RLPD from the same checkpoint, its BC dataset replayed into the demonstration buffer
+    python benchmarks/rl_benchmark.py --part rl --bc runs/bc/best --demos data/pick_place \
+        --algos rlpd --rewards dense --steps 400000 --max-minutes 60 --n-envs 2
 """
 
 from __future__ import annotations
@@ -103,8 +108,8 @@ def reward_part(args: argparse.Namespace) -> None:
 
 def evaluate(policy_dir: Path, args: argparse.Namespace) -> tuple[float, float, float]:
     from vla_sim.agents.policies import load_policy
-    from vla_sim.evaluation.success import success_rate
     from vla_sim.evaluation.stats import wilson_interval
+    from vla_sim.evaluation.success import success_rate
 
     n = args.eval_seeds * args.eval_repeats
     policy = load_policy(policy_dir)
@@ -118,10 +123,13 @@ def evaluate(policy_dir: Path, args: argparse.Namespace) -> tuple[float, float, 
 def rl_part(args: argparse.Namespace) -> None:
     from vla_sim.agents.training.ppo import PPOConfig, train_ppo
     from vla_sim.agents.training.reinforce import ReinforceConfig, train_reinforce
+    from vla_sim.agents.training.rlpd import RLPDConfig, train_rlpd
 
     n_eval = args.eval_seeds * args.eval_repeats
     out = Path(args.out)
     extra = parse_overrides(args.overrides)  # a typo fails before any evaluation
+    if "rlpd" in args.algos and not (args.demos or extra.get("demos")):
+        raise SystemExit("--algos rlpd needs --demos DATASET (the BC dataset)")
     if not args.skip_bc_eval:
         rate, lo, hi = evaluate(Path(args.bc), args)
         print(f"BC                      success {rate:.3f} [{lo:.3f}, {hi:.3f}] ({n_eval} "
@@ -141,6 +149,11 @@ def rl_part(args: argparse.Namespace) -> None:
                 own = {"max_minutes": args.max_minutes, **_fields(PPOConfig, extra)}
                 cfg = PPOConfig(reward=reward, **common, **_without(own, common))
                 res = train_ppo(cfg, run, init=args.bc)
+            elif algo == "rlpd":
+                own = {"max_minutes": args.max_minutes, "demos": args.demos or "",
+                       **_fields(RLPDConfig, extra)}
+                cfg = RLPDConfig(reward=reward, **common, **_without(own, common))
+                res = train_rlpd(cfg, run, init=args.bc)
             else:
                 own = {"vector": args.vector, **_fields(ReinforceConfig, extra)}
                 cfg = ReinforceConfig(reward=reward, **common, **_without(own, common))
@@ -158,21 +171,21 @@ def rl_part(args: argparse.Namespace) -> None:
 
 
 def parse_overrides(items: list[str]) -> dict[str, object]:
-    """``key=value`` pairs (values parsed as YAML scalars) for the PPO/REINFORCE configs."""
+    """``key=value`` pairs (values parsed as YAML scalars) for the PPO/REINFORCE/RLPD configs."""
     import dataclasses
 
     import yaml
 
-    from vla_sim.agents.training.ppo import PPOConfig
-    from vla_sim.agents.training.reinforce import ReinforceConfig
+    from vla_sim.agents.training.configs import PPOConfig, ReinforceConfig, RLPDConfig
 
-    known = {f.name for c in (PPOConfig, ReinforceConfig) for f in dataclasses.fields(c)}
+    known = {f.name for c in (PPOConfig, ReinforceConfig, RLPDConfig)
+             for f in dataclasses.fields(c)}
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or key not in known:
-            raise SystemExit(f"bad override {item!r}: expected key=value with a PPOConfig or "
-                             f"ReinforceConfig field")
+            raise SystemExit(f"bad override {item!r}: expected key=value with a PPOConfig, "
+                             f"ReinforceConfig or RLPDConfig field")
         out[key] = _scalar(value, yaml)
     return out
 
@@ -210,7 +223,10 @@ def main() -> None:
     parser.add_argument("--out", default="runs/rl_benchmark")
     parser.add_argument("--steps", type=int, default=20_000, help="env-step budget per run")
     parser.add_argument("--n-envs", type=int, default=4)
-    parser.add_argument("--algos", nargs="+", default=["ppo", "reinforce"])
+    parser.add_argument("--algos", nargs="+", default=["ppo", "reinforce"],
+                        choices=("ppo", "reinforce", "rlpd"))
+    parser.add_argument("--demos", default=None,
+                        help="RLPD's demonstrations: the BC checkpoint's dataset folder")
     parser.add_argument("--rewards", nargs="+", default=["sparse", "dense", "language"],
                         choices=REWARD_MODES)
     parser.add_argument("--eval-seeds", type=int, default=20)
@@ -230,11 +246,12 @@ def main() -> None:
                         help="also evaluate best/ (chosen by the in-training evaluations)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-minutes", type=float, default=0.0,
-                        help="PPO wall-clock budget per run (0 = the step budget alone)")
+                        help="PPO/RLPD wall-clock budget per run (0 = the step budget alone)")
     parser.add_argument("--skip-bc-eval", action="store_true",
                         help="do not re-evaluate the BC checkpoint first")
     parser.add_argument("overrides", nargs="*",
-                        help="key=value for PPOConfig/ReinforceConfig (each gets its own)")
+                        help="key=value for PPOConfig/ReinforceConfig/RLPDConfig (each gets "
+                             "its own)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.part in ("reward", "all"):

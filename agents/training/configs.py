@@ -6,8 +6,8 @@ config file can be checked before any training code loads.
     DAggerConfig                  DAgger rounds on top of BC
     ContinualConfig               fine-tuning on a new task with replay
     VLPretrainConfig              contrastive vision-language pre-training
-    RLConfig                      what PPO and REINFORCE share
-      PPOConfig, ReinforceConfig  each algorithm's own fields
+    RLConfig                      what PPO, REINFORCE and RLPD share
+      PPOConfig, ReinforceConfig, RLPDConfig   each algorithm's own fields
 (``ActionAEConfig``, the action autoencoder's, lives with that model in agents/policies/config.py.)
 """
 
@@ -469,3 +469,106 @@ class ReinforceConfig(RLConfig):
                              "vector env (vector sync|async); backend ray is for PPO")
         if self.value_warmup_batches < 0:
             raise ValueError(f"value_warmup_batches must be >= 0, got {self.value_warmup_batches}")
+
+
+@dataclass
+class RLPDConfig(RLConfig):
+    """Off-policy fine-tuning with demonstrations (RLPD / IBRL style, agents/training/rlpd.py):
+    SAC on the frozen BC encoder's features, a LayerNorm Q ensemble with a min over a random
+    pair, half of every batch from the replayed demonstrations, a BC term toward their actions.
+
+    Inherited fields it reads differently: ``value_hidden`` is each Q-network's width;
+    ``bc_coef`` weighs the squared error (normalised action units) between the actor's mean and
+    the demonstrations' actions, on the demonstration half of the batch, against the SAC term
+    divided by max(1, the batch's mean |Q|) (TD3+BC's normalisation), decaying over
+    ``bc_decay_env_steps`` like the KL of PPO; ``lr`` is the actor's rate, ``value_lr`` the
+    critics'. Not read: ``ent_coef`` (the temperature is tuned), ``vf_coef``,
+    ``max_grad_norm``, ``critic_detach``, ``freeze_vision`` (the whole encoder is frozen)."""
+
+    # --- Demonstrations -------------------------------------------------------------------------
+    demos: str = ""
+    """Dataset folder of the demonstrations (the BC dataset, vla-sim collect or DAgger output).
+    Each episode is replayed in the training env from its recorded seed, randomization sample
+    and executed actions, so its rewards follow this run's reward mode and it carries the
+    privileged state; episodes that do not reproduce the recorded states are dropped."""
+    demo_episodes: int = 0
+    """Replay only the first N episodes; 0 = all."""
+    demo_fraction: float = 0.5
+    """Fraction of every batch drawn from the demonstrations (RLPD's symmetric sampling: 0.5);
+    0 = plain SAC from the BC policy, no demonstrations needed."""
+
+    # --- Replay and updates ---------------------------------------------------------------------
+    lr: float = 1e-4
+    """Actor learning rate (Adam). The actor starts at the BC solution, so below SAC's 3e-4."""
+    value_lr: float = 3e-4
+    """Q-ensemble learning rate (Adam; RLPD's)."""
+    bc_coef: float = 0.4
+    """Weight of the BC term (see the class docstring): TD3+BC's alpha = 2.5 is a weight of
+    1 / 2.5 on the squared error against the normalised Q term."""
+    checkpoint_every_env_steps: int = 10_000
+    """Env steps between resumable checkpoints; each writes the replay buffers too (about
+    2.3 kB per transition with the default 256-d features), so less often than PPO's."""
+    buffer_size: int = 200_000
+    """Online transitions kept (oldest overwritten first)."""
+    batch_size: int = 256
+    utd_ratio: int = 2
+    """Critic gradient updates per env step (RLPD's G is 20, on a GPU). The updates set the
+    CPU cost: one env step's G=2 critic updates and actor update took about 25 ms at the
+    defaults (1 thread of a shared 2-core CPU, 256-d features, batch 256, measured); G=4
+    about 45 ms."""
+    ensemble_size: int = 4
+    """Q-networks in the ensemble (RLPD's E is 10: about 45 ms per env step at G=2, measured)."""
+    value_hidden: int = 128
+    """Width of each Q-network (RLPD's 256: about 40-60 ms per env step at G=2, measured)."""
+    critic_subset: int = 2
+    """The TD target takes the min over this many ensemble members drawn at random (REDQ)."""
+    tau: float = 0.005
+    """Polyak rate of the target Q-networks."""
+    actor_layers: int = 1
+    """Trailing trunk layers the actor trains besides the Gaussian head; the encoder's stored
+    features are their input. 0 = the head alone (a linear map of the BC features)."""
+    init_temperature: float = 0.01
+    """Initial entropy temperature alpha (then tuned toward ``target_entropy``)."""
+    temperature_lr: float = 3e-4
+    target_entropy: float | None = None
+    """Entropy the temperature aims for, in nats of the Gaussian before clipping; None =
+    -action_dim (SAC's)."""
+    backup_entropy: bool = True
+    """The TD target includes the next action's entropy bonus (SAC's soft backup)."""
+    learning_starts: int = 1000
+    """Online transitions collected (by the BC actor, sampling) before the first update."""
+    critic_warmup_env_steps: int = 5000
+    """Env steps during which only the critics and not the actor learn, so the actor's first
+    gradient comes from critics that have seen the BC policy's own outcomes."""
+    max_minutes: float = 0.0
+    """Wall-clock budget of this run's training in minutes, from its start (the replay of the
+    demonstrations counts; checked every env step; the final evaluation and save follow);
+    0 = none, ``total_env_steps`` alone ends the run."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.backend != "process":
+            raise ValueError(f"backend {self.backend!r}: RLPD steps its envs in SB3 vector envs "
+                             "(backend process); backend ray is for PPO")
+        for name in ("buffer_size", "batch_size", "utd_ratio", "ensemble_size", "critic_subset",
+                     "value_hidden"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("demo_episodes", "actor_layers", "learning_starts", "critic_warmup_env_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.critic_subset > self.ensemble_size:
+            raise ValueError(f"critic_subset must be <= ensemble_size ({self.ensemble_size}), "
+                             f"got {self.critic_subset}")
+        if not 0.0 <= self.demo_fraction < 1.0:
+            raise ValueError(f"demo_fraction must be in [0, 1), got {self.demo_fraction}")
+        if not 0.0 < self.tau <= 1.0:
+            raise ValueError(f"tau must be in (0, 1], got {self.tau}")
+        for name in ("init_temperature", "temperature_lr"):
+            if not 0 < getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)}")
+        if self.target_entropy is not None and not math.isfinite(self.target_entropy):
+            raise ValueError(f"target_entropy must be a finite number (or null), got "
+                             f"{self.target_entropy}")
+        if not 0 <= self.max_minutes < math.inf:
+            raise ValueError(f"max_minutes must be a finite number >= 0, got {self.max_minutes}")

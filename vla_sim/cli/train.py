@@ -38,6 +38,7 @@ def add_parser(subparsers) -> None:
     train_dagger.add_dagger_parser(sub)
     train_rl.add_ppo_parser(sub)
     train_rl.add_reinforce_parser(sub)
+    train_rl.add_rlpd_parser(sub)
     train_extra.add_extra_trainers(sub)
 
 

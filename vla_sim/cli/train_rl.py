@@ -1,10 +1,13 @@
-"""``vla-sim train ppo`` and ``vla-sim train reinforce``: RL fine-tuning from a BC checkpoint.
+"""``vla-sim train ppo``, ``vla-sim train reinforce`` and ``vla-sim train rlpd``: RL fine-tuning
+from a BC checkpoint.
 
     vla-sim train ppo --init BC_DIR --env vla_sim/PickPlace-v0 --reward language \\
         --steps 20000 --n-envs 4 --out runs/ppo [--config ppo.yaml] [key=value ...]
     vla-sim train reinforce --init BC_DIR --env vla_sim/Reach-v0 --reward dense --out runs/rf
+    vla-sim train rlpd --init BC_DIR --demos DATA_DIR --env vla_sim/PickPlace-v0 \\
+        --reward dense --steps 100000 --out runs/rlpd
 
-Every PPOConfig / ReinforceConfig field is a flag (``--lr 1e-4``) and an override
+Every PPOConfig / ReinforceConfig / RLPDConfig field is a flag (``--lr 1e-4``) and an override
 (``lr=1e-4``); flags win over overrides, which win over ``--config``. The run's ``best/`` and ``last/`` load with ``vla-sim eval --policy RUN/best``.
 """
 
@@ -52,6 +55,17 @@ def add_reinforce_parser(sub) -> None:
     parser.set_defaults(func=run_reinforce)
 
 
+def add_rlpd_parser(sub) -> None:
+    parser = sub.add_parser("rlpd", help="off-policy fine-tuning with demonstrations (RLPD)",
+                            description="SAC with a Q ensemble on the frozen BC features, half "
+                                        "of every batch from the replayed demonstrations "
+                                        "(--demos, the BC dataset) and a BC term.")
+    from vla_sim.agents.training.configs import RLPDConfig
+
+    _common(parser, RLPDConfig)
+    parser.set_defaults(func=run_rlpd)
+
+
 def _report(name: str, result) -> None:
     evals = ", ".join(f"{s}: {r:.2f}" for s, r in result.eval_history)
     print(f"{name}: {result.steps} env steps in {result.wall_s:.1f} s; success by env step "
@@ -71,4 +85,12 @@ def run_reinforce(args: argparse.Namespace) -> int:
 
     cfg = _load(ReinforceConfig, args)
     _report("reinforce", train_reinforce(cfg, args.out, init=args.init, resume=args.resume))
+    return 0
+
+
+def run_rlpd(args: argparse.Namespace) -> int:
+    from vla_sim.agents.training.rlpd import RLPDConfig, train_rlpd
+
+    cfg = _load(RLPDConfig, args)
+    _report("rlpd", train_rlpd(cfg, args.out, init=args.init, resume=args.resume))
     return 0
