@@ -11,8 +11,8 @@ without torch.
 from importlib import import_module
 
 _EXPORTS = {
-    "CheckpointMismatchError": "checkpoint", "POLICY_TYPES": "checkpoint",
-    "read_checkpoint_config": "checkpoint", "save_policy": "checkpoint",
+    "CheckpointMismatchError": "checkpoint_meta", "POLICY_TYPES": "checkpoint_meta",
+    "read_checkpoint_config": "checkpoint_meta", "save_policy": "checkpoint",
     "VLAPolicyConfig": "config", "load_policy": "registry",
     "VLAFeaturesExtractor": "vla", "VLAPolicy": "vla", "build_observation_space": "vla",
 }

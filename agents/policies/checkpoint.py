@@ -34,15 +34,15 @@ from vla_sim.utils.io import atomic_write_json
 from .config import VLAPolicyConfig, upgrade_policy_dict
 from .vla import VLAPolicy
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-POLICY_TYPE = "vla"
-# policy_type -> what a folder of that type holds (rebuilt by load_policy)
-POLICY_TYPES = ("vla", "vla_multihead", "vla_latent")
-
-
-class CheckpointMismatchError(ValueError):
-    """Checkpoint weights do not fit the architecture its config (or the caller) describes."""
+from .checkpoint_meta import (  # noqa: F401  (re-exported: the torch-free half of this module)
+    CONFIG_FILE,
+    POLICY_TYPE,
+    POLICY_TYPES,
+    WEIGHTS_FILE,
+    CheckpointMismatchError,
+    policy_type_of,
+    read_checkpoint_config,
+)
 
 
 def save_policy(policy: VLAPolicy, directory: str | Path, meta: dict[str, Any] | None = None,
@@ -72,35 +72,6 @@ def save_policy(policy: VLAPolicy, directory: str | Path, meta: dict[str, Any] |
         "meta": meta or {},
     })
     return directory
-
-
-def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
-    """The parsed ``config.json`` of a checkpoint folder."""
-    path = Path(directory) / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"no policy checkpoint at {directory} (missing {CONFIG_FILE})")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointMismatchError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise CheckpointMismatchError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    if data.get("policy_type") not in POLICY_TYPES:
-        raise CheckpointMismatchError(
-            f"{path}: policy_type {data.get('policy_type')!r}, expected one of {POLICY_TYPES}")
-    return data
-
-
-def policy_type_of(data: dict[str, Any]) -> str:
-    """The registered type of a parsed config.json. Checkpoints written before the registry
-    said ``vla`` and flagged the others in ``meta`` (``multitask``, ``latent_action``)."""
-    kind = data["policy_type"]
-    meta = data.get("meta", {})
-    if kind == "vla" and (meta.get("multitask") or {}).get("heads") == "per-task":
-        return "vla_multihead"
-    if kind == "vla" and meta.get("latent_action"):
-        return "vla_latent"
-    return kind
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:

@@ -21,6 +21,16 @@ def marking_init(folder: str) -> None:
     init("marked")
 
 
+def slow_write(path: str, seconds: float) -> str:
+    import time
+    from pathlib import Path
+
+    Path(path + ".started").touch()
+    time.sleep(seconds)
+    Path(path).write_text("done")
+    return path
+
+
 def broken_init() -> None:
     raise ValueError("the initializer broke")
 

@@ -133,6 +133,25 @@ def test_started_process_pool_runs_every_initializer_before_any_job(tmp_path):
         assert all(r["inits"] == 1 for r in got)
 
 
+def test_shutdown_lets_a_running_job_finish_and_leaves_no_worker(tmp_path):
+    import os
+    import time
+
+    pool = WorkerPool(2)
+    pids = {pool.submit(pool_jobs.job, i).result()["pid"] for i in range(4)}
+    running = pool.submit(pool_jobs.slow_write, str(tmp_path / "out.txt"), 1.0)
+    while not (tmp_path / "out.txt.started").exists():  # queued jobs are cancelled; wait
+        time.sleep(0.01)
+    pool.shutdown()  # a job still running: the workers exit gracefully, after it
+    assert running.result() and (tmp_path / "out.txt").read_text() == "done"
+    idle = WorkerPool(2)
+    pids = {idle.submit(pool_jobs.job, i).result()["pid"] for i in range(4)}
+    idle.shutdown()  # every job returned: the workers are ended at once
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
 def test_ray_pool_uses_both_nodes_and_hands_back_errors(ray_cluster, tmp_path):
     with WorkerPool(2, pool_jobs.init, ("hi",), backend="ray",
                     ray_address=ray_cluster.address) as pool:
