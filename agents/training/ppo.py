@@ -42,7 +42,6 @@ from vla_sim.agents.policies import (
 )
 from vla_sim.agents.policies.sb3 import VLAActorCriticPolicy
 from vla_sim.config import config_to_dict
-from vla_sim.evaluation.success import success_rate
 from vla_sim.language.encoder import get_text_encoder
 from vla_sim.utils.seeding import TRAIN_BASE_SEED
 
@@ -51,10 +50,10 @@ from .configs import PPOConfig
 from .rl_common import (
     RLResult,
     RunStats,
+    SuccessChecks,
     bc_schedule,
     clip_groups,
     env_factory,
-    eval_env_kwargs,
     freeze_vision,
     load_warm_start,
 )
@@ -318,27 +317,23 @@ class _EvalCallback(BaseCallback):
 
     def __init__(self, cfg: PPOConfig, out: Path, meta: dict, every: int):
         super().__init__()
-        self.cfg, self.out, self.meta, self.every = cfg, out, meta, every
-        self.best: float | None = None
-        self.history: list[tuple[int, float]] = []
+        self.cfg, self.every = cfg, every
+        self.checks = SuccessChecks(out, meta)
         self._next = every
 
+    @property
+    def best(self) -> float | None:
+        return self.checks.best
+
+    @property
+    def history(self) -> list[tuple[int, float]]:
+        return self.checks.history
+
     def evaluate_now(self) -> float:
-        cfg, vla = self.cfg, self.model.policy.vla
-        stats = self.model.run_stats
-        with stats.timed("eval") if stats is not None else contextlib.nullcontext():
-            rate = success_rate(vla, cfg.env_id, cfg.eval_episodes,
-                                eval_env_kwargs(cfg, vla))
-        step = int(self.model.num_timesteps)
-        self.history.append((step, rate))
-        if stats is not None:
-            stats.add_point(step, rate, cfg.eval_episodes)
+        rate = self.checks.check(self.model.policy.vla, self.cfg, int(self.model.num_timesteps),
+                                 self.model.run_stats)
         if hasattr(self.model, "_logger"):  # the logger exists once learn() has started
             self.logger.record("eval/success_rate", rate)
-        if self.best is None or rate > self.best:
-            self.best = rate
-            save_policy(vla, self.out / "best", meta={**self.meta, "step": step,
-                                                      "best_kind": "success", "best_metric": rate})
         return rate
 
     def _on_step(self) -> bool:
@@ -461,8 +456,7 @@ class _CheckpointCallback(BaseCallback):
         state = {"num_timesteps": int(model.num_timesteps), "n_updates": int(model._n_updates),
                  "rollouts_trained": int(model.rollouts_trained),
                  "optimizer": model.policy.optimizer.state_dict(),
-                 "eval_best": self.evaluator.best,
-                 "eval_history": [[int(s), float(r)] for s, r in self.evaluator.history],
+                 **{f"eval_{k}": v for k, v in self.evaluator.checks.state().items()},
                  "eval_next": int(self.evaluator._next)}
         rms = getattr(model.get_env(), "ret_rms", None)
         if rms is not None:  # VecNormalize's return statistics
@@ -489,8 +483,7 @@ def _restore(model: WarmStartPPO, evaluator: _EvalCallback, path: Path) -> None:
     model.num_timesteps = int(state["num_timesteps"])
     model._n_updates = int(state["n_updates"])
     model.rollouts_trained = int(state["rollouts_trained"])
-    evaluator.best = None if state["eval_best"] is None else float(state["eval_best"])
-    evaluator.history = [(int(s), float(r)) for s, r in state["eval_history"]]
+    evaluator.checks.load_state({"best": state["eval_best"], "history": state["eval_history"]})
     evaluator._next = int(state["eval_next"])
     if "run_stats" in state:
         model.run_stats = RunStats(model.run_stats.out, model.run_stats.title, state["run_stats"])

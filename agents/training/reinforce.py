@@ -30,7 +30,6 @@ from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig, save_policy
 from vla_sim.agents.policies.checkpoint import load_state_strict
 from vla_sim.agents.policies.vla import actor_critic_groups
 from vla_sim.config import config_to_dict
-from vla_sim.evaluation.success import success_rate
 from vla_sim.language.encoder import get_text_encoder
 from vla_sim.utils.seeding import TRAIN_BASE_SEED, episode_seed
 
@@ -44,10 +43,10 @@ from .configs import ReinforceConfig
 from .rl_common import (
     RLResult,
     RunStats,
+    SuccessChecks,
     bc_schedule,
     clip_groups,
     env_factory,
-    eval_env_kwargs,
     freeze_vision,
     load_warm_start,
 )
@@ -152,22 +151,11 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
     envs = make_vector_env(cfg, policy.config)
     logger = ScalarLogger(out / "tb" if cfg.tensorboard else None)
     meta = {"trainer": "reinforce", "init": str(init), "reward": cfg.reward, "env_id": cfg.env_id}
-    history: list[tuple[int, float]] = []
-    best: float | None = None
+    checks = SuccessChecks(out, meta)
     stats = RunStats(out, f"REINFORCE {cfg.env_id} reward={cfg.reward} n_envs={cfg.n_envs}")
 
     def evaluate(step: int) -> None:
-        nonlocal best
-        with stats.timed("eval"):
-            rate = success_rate(policy, cfg.env_id, cfg.eval_episodes,
-                                eval_env_kwargs(cfg, policy))
-        history.append((step, rate))
-        stats.add_point(step, rate, cfg.eval_episodes)
-        logger.scalars({"eval/success_rate": rate}, step)
-        if best is None or rate > best:
-            best = rate
-            save_policy(policy, out / "best", meta={**meta, "step": step, "best_kind": "success",
-                                                    "best_metric": rate})
+        logger.scalars({"eval/success_rate": checks.check(policy, cfg, step, stats)}, step)
 
     progress = None
     if cfg.progress:
@@ -180,8 +168,7 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
     def checkpoint() -> None:
         state = {"step": step, "batch_index": batch_index, "next_eval": next_eval,
                  "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-                 "history": [[int(s), float(r)] for s, r in history], "best": best,
-                 "run_stats": stats.state()}
+                 **checks.state(), "run_stats": stats.state()}
         save_training_checkpoint(state_dir, policy, state, {**meta, "step": step})
 
     if resume:
@@ -193,8 +180,7 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
         torch.set_rng_state(state["torch_rng"])
         step, batch_index = int(state["step"]), int(state["batch_index"])
         next_eval, last_ckpt = int(state["next_eval"]), int(state["step"])
-        history[:] = [(int(s), float(r)) for s, r in state["history"]]
-        best = None if state["best"] is None else float(state["best"])
+        checks.load_state(state)
         if "run_stats" in state:
             stats = RunStats(out, stats.title, state["run_stats"])
         log.info("resuming REINFORCE from %s at env step %d/%d", state_dir, step, cfg.total_env_steps)
@@ -283,8 +269,9 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
         envs.close()
     summary = stats.finish(step, {"trainer": "reinforce", "n_envs": cfg.n_envs,
                                   "vector": cfg.vector, "asymmetric_critic": cfg.asymmetric_critic,
-                                  "freeze_vision": cfg.freeze_vision, "best_success": best})
-    return RLResult(out, step, time.perf_counter() - t0, history, best, summary)
+                                  "freeze_vision": cfg.freeze_vision, "best_success": checks.best})
+    return RLResult(out, step, time.perf_counter() - t0, checks.history, checks.best,
+                    summary)
 
 
 __all__ = ["ReinforceConfig", "collect_episodes", "discounted_returns", "make_vector_env",

@@ -280,6 +280,49 @@ def eval_env_kwargs(cfg: Any, policy: VLAPolicy) -> dict[str, Any]:
     return kwargs
 
 
-__all__ = ["SUMMARY_JSON", "TIMED", "RLResult", "RunStats", "bc_schedule", "clip_groups",
+@dataclass
+class SuccessChecks:
+    """An RL run's in-training success checks: every (env step, rate), and ``best/`` saved at
+    the highest rate. One copy for PPO, REINFORCE and RLPD; its :meth:`state` goes into the
+    trainer state so a resumed run keeps its curve and its best."""
+
+    out: Path
+    meta: dict[str, Any]
+    history: list[tuple[int, float]] = field(default_factory=list)
+    best: float | None = None
+
+    def check(self, policy: VLAPolicy, cfg: Any, step: int, stats: RunStats | None) -> float:
+        """Measure the deterministic policy's success rate now (timed as evaluation), then
+        :meth:`record` it; the caller logs it where its logger lives."""
+        from vla_sim.evaluation.success import success_rate
+
+        with stats.timed("eval") if stats is not None else contextlib.nullcontext():
+            rate = success_rate(policy, cfg.env_id, cfg.eval_episodes,
+                                eval_env_kwargs(cfg, policy))
+        if stats is not None:
+            stats.add_point(step, rate, cfg.eval_episodes)
+        self.record(policy, step, rate)
+        return rate
+
+    def record(self, policy: VLAPolicy, step: int, rate: float) -> None:
+        from vla_sim.agents.policies import save_policy
+
+        self.history.append((int(step), float(rate)))
+        if self.best is None or rate > self.best:
+            self.best = float(rate)
+            save_policy(policy, self.out / "best", meta={**self.meta, "step": step,
+                                                         "best_kind": "success",
+                                                         "best_metric": rate})
+
+    def state(self) -> dict[str, Any]:
+        return {"history": [[int(s), float(r)] for s, r in self.history], "best": self.best}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.history = [(int(s), float(r)) for s, r in state["history"]]
+        self.best = None if state["best"] is None else float(state["best"])
+
+
+__all__ = ["SUMMARY_JSON", "TIMED", "RLResult", "RunStats", "SuccessChecks", "bc_schedule",
+           "clip_groups",
            "env_factory", "eval_env_kwargs", "format_throughput", "freeze_vision",
            "load_warm_start", "make_training_env"]

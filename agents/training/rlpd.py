@@ -63,7 +63,6 @@ from torch import nn
 from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig, save_policy
 from vla_sim.agents.policies.vla import GaussianHead
 from vla_sim.config import config_to_dict
-from vla_sim.evaluation.success import success_rate
 from vla_sim.language.encoder import get_text_encoder
 from vla_sim.utils.seeding import TRAIN_BASE_SEED
 
@@ -72,9 +71,9 @@ from .configs import RLPDConfig
 from .rl_common import (
     RLResult,
     RunStats,
+    SuccessChecks,
     bc_schedule,
     env_factory,
-    eval_env_kwargs,
     load_warm_start,
     make_training_env,
 )
@@ -590,28 +589,16 @@ def train_rlpd(cfg: RLPDConfig, out_dir: str | Path, init: str | Path | None = N
     demo_info: dict[str, Any] = {}
     logger = ScalarLogger(out / "tb" if cfg.tensorboard else None)
     meta = {"trainer": "rlpd", "init": str(init), "reward": cfg.reward, "env_id": cfg.env_id}
-    history: list[tuple[int, float]] = []
-    best: float | None = None
+    checks = SuccessChecks(out, meta)
     stats = RunStats(out, f"RLPD {cfg.env_id} reward={cfg.reward} n_envs={cfg.n_envs}")
     step, next_eval, last_ckpt = 0, cfg.eval_every_env_steps, 0
 
     def evaluate(at: int) -> None:
-        nonlocal best
-        with stats.timed("eval"):
-            rate = success_rate(policy, cfg.env_id, cfg.eval_episodes,
-                                eval_env_kwargs(cfg, policy))
-        history.append((at, rate))
-        stats.add_point(at, rate, cfg.eval_episodes)
-        logger.scalars({"eval/success_rate": rate}, at)
-        if best is None or rate > best:
-            best = rate
-            save_policy(policy, out / "best", meta={**meta, "step": at, "best_kind": "success",
-                                                    "best_metric": rate})
+        logger.scalars({"eval/success_rate": checks.check(policy, cfg, at, stats)}, at)
 
     def checkpoint() -> None:
         state = {"step": step, "next_eval": next_eval, "torch_rng": torch.get_rng_state(),
-                 "history": [[int(s), float(r)] for s, r in history], "best": best,
-                 "run_stats": stats.state(), "demo_info": demo_info,
+                 **checks.state(), "run_stats": stats.state(), "demo_info": demo_info,
                  **learner.optimizer_state()}
         buffers = {"online": online, **({"demo": demo} if demo is not None else {})}
         _save_state(state_dir, policy, learner, buffers, state, {**meta, "step": step})
@@ -619,8 +606,7 @@ def train_rlpd(cfg: RLPDConfig, out_dir: str | Path, init: str | Path | None = N
     if resume:
         state, demo = _restore(state_dir, policy, learner, online)
         step, next_eval, last_ckpt = int(state["step"]), int(state["next_eval"]), int(state["step"])
-        history[:] = [(int(s), float(r)) for s, r in state["history"]]
-        best = None if state["best"] is None else float(state["best"])
+        checks.load_state(state)
         stats = RunStats(out, stats.title, state["run_stats"])
         demo_info = dict(state["demo_info"])
         log.info("resuming RLPD from %s at env step %d/%d (%d online, %d demo transitions)",
@@ -719,8 +705,9 @@ def train_rlpd(cfg: RLPDConfig, out_dir: str | Path, init: str | Path | None = N
         "demo_fraction": cfg.demo_fraction, "demos": demo_info,
         "online_transitions": len(online), "replay_bytes": online.nbytes()
         + (demo.nbytes() if demo is not None else 0),
-        "asymmetric_critic": cfg.asymmetric_critic, "best_success": best})
-    return RLResult(out, step, time.perf_counter() - t0, history, best, summary)
+        "asymmetric_critic": cfg.asymmetric_critic, "best_success": checks.best})
+    return RLResult(out, step, time.perf_counter() - t0, checks.history, checks.best,
+                    summary)
 
 
 __all__ = ["Actor", "QEnsemble", "RLPDConfig", "RLPDLearner", "TransitionBuffer", "encode",
