@@ -39,15 +39,16 @@ GOAL_STATE_FIELDS: tuple[tuple[str, int], ...] = (
 """(name, size) of each field of the goal state, in order."""
 
 
-def _layout() -> dict[str, slice]:
+def field_slices(fields: tuple[tuple[str, int], ...]) -> dict[str, slice]:
+    """Field name -> its slice of a flat vector laid out as ``fields`` ((name, size), in order)."""
     out, start = {}, 0
-    for name, size in GOAL_STATE_FIELDS:
+    for name, size in fields:
         out[name] = slice(start, start + size)
         start += size
     return out
 
 
-GOAL_STATE_LAYOUT: dict[str, slice] = _layout()
+GOAL_STATE_LAYOUT: dict[str, slice] = field_slices(GOAL_STATE_FIELDS)
 """Field name -> its slice of the goal-state vector."""
 GOAL_STATE_DIM = GOAL_STATE_LAYOUT["holding"].stop  # 19
 GOAL_XYZ_DIM = GOAL_STATE_LAYOUT["destination_xyz"].stop  # 6: the positions (all old datasets hold)

@@ -28,7 +28,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from vla_sim.envs.goal_state import GOAL_STATE_DIM, GOAL_STATE_LAYOUT
+from vla_sim.envs.goal_state import GOAL_STATE_DIM, GOAL_STATE_LAYOUT, field_slices
 
 PRIVILEGED_KEY = "privileged"
 PRIVILEGED_TASKS = ("reach", "push", "pick_place", "stack")
@@ -44,15 +44,7 @@ PRIVILEGED_FIELDS: tuple[tuple[str, int], ...] = (
 """(name, size) of each field of the privileged vector, in order."""
 
 
-def _layout() -> dict[str, slice]:
-    out, start = {}, 0
-    for name, size in PRIVILEGED_FIELDS:
-        out[name] = slice(start, start + size)
-        start += size
-    return out
-
-
-PRIVILEGED_LAYOUT: dict[str, slice] = _layout()
+PRIVILEGED_LAYOUT: dict[str, slice] = field_slices(PRIVILEGED_FIELDS)
 """Field name -> its slice of the privileged vector."""
 PRIVILEGED_DIM = PRIVILEGED_LAYOUT["task"].stop  # 36
 
