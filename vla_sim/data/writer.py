@@ -128,6 +128,8 @@ class LeRobotDatasetWriter:
                  chunks_size: int = fmt.DEFAULT_CHUNK_SIZE, extra_info: dict | None = None,
                  env_state_dim: int = 0):
         self.root = Path(root)
+        # (episodes table, per-episode stats) as of the last meta write; None: rebuild
+        self._meta_cache: tuple[Any, list[dict]] | None = None
         hw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         self.fps, self.robot_type, self.cameras = int(fps), robot_type, tuple(cameras)
         self.state_dim, self.action_dim, self.image_size = int(state_dim), int(action_dim), hw
@@ -196,7 +198,6 @@ class LeRobotDatasetWriter:
     def _load_existing(self) -> None:
         ep_path = self.root / fmt.EPISODES_PATH
         self.episodes = pq.read_table(ep_path).to_pylist() if ep_path.exists() else []
-        self._meta_cache = None
         tasks_path = self.root / fmt.TASKS_PATH
         self.tasks = {}
         if tasks_path.exists():
@@ -344,7 +345,7 @@ class LeRobotDatasetWriter:
         added since the last call rather than rebuilt: every commit rewrites the meta files, and
         rebuilding them from all rows made each episode cost more than the one before (in a
         parallel collection this process's CPU is taken from the workers)."""
-        cache = getattr(self, "_meta_cache", None)
+        cache = self._meta_cache
         n = len(self.episodes)
         if cache is None or cache[0] is None or cache[0].num_rows > n:
             cache = (pa.Table.from_pylist(self.episodes) if self.episodes else None,
