@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.utils import explained_variance
 
@@ -305,6 +306,9 @@ def build_ppo(cfg: PPOConfig, init: str | Path | None, env=None, out_dir: Path |
         value_warmup_rollouts=cfg.value_warmup_rollouts, critic_detach=cfg.critic_detach,
         sil_coef=cfg.sil_coef, sil_batches=cfg.sil_batches,
         sil_buffer=SuccessBuffer(cfg.sil_buffer_steps, cfg.seed) if cfg.sil_coef > 0 else None)
+    if model.tensorboard_log is None:
+        # SB3 would otherwise make an empty SB3-<time> folder in the system temp dir per run.
+        model.set_logger(Logger(folder=None, output_formats=[]))
     model.policy.load_vla_state(bc.state_dict())
     if cfg.freeze_vision:
         freeze_vision(model.policy.vla)

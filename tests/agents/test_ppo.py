@@ -276,3 +276,14 @@ def test_kl_anchor_stays_constant_unless_a_decay_horizon_is_given():
     assert bc_schedule(0.7, 0, 10**9) == 0.7
     assert bc_schedule(1.0, 100, 25) == pytest.approx(0.75)
     assert bc_schedule(1.0, 100, 500) == 0.0
+
+
+def test_ppo_without_tensorboard_leaves_no_folder_in_the_temp_dir(bc_dir, tmp_path, monkeypatch):
+    import tempfile
+
+    scratch = tmp_path / "system_tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    train_ppo(_cfg(tensorboard=False, total_env_steps=32, value_warmup_rollouts=0),
+              tmp_path / "run", init=bc_dir)
+    assert list(scratch.iterdir()) == []
