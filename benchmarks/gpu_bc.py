@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     from vla_sim.agents.training.common import resolve_device
     from vla_sim.agents.training.configs import BCConfig
-    from vla_sim.agents.training.loop import SupervisedLoop, decay_groups
+    from vla_sim.agents.training.loop import SupervisedLoop, adamw, decay_groups
     from vla_sim.config import load_config
     from vla_sim.envs.goal_state import GOAL_XYZ_DIM
 
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
     train_ids = np.arange(len(data.states))
     sample = batch_sampler(batches, train_ids, cfg)
     loss = loss_function(policy, cfg, device)
-    optimizer = torch.optim.AdamW(decay_groups(policy, cfg.weight_decay), lr=cfg.lr)
+    optimizer = adamw(decay_groups(policy, cfg.weight_decay), lr=cfg.lr)
     params = [p for p in policy.parameters() if p.requires_grad]
 
     def sync() -> None:

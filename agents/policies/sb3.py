@@ -21,7 +21,7 @@ from vla_sim.config import config_to_dict
 
 from .checkpoint import load_state_strict
 from .config import VLAPolicyConfig
-from .vla import VLAFeaturesExtractor, VLAPolicy, actor_critic_groups
+from .vla import VLAFeaturesExtractor, VLAPolicy, actor_critic_groups, fused
 
 
 class VLAActorCriticPolicy(ActorCriticPolicy):
@@ -56,7 +56,7 @@ class VLAActorCriticPolicy(ActorCriticPolicy):
         base = lr_schedule(1)
         self.optimizer = self.optimizer_class(
             actor_critic_groups(self.vla, base, base * self.value_lr_scale), lr=base,
-            **self.optimizer_kwargs)
+            **{**fused(self.parameters()), **self.optimizer_kwargs})
 
     def critic_values(self, obs: dict[str, torch.Tensor], features: torch.Tensor,
                       detach: bool = False) -> torch.Tensor:

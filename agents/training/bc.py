@@ -49,7 +49,7 @@ from .common import (
     save_training_checkpoint,
 )
 from .configs import BCConfig
-from .loop import SupervisedLoop, cosine_with_warmup, decay_groups
+from .loop import SupervisedLoop, adamw, cosine_with_warmup, decay_groups
 
 # Settings that may change between an interrupted run and its resume without changing the maths.
 log = logging.getLogger(__name__)
@@ -507,7 +507,7 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
     if init_fn is not None and not resume:
         init_fn(policy)
     policy.to(device).train()
-    optimizer = torch.optim.AdamW(decay_groups(policy, cfg.weight_decay), lr=cfg.lr)
+    optimizer = adamw(decay_groups(policy, cfg.weight_decay), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, cosine_with_warmup(cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
 

@@ -336,14 +336,15 @@ def _round_bc_config(cfg: DAggerConfig, first: bool) -> BCConfig:
 
 
 def _train(data_dir: Path, run_dir: Path, bc: BCConfig, eval_fn: Callable | None,
-           init: Callable | None) -> BCResult:
+           init: Callable | None, encoder: Any) -> BCResult:
     """One BC run on the whole aggregated dataset (resumed if a previous attempt left one)."""
     from vla_sim.data.demos import DemoArrays
     from vla_sim.data.torch_dataset import VLADataset
 
     data = DemoArrays.from_dataset(VLADataset(data_dir))
     resume = (run_dir / "last").is_dir()
-    return train_bc(data, run_dir, bc, resume=resume, eval_fn=eval_fn, init_fn=init)
+    return train_bc(data, run_dir, bc, resume=resume, eval_fn=eval_fn, encoder=encoder,
+                    init_fn=init)
 
 
 def _prepare(out: Path, cfg: DAggerConfig, resume: bool) -> dict[str, Any]:
@@ -404,6 +405,12 @@ def train_dagger(demos: str | Path, out: str | Path, config: DAggerConfig | None
     def save() -> None:
         atomic_write_json(out / STATE_FILE, state)
 
+    # Instruction features from the run dataset's feature cache: each string is encoded once
+    # for the whole run (and its resumes), not again by every round's BC (~10 s a round).
+    from vla_sim.data.text_cache import CachedTextEncoder
+
+    text = CachedTextEncoder([data_dir], cfg.bc.policy.text_encoder)
+
     # policy_0: BC on the demonstrations (or the given checkpoint).
     if cfg.init_policy:
         current = _checkpoint_dir(Path(cfg.init_policy))
@@ -412,7 +419,7 @@ def train_dagger(demos: str | Path, out: str | Path, config: DAggerConfig | None
         if state["initial"] is None:
             t0 = time.perf_counter()
             res = _train(data_dir, policy_dir(out, 0), _round_bc_config(cfg, first=True),
-                         eval_fn, None)
+                         eval_fn, None, text)
             state["initial"] = {"bc_steps": res.steps, "val_loss": res.val_loss,
                                 "frames": writer.num_frames,
                                 "seconds": round(time.perf_counter() - t0, 2)}
@@ -453,7 +460,7 @@ def train_dagger(demos: str | Path, out: str | Path, config: DAggerConfig | None
             t1 = time.perf_counter()
             run = policy_dir(out, r + 1)
             init = _warm_start(current) if cfg.warm_start else None
-            res = _train(data_dir, run, _round_bc_config(cfg, first=False), eval_fn, init)
+            res = _train(data_dir, run, _round_bc_config(cfg, first=False), eval_fn, init, text)
             current = run / "last"
             copy_checkpoint(current, out / "last")
             frames = sum(int(e["length"]) for e, _ in ours)

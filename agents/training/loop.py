@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from vla_sim.agents.policies.vla import fused
+
 
 class NonFiniteError(ValueError):
     """A loss or gradient became NaN or infinite: training stops before the weights are
@@ -59,6 +61,13 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
         (decay if p.ndim >= 2 and "queries" not in name else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
+
+
+def adamw(groups: Any, lr: float, **kwargs: Any) -> torch.optim.AdamW:
+    """AdamW over ``groups`` (parameters or parameter groups), fused where it can be."""
+    groups = list(groups)
+    params = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
+    return torch.optim.AdamW(groups, lr=lr, **kwargs, **fused(params))
 
 
 @dataclass
@@ -180,7 +189,7 @@ def train_steps(policy: nn.Module, sample_batch: Callable[[np.random.Generator],
     steps = cfg.steps if steps is None else int(steps)
     lr = cfg.lr if lr is None else float(lr)
     policy.train()
-    optimizer = torch.optim.AdamW(decay_groups(policy, cfg.weight_decay), lr=lr)
+    optimizer = adamw(decay_groups(policy, cfg.weight_decay), lr=lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, cosine_with_warmup(min(cfg.warmup_steps, steps // 4), steps, cfg.min_lr_ratio))
     callbacks = [] if log is None else [lambda step, loss, _norm: log(step, loss)]

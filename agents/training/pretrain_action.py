@@ -23,7 +23,7 @@ from vla_sim.agents.policies.vla import ACTION_STD_FLOOR
 from vla_sim.data.demos import DemoArrays, split_episodes
 
 from . import distributed
-from .loop import SupervisedLoop
+from .loop import SupervisedLoop, adamw
 
 
 def action_chunks(actions: np.ndarray, episode_index: np.ndarray, chunk: int) -> np.ndarray:
@@ -84,7 +84,7 @@ def _train_action_ae(actions: np.ndarray, episode_index: np.ndarray, cfg: Action
         model = ActionChunkAE(cfg)
     model.action_mean.copy_(torch.from_numpy(actions[train_ids].mean(0)))
     model.action_std.copy_(torch.from_numpy(actions[train_ids].std(0)).clamp(min=ACTION_STD_FLOOR))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = adamw(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.steps, cfg.lr * 0.05)
     data = torch.from_numpy(chunks)
     rows = dist.rows(cfg.batch_size) if dist.active else slice(None)

@@ -41,7 +41,7 @@ from . import distributed
 from .bc import BCConfig, apply_augmentation, draw_augmentation
 from .common import resolve_device
 from .configs import TEXT_SOURCES, VLPretrainConfig
-from .loop import SupervisedLoop
+from .loop import SupervisedLoop, adamw
 
 VL_WEIGHTS = "vl_model.safetensors"
 VL_CONFIG = "vl_config.json"
@@ -271,7 +271,7 @@ def _pretrain_vl(pairs: VLPairs, cfg: VLPretrainConfig, encoder: Any,
         model = VisionLanguageModel(cfg).to(device)
     dist.broadcast_module(model)
     before, chance = retrieval_accuracy(model, pairs, text_feats, val_ids, cfg.retrieval_k, cfg.seed)
-    optimizer = torch.optim.AdamW(model.trainable(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = adamw(model.trainable(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.steps, cfg.lr * 0.05)
     model.train()
 

@@ -68,6 +68,7 @@ from vla_sim.utils.seeding import TRAIN_BASE_SEED
 
 from .common import ScalarLogger, load_trainer_state, prepare_run, save_training_checkpoint
 from .configs import RLPDConfig
+from .loop import fused
 from .rl_common import (
     RLResult,
     RunStats,
@@ -356,9 +357,11 @@ class RLPDLearner:
                                       requires_grad=True)
         self.target_entropy = (-float(action_dim) if cfg.target_entropy is None
                                else float(cfg.target_entropy))
-        self.actor_opt = torch.optim.Adam(actor.parameters(), lr=cfg.lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.value_lr)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.temperature_lr)
+        self.actor_opt = torch.optim.Adam(actor.parameters(), lr=cfg.lr, **fused(actor.parameters()))
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.value_lr,
+                                           **fused(self.critic.parameters()))
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.temperature_lr,
+                                          **fused([self.log_alpha]))
         self.generator = torch.Generator().manual_seed(cfg.seed)
         """Batch indices and target subsets (its state is part of the checkpoint)."""
 

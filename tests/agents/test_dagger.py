@@ -181,11 +181,11 @@ def test_interrupted_round_resumes_without_rolling_out_again(demos, tmp_path, mo
     real = dagger._train
     calls = []
 
-    def interrupt_round_training(data_dir, run_dir, bc, eval_fn, init):
+    def interrupt_round_training(data_dir, run_dir, bc, eval_fn, init, encoder):
         calls.append(run_dir.name)
         if run_dir.name == "policy_1" and calls.count("policy_1") == 1:
             raise KeyboardInterrupt
-        return real(data_dir, run_dir, bc, eval_fn, init)
+        return real(data_dir, run_dir, bc, eval_fn, init, encoder)
 
     monkeypatch.setattr(dagger, "_train", interrupt_round_training)
     with pytest.raises(KeyboardInterrupt):
@@ -226,3 +226,23 @@ def test_unknown_config_keys_and_demo_seed_reuse_are_refused(demos, tmp_path):
         load_config(DAggerConfig, overrides=["epsiodes_per_round=3"])
     with pytest.raises(ValueError, match="collection seed"):
         train_dagger(demos, tmp_path / "run", tiny(seed=0))
+
+
+def test_every_round_reads_instruction_features_from_one_cache_of_the_run_dataset(
+        demos, tmp_path, monkeypatch):
+    from vla_sim.data.text_cache import read_text_cache
+
+    real, encoders = dagger._train, []
+
+    def spy(data_dir, run_dir, bc, eval_fn, init, encoder):
+        encoders.append(encoder)
+        return real(data_dir, run_dir, bc, eval_fn, init, encoder)
+
+    monkeypatch.setattr(dagger, "_train", spy)
+    train_dagger(demos, tmp_path / "run", tiny(rounds=2))
+    assert len(encoders) == 3 and all(e is encoders[0] for e in encoders)
+    data = tmp_path / "run" / "data"
+    instructions = {e["vla_sim/instruction"] for e in DatasetReader(data).episodes}
+    cached, problem = read_text_cache(encoders[0].path(), encoders[0].fingerprint)
+    assert problem is None and instructions <= set(cached)
+    assert encoders[0].missing(sorted(instructions)) == []

@@ -276,3 +276,35 @@ def test_dataset_info_refuses_a_nan_action_naming_it(root, capsys):
     assert main(["dataset", "info", str(root)]) == 2
     err = capsys.readouterr().err
     assert "file-000.parquet: column 'action' has a non-finite value (nan) at row 2" in err
+
+
+def test_grown_dataset_decodes_only_its_new_episodes(root, episode_factory, monkeypatch):
+    from vla_sim.data import reader
+
+    open_dataset(root).frames("front")
+    w = LeRobotDatasetWriter(root, fps=20, robot_type="panda", cameras=("front",), image_size=32)
+    w.add_episode(episode_factory(np.random.default_rng(2), 7))
+    decoded, real = [], reader.read_video
+    monkeypatch.setattr(reader, "read_video", lambda path, **kw: decoded.append(path) or
+                        real(path, **kw))
+    ds = open_dataset(root)
+    grown = np.array(ds.frames("front"))
+    assert len(decoded) == 1 and ds.cache_status["front"].endswith("2 of 3 episodes kept")
+    # the same frames as a cache decoded from nothing
+    (root / ".cache/frames_front.npy").unlink()
+    np.testing.assert_array_equal(grown, open_dataset(root).frames("front"))
+    assert len(decoded) == 4
+
+
+def test_stale_cache_with_wrong_bytes_is_not_reused(root, episode_factory):
+    open_dataset(root).frames("front")
+    cache = np.load(root / ".cache/frames_front.npy", mmap_mode="r+")
+    good = np.array(cache)
+    cache[:] = 0
+    cache.flush()
+    del cache
+    w = LeRobotDatasetWriter(root, fps=20, robot_type="panda", cameras=("front",), image_size=32)
+    w.add_episode(episode_factory(np.random.default_rng(2), 7))
+    ds = open_dataset(root)
+    np.testing.assert_array_equal(ds.frames("front")[:len(good)], good)
+    assert "kept" not in ds.cache_status["front"]

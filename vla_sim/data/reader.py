@@ -292,15 +292,19 @@ class DatasetReader:
         The cache is reused only when its key file's source checksum (episodes file, video
         bytes, frame shape) matches the dataset and the cache's own SHA-256 matches its bytes;
         otherwise it is rebuilt (``cache_status[camera]`` says which and why, and a tampered
-        cache is logged as a warning naming the file)."""
+        cache is logged as a warning naming the file). A rebuild copies, from an intact older
+        cache, the frames of every episode whose video and frame range are unchanged, and
+        decodes only the others: a dataset that grows (collection resumed, DAgger rounds)
+        decodes its new episodes only."""
         if camera not in self.cameras:
             raise DatasetError(f"{self.root / fmt.INFO_PATH}: no camera {camera!r}; "
                                f"cameras: {self.cameras}")
         npy = self.frames_path(camera)
         key_file = npy.with_suffix(".key")
         h, w, _ = self.image_shape(camera)
-        sources = self._sources_sha256(camera)
-        reason = "built"
+        episodes = self._episode_sources(camera)
+        sources = self._sources_sha256(camera, episodes)
+        reason, reusable = "built", {}
         if npy.exists():
             reason = self._cache_problem(npy, key_file, sources)
             if reason is None:
@@ -308,10 +312,17 @@ class DatasetReader:
                 return np.load(npy, mmap_mode="r")
             level = logging.WARNING if "checksum" in reason else logging.INFO
             log.log(level, "%s: %s; rebuilding it from the videos", npy, reason)
+            if reason.startswith("stale"):  # intact but out of date: keep what still holds
+                reusable = self._reusable_episodes(npy, key_file, episodes, (h, w))
             reason = f"rebuilt ({reason})"
         npy.parent.mkdir(parents=True, exist_ok=True)
         tmp = npy.parent / f".frames_{camera}.{os.getpid()}.tmp.npy"
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(self.num_frames, h, w, 3))
+        if reusable:
+            old = np.load(npy, mmap_mode="r")
+            for i, (start, stop) in reusable.items():
+                out[start:stop] = old[start:stop]
+            del old
 
         def decode_one(i: int) -> None:
             ep = self.episodes[i]
@@ -327,7 +338,8 @@ class DatasetReader:
         try:
             # ffmpeg runs in subprocesses, so threads decode in parallel here.
             with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-                list(pool.map(decode_one, range(self.num_episodes)))
+                list(pool.map(decode_one, [i for i in range(self.num_episodes)
+                                           if i not in reusable]))
             out.flush()
             del out
             digest = _file_sha256(tmp)
@@ -338,7 +350,10 @@ class DatasetReader:
             raise
         atomic_write_text(key_file, json.dumps({"format": CACHE_FORMAT, "sources_sha256": sources,
                                                 "frames_sha256": digest,
-                                                "shape": [self.num_frames, h, w, 3]}))
+                                                "shape": [self.num_frames, h, w, 3],
+                                                "episodes": episodes}))
+        if reusable:
+            reason += f", {len(reusable)} of {self.num_episodes} episodes kept"
         self.cache_status[camera] = reason
         return np.load(npy, mmap_mode="r")
 
@@ -358,20 +373,47 @@ class DatasetReader:
             return "its bytes do not match the checksum recorded when it was built (modified?)"
         return None
 
-    def _sources_sha256(self, camera: str) -> str:
+    def _episode_sources(self, camera: str) -> list[str]:
+        """Per episode, a SHA-256 of what its frames are decoded from and where they go: its
+        video's path and bytes and its frame range."""
+        out = []
+        for i in range(self.num_episodes):
+            ep, rel = self.episodes[i], self.video_path(camera, i)
+            try:
+                video = hashlib.sha256((self.root / rel).read_bytes()).hexdigest()
+            except FileNotFoundError:
+                raise DatasetError(f"{self.root / rel}: video file missing") from None
+            where = f"{i}:{rel}:{ep['dataset_from_index']}:{ep['dataset_to_index']}:{video}"
+            out.append(hashlib.sha256(where.encode()).hexdigest())
+        return out
+
+    def _sources_sha256(self, camera: str, episodes: list[str] | None = None) -> str:
         """SHA-256 over what the cache is decoded from: the episodes file, each video's path and
         bytes, and the frame shape."""
         h = hashlib.sha256()
         h.update(json.dumps([list(self.image_shape(camera)), self.num_frames]).encode())
         h.update((self.root / fmt.EPISODES_PATH).read_bytes() if self.episodes else b"")
-        for i in range(self.num_episodes):
-            rel = self.video_path(camera, i)
-            h.update(f"{i}:{rel};".encode())
-            try:
-                h.update(hashlib.sha256((self.root / rel).read_bytes()).digest())
-            except FileNotFoundError:
-                raise DatasetError(f"{self.root / rel}: video file missing") from None
+        for digest in self._episode_sources(camera) if episodes is None else episodes:
+            h.update(digest.encode())
         return h.hexdigest()
+
+    def _reusable_episodes(self, npy: Path, key_file: Path, episodes: list[str],
+                           shape: tuple[int, int]) -> dict[int, tuple[int, int]]:
+        """Episodes whose frames the out-of-date cache ``npy`` holds unchanged (same video
+        bytes, same frame range), as ``{episode: (start, stop)}``; none unless the old cache's
+        bytes match their recorded checksum and its frames have this shape."""
+        try:
+            key = json.loads(key_file.read_text())
+            old = list(key["episodes"])
+            old_shape = [int(v) for v in key["shape"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}
+        if old_shape[1:] != [*shape, 3] or _file_sha256(npy) != key.get("frames_sha256"):
+            return {}
+        return {i: (int(self.episodes[i]["dataset_from_index"]),
+                    int(self.episodes[i]["dataset_to_index"]))
+                for i, digest in enumerate(episodes[:len(old)]) if old[i] == digest
+                and int(self.episodes[i]["dataset_to_index"]) <= old_shape[0]}
 
     def episode_record(self, episode_index: int) -> dict[str, Any]:
         """What is needed to replay an episode: seed, randomization sample, instruction, task,
