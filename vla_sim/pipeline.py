@@ -1,12 +1,14 @@
-"""The quickstart pipeline: collect demonstrations -> BC -> PPO -> evaluate -> report.
+"""The quickstart pipeline: collect demonstrations -> BC -> DAgger -> PPO -> evaluate -> report.
 
 Each stage writes into one run folder and leaves a ``.done`` marker when complete; a re-run skips
 finished stages, resumes BC from its last checkpoint and restarts an unfinished PPO stage (short
-by design), so an interrupted quickstart continues instead of starting over.
+by design), so an interrupted quickstart continues instead of starting over; DAgger resumes at
+its first unfinished round.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vla_sim.agents.training.configs import BCConfig, PPOConfig
+from vla_sim.agents.training.configs import BCConfig, DAggerConfig, PPOConfig
 from vla_sim.data.collect import CollectConfig
 from vla_sim.evaluation.evaluator import EvalConfig
 from vla_sim.utils.io import atomic_write_json, atomic_write_text
@@ -30,8 +32,8 @@ log = logging.getLogger(__name__)
 class QuickstartConfig:
     """Everything the quickstart does, in one file (see vla_sim/configs/quickstart.yaml).
 
-    The stages are the real configs of ``vla-sim collect``, ``train bc``, ``train ppo`` and
-    ``eval`` (every field and default defined once, there). The top-level fields are the ones
+    The stages are the real configs of ``vla-sim collect``, ``train bc``, ``train dagger``,
+    ``train ppo`` and ``eval`` (every field and default defined once, there). The top-level fields are the ones
     the stages must agree on; the quickstart writes them into every stage (env, robot,
     randomization, image size, cameras, seed), so a stage's own copy of them is ignored.
     """
@@ -48,6 +50,10 @@ class QuickstartConfig:
     """torch CPU threads; 0 = one per core (at most 4)."""
     data: CollectConfig = field(default_factory=CollectConfig)
     bc: BCConfig = field(default_factory=BCConfig)
+    dagger: DAggerConfig = field(default_factory=lambda: DAggerConfig(rounds=0))
+    """DAgger rounds on the BC policy (``dagger.rounds = 0`` skips them): the learner's
+    rollouts, labelled by the scripted expert, join the data and BC continues from the last
+    policy for ``dagger.round_steps`` steps. Its BC settings are the ``bc`` section's."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     """``ppo.total_env_steps = 0`` skips PPO."""
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -75,6 +81,8 @@ class QuickstartConfig:
             self.seed
         self.bc.seed = self.seed
         self.bc.policy.image_size, self.bc.policy.cameras = self.image_size, cams
+        self.dagger.bc = copy.deepcopy(self.bc)  # rollouts' env: the demonstrations'
+        self.dagger.env, self.dagger.randomization = self.env, self.randomization
         self.ppo.env_id, self.ppo.robot, self.ppo.randomization = self.env, self.robot, \
             self.randomization
         self.ppo.seed = self.seed
@@ -89,7 +97,8 @@ PRESETS: dict[str, list[str]] = {
     "tiny": ["data.episodes=4", "bc.steps=60", "bc.batch_size=32", "bc.warmup_steps=6",
              "bc.checkpoint_every_grad_steps=60", "ppo.total_env_steps=64", "ppo.n_steps=32",
              "ppo.batch_size=32", "ppo.eval_episodes=3", "eval.episodes=3", "eval.videos=1",
-             "eval.render_size=128"],
+             "eval.render_size=128", "dagger.rounds=1", "dagger.episodes_per_round=2",
+             "dagger.round_steps=6"],
 }
 
 
@@ -211,9 +220,35 @@ def run_quickstart(cfg: QuickstartConfig, out: Path) -> dict[str, Any]:
     timings["bc_s"] = time.perf_counter() - t0
     bc_policy = bc_dir / "last"
 
-    # 3. PPO fine-tuning --------------------------------------------------------------------
+    # 3. DAgger on the BC policy ------------------------------------------------------------
+    dagger_dir, dagger_policy = out / "dagger", None
+    dagger_key = stage_key("dagger", cfg.dagger, bc_key)
+    t0 = time.perf_counter()
+    if cfg.dagger.rounds > 0:
+        if _finished(stages / "dagger", dagger_key):
+            _log(f"dagger: complete, skipping ({dagger_dir})")
+        else:
+            from vla_sim.agents.training.dagger import STATE_FILE, train_dagger
+
+            started = stages / "dagger" / "started.json"
+            resume = (dagger_dir / STATE_FILE).exists() and started.exists() and \
+                json.loads(started.read_text()).get("key") == dagger_key
+            if not resume:
+                _fresh(dagger_dir)
+                atomic_write_json(started, {"key": dagger_key})
+            dcfg = dataclasses.replace(cfg.dagger, init_policy=str(bc_policy),
+                                       bc=dataclasses.replace(cfg.dagger.bc, device=device))
+            _log(f"dagger: {'resuming' if resume else 'running'} {dcfg.rounds} rounds of "
+                 f"{dcfg.episodes_per_round} rollouts + {dcfg.round_steps} BC steps")
+            res = train_dagger(data_dir, dagger_dir, dcfg, resume=resume)
+            _mark_done(stages / "dagger", dagger_key, {"rounds": res.rounds_completed})
+        dagger_policy = dagger_dir / "last"
+    timings["dagger_s"] = time.perf_counter() - t0
+    policy, policy_key = (dagger_policy, dagger_key) if dagger_policy else (bc_policy, bc_key)
+
+    # 4. PPO fine-tuning --------------------------------------------------------------------
     ppo_dir = out / "ppo"
-    ppo_key = stage_key("ppo", cfg.ppo, bc_key)
+    ppo_key = stage_key("ppo", cfg.ppo, policy_key)
     t0 = time.perf_counter()
     ppo_policy = None
     if cfg.ppo.total_env_steps > 0:
@@ -224,18 +259,20 @@ def run_quickstart(cfg: QuickstartConfig, out: Path) -> dict[str, Any]:
 
             _fresh(ppo_dir)  # an interrupted PPO stage restarts (it is short)
             _log(f"ppo: fine-tuning for {cfg.ppo.total_env_steps} env steps, reward {cfg.ppo.reward}")
-            train_ppo(cfg.ppo, ppo_dir, init=bc_policy)
+            train_ppo(cfg.ppo, ppo_dir, init=policy)
             _mark_done(stages / "ppo", ppo_key, {"total_env_steps": cfg.ppo.total_env_steps})
         ppo_policy = ppo_dir / "last"
     timings["ppo_s"] = time.perf_counter() - t0
 
-    # 4. evaluation on held-out seeds (and held-out instructions) ---------------------------
+    # 5. evaluation on held-out seeds (and held-out instructions); videos of the final policy
     t0 = time.perf_counter()
-    results = {"bc": _evaluate(cfg, bc_policy, out / "eval" / "bc", videos=ppo_policy is None,
-                               key=stage_key("eval", cfg.eval, bc_key))}
-    if ppo_policy is not None:
-        results["ppo"] = _evaluate(cfg, ppo_policy, out / "eval" / "ppo", videos=True,
-                                   key=stage_key("eval", cfg.eval, ppo_key))
+    policies = {"bc": (bc_policy, bc_key), "dagger": (dagger_policy, dagger_key),
+                "ppo": (ppo_policy, ppo_key)}
+    policies = {name: pk for name, pk in policies.items() if pk[0] is not None}
+    final = list(policies)[-1]
+    results = {name: _evaluate(cfg, path, out / "eval" / name, videos=name == final,
+                               key=stage_key("eval", cfg.eval, key))
+               for name, (path, key) in policies.items()}
     timings["eval_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
 
@@ -284,6 +321,9 @@ def _evaluate(cfg: QuickstartConfig, policy_dir: Path, out: Path, videos: bool,
     return {"per_split": per_split, "report": str(out / "report.html"), "videos": vids}
 
 
+STAGE_NAMES = {"bc": "BC", "dagger": "DAgger", "ppo": "PPO"}
+
+
 def format_summary(summary: dict) -> str:
     """A markdown table: success after BC and after PPO, per instruction split."""
     res = summary["results"]
@@ -300,12 +340,13 @@ def format_summary(summary: dict) -> str:
             cells.append("n/a" if c is None else
                          f"{100 * c['success_rate']:.0f}% [{100 * c['ci95'][0]:.0f}-"
                          f"{100 * c['ci95'][1]:.0f}] (n={c['episodes']})")
-        lines.append(f"| {name.upper()} | " + " | ".join(cells) + " |")
+        lines.append(f"| {STAGE_NAMES.get(name, name)} | " + " | ".join(cells) + " |")
     t = summary["timings"]
     lines += ["", "success rate with 95% Wilson interval, on evaluation seeds disjoint from "
-              "training", f"time: data {t['data_s']:.0f} s, BC {t['bc_s']:.0f} s, PPO "
-              f"{t['ppo_s']:.0f} s, eval {t['eval_s']:.0f} s, total {t['total_s']:.0f} s"]
-    last = res.get("ppo", res["bc"])
+              "training", f"time: data {t['data_s']:.0f} s, BC {t['bc_s']:.0f} s, DAgger "
+              f"{t.get('dagger_s', 0):.0f} s, PPO {t['ppo_s']:.0f} s, eval {t['eval_s']:.0f} s, "
+              f"total {t['total_s']:.0f} s"]
+    last = res[list(res)[-1]]
     lines.append(f"report: {last['report']}")
     if last["videos"]:
         lines.append(f"videos: {', '.join(last['videos'])}")

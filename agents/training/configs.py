@@ -142,7 +142,7 @@ class DAggerConfig:
     """DAgger rounds on top of behaviour cloning (the nested ``bc`` config)."""
 
     rounds: int = 5
-    """Rollout + retraining rounds (may be raised when resuming)."""
+    """Rollout + retraining rounds (may be raised when resuming; 0: BC only)."""
     episodes_per_round: int = 20
     """Learner rollouts appended to the dataset per round (all kept, failures included: the
     labels are right whatever the outcome)."""
@@ -178,7 +178,9 @@ class DAggerConfig:
     def __post_init__(self) -> None:
         if isinstance(self.bc, dict):
             self.bc = BCConfig(**self.bc)
-        for name in ("rounds", "episodes_per_round", "round_steps", "workers"):
+        if self.rounds < 0:
+            raise ValueError(f"rounds must be >= 0 (0: BC only), got {self.rounds}")
+        for name in ("episodes_per_round", "round_steps", "workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("beta0", "beta_decay"):

@@ -213,7 +213,7 @@ def test_parallel_rollouts_equal_in_process_ones(one_round, demos):
 
 
 @pytest.mark.parametrize("key,value", [
-    ("rounds", 0), ("episodes_per_round", 0), ("round_steps", 0), ("workers", 0),
+    ("rounds", -1), ("episodes_per_round", 0), ("round_steps", 0), ("workers", 0),
     ("beta0", 1.5), ("beta_decay", -0.1), ("mixing", "coin"), ("seed", EVAL_BASE_SEED),
     ("bc.steps_this_run", 5)])
 def test_bad_config_values_are_refused_by_name(key, value):

@@ -12,14 +12,15 @@ from vla_sim.cli.main import main
 from vla_sim.config import ConfigError, load_config
 from vla_sim.pipeline import PRESETS, QuickstartConfig, default_config_path
 
-TINY = ["data.episodes=2", "bc.steps=8", "bc.batch_size=16", "ppo.total_env_steps=32",
+TINY = ["data.episodes=2", "bc.steps=8", "bc.batch_size=16", "dagger.round_steps=4",
+        "ppo.total_env_steps=32",
         "ppo.n_steps=16", "ppo.batch_size=16", "eval.episodes=2", "eval.videos=1", "eval.render_size=64",
         "eval.splits=[train]"]
 
 
 def test_packaged_config_loads_and_rejects_unknown_keys(tmp_path: Path) -> None:
     cfg = load_config(QuickstartConfig, default_config_path(), PRESETS["tiny"])
-    assert cfg.data.episodes == 4 and cfg.ppo.total_env_steps == 64
+    assert cfg.data.episodes == 4 and cfg.ppo.total_env_steps == 64 and cfg.dagger.rounds == 1
     with pytest.raises(ConfigError, match="bc_steps"):
         load_config(QuickstartConfig, default_config_path(), ["bc_steps=3"])
     with pytest.raises(ValueError, match="unknown env"):
@@ -31,13 +32,14 @@ def test_quickstart_tiny_runs_end_to_end_and_skips_finished_stages(tmp_path: Pat
     out = tmp_path / "run"
     assert main(["quickstart", "--preset", "tiny", "--out", str(out), *TINY]) == 0
     printed = capsys.readouterr().out
-    assert "| BC |" in printed and "| PPO |" in printed and "report:" in printed
+    assert "| BC |" in printed and "| DAgger |" in printed and "| PPO |" in printed
+    assert "report:" in printed
     # the run folder holds every artefact the README promises
     info = json.loads((out / "data" / "meta" / "info.json").read_text())
     assert info["total_episodes"] == 2
     from vla_sim.agents.policies import load_policy
 
-    for stage in ("bc", "ppo"):
+    for stage in ("bc", "dagger", "ppo"):
         assert load_policy(out / stage / "last").config.cameras == ["front", "wrist"]
     assert any((out / "bc" / "tb").iterdir())
     report = json.loads((out / "eval" / "ppo" / "report.json").read_text())
@@ -45,7 +47,10 @@ def test_quickstart_tiny_runs_end_to_end_and_skips_finished_stages(tmp_path: Pat
     assert "success" in (out / "eval" / "ppo" / "report.md").read_text().lower()
     assert "<html" in (out / "eval" / "ppo" / "report.html").read_text().lower()
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["results"]) == {"bc", "ppo"}
+    assert set(summary["results"]) == {"bc", "dagger", "ppo"}
+    # DAgger continued from the BC policy on the demonstrations plus its relabelled rollouts
+    dagger_data = json.loads((out / "dagger" / "data" / "meta" / "info.json").read_text())
+    assert dagger_data["total_episodes"] == 2 + 2
     videos = summary["results"]["ppo"]["videos"]
     assert videos, "the final policy's evaluation records a video"
     frames = iio.imread(videos[0])
@@ -53,7 +58,7 @@ def test_quickstart_tiny_runs_end_to_end_and_skips_finished_stages(tmp_path: Pat
     # a re-run skips every finished stage instead of starting over
     assert main(["quickstart", "--preset", "tiny", "--out", str(out), *TINY]) == 0
     again = capsys.readouterr().out
-    for stage in ("data", "bc", "ppo"):
+    for stage in ("data", "bc", "dagger", "ppo"):
         assert f"{stage}: complete, skipping" in again
 
 
@@ -81,7 +86,8 @@ def test_the_stages_read_one_set_of_shared_settings() -> None:
     assert cfg.data.robot == cfg.ppo.robot == cfg.eval.robot == "iiwa"
     assert cfg.data.image_size == cfg.bc.policy.image_size == cfg.eval.image_size == 32
     assert list(cfg.data.cameras) == cfg.bc.policy.cameras == cfg.eval.cameras == ["front"]
-    assert cfg.data.seed == cfg.bc.seed == cfg.ppo.seed == 5
+    assert cfg.data.seed == cfg.bc.seed == cfg.ppo.seed == cfg.dagger.bc.seed == 5
+    assert cfg.dagger.bc.policy.cameras == ["front"] and cfg.dagger.env == "vla_sim/PickPlace-v0"
 
 
 @pytest.mark.slow  # end to end: the whole quickstart, several times
