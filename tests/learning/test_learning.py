@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # minutes, not seconds
 
 EPISODES = 40  # evaluation episodes per policy (train-split instructions)
 
