@@ -57,11 +57,12 @@ def reach_dagger(tmp_path_factory):
 
 
 def test_bc_from_60_demonstrations_reaches_the_named_object_often(reach_dagger):
-    # an untrained policy: 0-5%; measured here: see the module docstring of the commit
+    # measured 2026-12-01: 50% (20 of 40); an untrained policy: 0-5%
     assert reach_dagger["bc"] >= 0.3, reach_dagger
 
 
 def test_dagger_rounds_raise_success_over_bc(reach_dagger):
-    assert reach_dagger["dagger"] >= reach_dagger["bc"] + 0.1, reach_dagger
+    # measured 2026-12-01: 50% -> 70% (n=40 each), 9 minutes with another run on the cores
+    assert reach_dagger["dagger"] >= max(0.5, reach_dagger["bc"] + 0.05), reach_dagger
     # the learner drove most of the last round's steps: the labels came from its own states
     assert reach_dagger["history"][-1]["learner_step_fraction"] > 0.6
