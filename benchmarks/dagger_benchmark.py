@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--curve-episodes", type=int, default=None,
                     help="episodes per split for the rounds in between (default: "
                          "--eval-episodes; 0 skips them)")
+    ap.add_argument("--eval-envs", default=None,
+                    help="comma-separated envs to evaluate on (default: --env; for MultiTask, "
+                         "each of its four tasks, with their pooled mean)")
     ap.add_argument("--work", default="/tmp/vla_sim_dagger_benchmark")
     ap.add_argument("--resume", action="store_true", help="continue the DAgger run in --work")
     ap.add_argument("overrides", nargs="*", help="extra DAggerConfig overrides key=value "
@@ -73,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cameras = tuple(c.strip() for c in args.cameras.split(",") if c.strip())
     env_id = resolve_env_id(args.env)
+    eval_ids = eval_env_ids(env_id, args.eval_envs)
     # Overrides are checked before any work.
     cfg = load_config(DAggerConfig, overrides=[
         f"rounds={args.rounds}", f"episodes_per_round={args.episodes_per_round}",
@@ -110,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     phases["other (DAgger)"] = max(0.0, dagger_s - sum(phases[k] for k in (
         "BC (policy_0)", "DAgger rollouts", "DAgger BC")))
 
-    ecfg = dict(env_ids=[env_id], robot=args.robot, episodes=args.eval_episodes,
+    ecfg = dict(env_ids=eval_ids, robot=args.robot, episodes=args.eval_episodes,
                 splits=["train", "heldout"], randomization=[args.randomization],
                 image_size=64, cameras=list(cameras), workers=args.workers)
     rows, t_eval = [], time.perf_counter()
@@ -124,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         spec = PolicySpec("checkpoint", str(policy_dir(run_dir, k) / "last"))
         res = evaluate(spec, EvalConfig(**{**ecfg, "episodes": n}))
         rec = dagger.history[k - 1] if k else None
-        rows.append((k, rec, [res.cell(env_id, s, args.randomization) for s in
-                              ("train", "heldout")], time.perf_counter() - t0))
+        per_env = {e: [res.cell(e, s, args.randomization) for s in ("train", "heldout")]
+                   for e in eval_ids}
+        rows.append((k, rec, per_env, time.perf_counter() - t0))
     phases["evaluation"] = time.perf_counter() - t_eval
 
     print(f"\nDAgger on {env_id} ({args.robot}, {args.randomization}, cameras "
@@ -137,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{'val loss':>9} {'train split':>20} {'heldout split':>20} {'min':>5}")
     print(head)
     print("-" * len(head))
-    for k, rec, cells, eval_s in rows:
-        split_cols = [f"{c.success_rate:.2f} [{c.ci_low:.2f}-{c.ci_high:.2f}]" for c in cells]
+    for k, rec, per_env, eval_s in rows:
         if rec is None:
             cols = [f"{k:>5}", f"{'BC':>6}", f"{'-':>10}", f"{'-':>8}",
                     f"{initial.get('frames', 0):>7}", _loss(initial.get("val_loss"))]
@@ -148,13 +152,47 @@ def main(argv: list[str] | None = None) -> int:
                     f"{100 * rec['learner_step_fraction']:>8.0f}", f"{rec['dataset_frames']:>7}",
                     _loss(rec["val_loss"])]
             minutes = (rec["seconds"] + eval_s) / 60
-        print(" ".join(cols + [f"{s:>20}" for s in split_cols] + [f"{minutes:>5.1f}"])
-              + f"  n={cells[0].episodes}")
+        for name, cells in _table_cells(per_env):
+            split_cols = [f"{rate:.2f} [{lo:.2f}-{hi:.2f}]" for rate, lo, hi, _ in cells]
+            label = "" if len(per_env) == 1 else f"  {name}"
+            print(" ".join(cols + [f"{s:>20}" for s in split_cols] + [f"{minutes:>5.1f}"])
+                  + f"  n={cells[0][3]}{label}")
     print("\nwall-clock minutes per phase:")
     for name, seconds in phases.items():
         print(f"  {name:<16} {seconds / 60:7.2f}")
     print(f"  {'total':<16} {sum(phases.values()) / 60:7.2f}")
     return 0
+
+
+def eval_env_ids(env_id: str, eval_envs: str | None) -> list[str]:
+    """The envs the policies are evaluated on: ``--eval-envs``, else MultiTask's four tasks
+    (so each task's success shows), else the training env."""
+    from vla_sim.data.collect import resolve_env_id
+    from vla_sim.envs.registration import ENV_IDS
+
+    if eval_envs:
+        return [resolve_env_id(e.strip()) for e in eval_envs.split(",") if e.strip()]
+    if ENV_IDS.get(env_id, {}).get("task") == "multitask":
+        return [e for e, kw in ENV_IDS.items() if kw["task"] != "multitask"]
+    return [env_id]
+
+
+def _table_cells(per_env: dict) -> list[tuple[str, list[tuple[float, float, float, int]]]]:
+    """(name, [(rate, ci_low, ci_high, n) per split]) per env, then with several envs their
+    pooled mean (equal n per env, so the pooled rate is the mean of the rates) and its
+    Wilson interval."""
+    from vla_sim.evaluation.stats import wilson_interval
+
+    rows = [(e.split("/")[-1], [(c.success_rate, c.ci_low, c.ci_high, c.episodes) for c in cells])
+            for e, cells in per_env.items()]
+    if len(per_env) > 1:
+        pooled = []
+        for j in range(len(next(iter(per_env.values())))):
+            k = sum(cells[j].successes for cells in per_env.values())
+            n = sum(cells[j].episodes for cells in per_env.values())
+            pooled.append((k / n, *wilson_interval(k, n), n))
+        rows.append(("mean of the tasks", pooled))
+    return rows
 
 
 def _loss(value: float | None) -> str:
