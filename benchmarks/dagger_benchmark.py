@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
                                                           "rollouts and evaluation")
     ap.add_argument("--eval-episodes", type=int, default=50,
                     help="episodes per split for BC (round 0) and the final policy")
+    ap.add_argument("--bc-eval-episodes", type=int, default=None,
+                    help="episodes per split for BC (round 0) (default: --eval-episodes)")
     ap.add_argument("--curve-episodes", type=int, default=None,
                     help="episodes per split for the rounds in between (default: "
                          "--eval-episodes; 0 skips them)")
@@ -121,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     last = dagger.rounds_completed
     curve = args.eval_episodes if args.curve_episodes is None else args.curve_episodes
     for k in range(last + 1):
-        n = args.eval_episodes if k in (0, last) else curve
+        n = args.eval_episodes if k == last else (
+            (args.eval_episodes if args.bc_eval_episodes is None else args.bc_eval_episodes)
+            if k == 0 else curve)
         if n < 1:
             continue
         t0 = time.perf_counter()

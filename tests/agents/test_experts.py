@@ -56,3 +56,30 @@ def test_expert_noise_only_when_not_deterministic():
     assert np.array_equal(a, b)
     assert not np.array_equal(a, expert.act(obs, deterministic=False))
     env.close()
+
+
+def _push_state(ee_xy, ee_z: float = 0.018) -> dict:
+    """Object at the origin, zone 20 cm along +x: "behind the object" is -x."""
+    return {"ee_position": np.array([*ee_xy, ee_z]),
+            "roles": {"object": "cube", "destination": "zone"},
+            "objects": {"cube": {"position": np.array([0.0, 0.0, 0.02])},
+                        "zone": {"position": np.array([0.2, 0.0, 0.0])}}}
+
+
+@pytest.mark.parametrize("along", [-0.05, -0.035, -0.025])
+def test_push_labels_change_smoothly_as_the_arm_drifts_sideways(along):
+    """A learner a few millimetres off the expert's path gets nearly the expert's label: no
+    switch between "push" and "go back behind the object" on a lateral threshold."""
+    from types import SimpleNamespace
+
+    from vla_sim.agents.experts.scripted import PushExpert
+
+    env = SimpleNamespace(unwrapped=SimpleNamespace(robot=SimpleNamespace(max_ee_step=0.025)))
+    expert = PushExpert(env)
+    labels = [expert.plan(_push_state((along, lateral)))
+              for lateral in np.arange(-0.06, 0.0605, 0.001)]
+    steps = np.abs(np.diff(np.stack(labels)[:, :3], axis=0)).max(axis=1)
+    # 1 mm moves a proportional controller with gain 1/0.025 m by 0.04; allow blending slopes
+    assert steps.max() < 0.2, f"label jumps by {steps.max():.2f} for a 1 mm sideways step"
+    if along <= -0.035:  # on the line, well behind the object: it pushes toward the zone
+        assert expert.plan(_push_state((along, 0.0)))[0] > 0.2
