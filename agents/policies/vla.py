@@ -797,11 +797,25 @@ def fused(params: Iterable[torch.Tensor]) -> dict[str, bool]:
     return {"fused": True} if ok else {}
 
 
-def actor_critic_groups(policy: VLAPolicy, lr: float, value_lr: float) -> list[dict[str, Any]]:
+def actor_critic_groups(policy: VLAPolicy, lr: float, value_lr: float,
+                        log_std_lr: float | None = None) -> list[dict[str, Any]]:
     """Optimizer parameter groups: the actor (every weight but the critic's) at ``lr``, the
-    critic at ``value_lr``; ``lr_scale`` (critic rate / actor rate) lets a schedule keep it."""
+    critic at ``value_lr``; ``lr_scale`` (group rate / actor rate) lets a schedule keep it.
+    With ``log_std_lr``, the Gaussian head's state-independent log-std gets its own group: at
+    the actor's small fine-tuning rate Adam moves it by at most ``lr`` per step, so the
+    exploration noise cannot adapt within an RL run."""
     critic = list(policy.value_head.parameters())
-    critic_ids = {id(p) for p in critic}
-    actor = [p for p in policy.parameters() if id(p) not in critic_ids]
-    return [{"params": actor, "lr": lr, "lr_scale": 1.0},
-            {"params": critic, "lr": value_lr, "lr_scale": value_lr / lr}]
+    own = {id(p) for p in critic}
+    std: list[torch.nn.Parameter] = []
+    if log_std_lr is not None:
+        log_std = getattr(policy.action_head, "log_std", None)
+        if not isinstance(log_std, torch.nn.Parameter):
+            raise ValueError("log_std_lr needs a gaussian action head with a log_std parameter")
+        std = [log_std]
+        own.add(id(log_std))
+    actor = [p for p in policy.parameters() if id(p) not in own]
+    groups = [{"params": actor, "lr": lr, "lr_scale": 1.0},
+              {"params": critic, "lr": value_lr, "lr_scale": value_lr / lr}]
+    if std:
+        groups.append({"params": std, "lr": log_std_lr, "lr_scale": log_std_lr / lr})
+    return groups

@@ -300,7 +300,9 @@ def build_ppo(cfg: PPOConfig, init: str | Path | None, env=None, out_dir: Path |
         vf_coef=cfg.vf_coef, max_grad_norm=cfg.max_grad_norm, target_kl=cfg.target_kl,
         tensorboard_log=str(out_dir / "tb") if (out_dir and cfg.tensorboard) else None,
         policy_kwargs={"vla_config": config_to_dict(bc.config),
-                       "value_lr_scale": cfg.value_lr / cfg.lr}, seed=cfg.seed,
+                       "value_lr_scale": cfg.value_lr / cfg.lr,
+                       "log_std_lr_scale": (None if cfg.log_std_lr is None
+                                            else cfg.log_std_lr / cfg.lr)}, seed=cfg.seed,
         device=cfg.device, verbose=0,
         bc_policy=copy.deepcopy(bc), bc_coef=cfg.bc_coef, bc_decay_env_steps=cfg.bc_decay_env_steps,
         value_warmup_rollouts=cfg.value_warmup_rollouts, critic_detach=cfg.critic_detach,

@@ -122,6 +122,24 @@ def test_critic_learns_at_its_own_rate_and_keeps_it_through_the_schedule(bc_dir)
     model.get_env().close()
 
 
+def test_log_std_learns_at_its_own_rate_when_given_one(bc_dir):
+    from vla_sim.agents.training.ppo import build_ppo
+
+    model = build_ppo(_cfg(lr=2e-5, value_lr=4e-4, log_std_lr=1e-2), bc_dir)
+    groups = model.policy.optimizer.param_groups
+    log_std = model.policy.vla.action_head.log_std
+    assert [id(p) for p in groups[2]["params"]] == [id(log_std)]
+    assert not any(id(log_std) == id(p) for g in groups[:2] for p in g["params"])
+    model._current_progress_remaining = 1.0
+    model._setup_learn(total_timesteps=1)
+    model._update_learning_rate(model.policy.optimizer)
+    assert [g["lr"] for g in groups] == pytest.approx([2e-5, 4e-4, 1e-2])
+    model.get_env().close()
+    default = build_ppo(_cfg(), bc_dir)  # without it: two groups, log_std with the actor
+    assert len(default.policy.optimizer.param_groups) == 2
+    default.get_env().close()
+
+
 class _Interrupt(Exception):
     pass
 
@@ -256,13 +274,13 @@ def test_ppo_with_self_imitation_runs_end_to_end(bc_dir, tmp_path):
 
 @pytest.mark.parametrize("field,value", [("value_hidden", -1), ("value_lr", 0.0), ("lr", -1e-4),
                                          ("sil_coef", -0.5), ("sil_batches", 0),
-                                         ("max_minutes", -1.0)])
+                                         ("max_minutes", -1.0), ("log_std_lr", 0.0)])
 def test_bad_rl_config_values_are_refused_by_name(field, value):
     from vla_sim.agents.training.reinforce import ReinforceConfig
 
     with pytest.raises(ValueError, match=field):
         PPOConfig(**{field: value})
-    if field in ("value_hidden", "value_lr", "lr"):
+    if field in ("value_hidden", "value_lr", "lr", "log_std_lr"):
         with pytest.raises(ValueError, match=field):
             ReinforceConfig(**{field: value})
     if field == "value_hidden":
