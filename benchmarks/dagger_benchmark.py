@@ -122,10 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     rows, t_eval = [], time.perf_counter()
     last = dagger.rounds_completed
     curve = args.eval_episodes if args.curve_episodes is None else args.curve_episodes
+    bc_n = args.eval_episodes if args.bc_eval_episodes is None else args.bc_eval_episodes
     for k in range(last + 1):
-        n = args.eval_episodes if k == last else (
-            (args.eval_episodes if args.bc_eval_episodes is None else args.bc_eval_episodes)
-            if k == 0 else curve)
+        n = args.eval_episodes if k == last else bc_n if k == 0 else curve
         if n < 1:
             continue
         t0 = time.perf_counter()
@@ -171,8 +170,7 @@ def main(argv: list[str] | None = None) -> int:
 def eval_env_ids(env_id: str, eval_envs: str | None) -> list[str]:
     """The envs the policies are evaluated on: ``--eval-envs``, else MultiTask's four tasks
     (so each task's success shows), else the training env."""
-    from vla_sim.data.collect import resolve_env_id
-    from vla_sim.envs.registration import ENV_IDS
+    from vla_sim.envs.registration import ENV_IDS, resolve_env_id
 
     if eval_envs:
         return [resolve_env_id(e.strip()) for e in eval_envs.split(",") if e.strip()]

@@ -801,9 +801,8 @@ def actor_critic_groups(policy: VLAPolicy, lr: float, value_lr: float,
                         log_std_lr: float | None = None) -> list[dict[str, Any]]:
     """Optimizer parameter groups: the actor (every weight but the critic's) at ``lr``, the
     critic at ``value_lr``; ``lr_scale`` (group rate / actor rate) lets a schedule keep it.
-    With ``log_std_lr``, the Gaussian head's state-independent log-std gets its own group: at
-    the actor's small fine-tuning rate Adam moves it by at most ``lr`` per step, so the
-    exploration noise cannot adapt within an RL run."""
+    With ``log_std_lr``, the Gaussian head's state-independent log-std gets its own group (at
+    the actor's small fine-tuning rate Adam moves it by at most ``lr`` per step)."""
     critic = list(policy.value_head.parameters())
     own = {id(p) for p in critic}
     std: list[torch.nn.Parameter] = []

@@ -148,8 +148,9 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
     bc_policy = copy.deepcopy(policy).eval().requires_grad_(False)
     if cfg.freeze_vision:
         freeze_vision(policy)
-    optimizer = torch.optim.Adam(actor_critic_groups(policy, cfg.lr, cfg.value_lr, cfg.log_std_lr), eps=1e-5,
-                                 **fused(policy.parameters()))
+    optimizer = torch.optim.Adam(
+        actor_critic_groups(policy, cfg.lr, cfg.value_lr, cfg.log_std_lr), eps=1e-5,
+        **fused(policy.parameters()))
     envs = make_vector_env(cfg, policy.config)
     logger = ScalarLogger(out / "tb" if cfg.tensorboard else None)
     meta = {"trainer": "reinforce", "init": str(init), "reward": cfg.reward, "env_id": cfg.env_id}
