@@ -7,7 +7,9 @@ control step, and the gripper (-1 closed .. +1 open). Out-of-range actions are c
 ``render_size`` are checked in ``__init__`` (PyBullet aborts the process on a negative size).
 After ``close()`` (idempotent), ``reset``/``step``/``render`` raise ``RuntimeError`` saying so.
 
-Reset options: ``randomization`` (replay a recorded randomization sample) and ``swap_object``
+Reset options: ``randomization`` (replay a recorded randomization sample), ``task`` (a multi-task
+env plays this task instead of drawing one: the episode is the one the seed gives under that task,
+so ``(seed, task)`` replays it) and ``swap_object``
 (the language probe: the same scene, pixel for pixel, with the instruction naming another movable
 object of the scene; success, reward, goal and privileged state follow the named object, and
 ``info["original_task"]`` reports the unswapped instruction, roles and whether its predicate
@@ -128,9 +130,10 @@ class VLAEnv(gym.Env):
         self.randomization = resolve_randomization(randomization)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        """Start an episode. ``options``: ``randomization`` (a recorded sample or its dict) and
-        ``swap_object`` (bool: the same scene with the instruction naming another movable object,
-        the destination kept; see :meth:`Task.swap_instance`)."""
+        """Start an episode. ``options``: ``randomization`` (a recorded sample or its dict),
+        ``task`` (one of ``task_names``; None: drawn from the seed) and ``swap_object`` (bool:
+        the same scene with the instruction naming another movable object, the destination
+        kept; see :meth:`Task.swap_instance`)."""
         self._check_open("reset")
         super().reset(seed=seed)
         self._last_seed = seed
@@ -140,6 +143,8 @@ class VLAEnv(gym.Env):
         episode = np.random.SeedSequence(int(self.np_random.integers(0, 2**63)))
         task_rng, rand_rng = (np.random.default_rng(s) for s in episode.spawn(2))
         name = self.task_names[int(task_rng.integers(len(self.task_names)))]
+        if options.get("task") is not None:  # drawn above anyway: the rest of the stream is kept
+            name = self._check_task_option(options["task"])
         self.task = self._tasks[name]
         self.instance = self.task.sample_instance(task_rng, self.split)
         if "randomization" in options and options["randomization"] is not None:
@@ -182,6 +187,12 @@ class VLAEnv(gym.Env):
         else:
             reward = self.task.dense_reward(success)
         return self._observation(), reward, success, False, self._info(success)
+
+    def _check_task_option(self, name: Any) -> str:
+        if name not in self.task_names:
+            raise ValueError(f"reset option task={name!r} is not a task of this env; its tasks: "
+                             f"{list(self.task_names)}")
+        return str(name)
 
     def _check_action(self, action) -> np.ndarray:
         a = np.asarray(action, dtype=np.float64)

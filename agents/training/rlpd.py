@@ -321,7 +321,9 @@ def replay_demonstrations(root: str | Path, env, encoder: nn.Module, device: tor
 def _replay_episode(env, rec: dict[str, Any], executed: np.ndarray, labels: np.ndarray,
                     states: np.ndarray) -> tuple[dict[str, Any] | None, str]:
     """One recorded episode stepped through ``env``: (its steps, "") or (None, why not)."""
-    obs, _ = env.reset(seed=int(rec["seed"]), options={"randomization": rec["randomization"]})
+    # the recorded task too: a DAgger rollout may have been told its task (reset option "task")
+    obs, _ = env.reset(seed=int(rec["seed"]), options={"randomization": rec["randomization"],
+                                                       "task": rec.get("task") or None})
     steps: dict[str, list] = {"obs": [], "next_obs": [], "action": [], "label": [], "reward": [],
                               "terminated": []}
     info: dict[str, Any] = {}

@@ -111,3 +111,31 @@ def test_multitask_draws_every_task():
     tasks = {env.reset(seed=s)[1]["task"] for s in range(40)}
     assert tasks == set(TASK_IDS)
     env.close()
+
+
+def test_task_option_plays_the_named_task_and_replays_with_the_seed():
+    env = gym.make("vla_sim/MultiTask-v0", image_size=16)
+    drawn = {env.reset(seed=s)[1]["task"] for s in range(8)}
+    for task in TASK_IDS:
+        firsts = []
+        for _ in range(2):
+            obs, info = env.reset(seed=3, options={"task": task})
+            assert info["task"] == task and env.unwrapped.task.name == task
+            firsts.append(obs["image"].copy())
+        np.testing.assert_array_equal(*firsts)
+        # its randomization sample replays it, as for a drawn task
+        again, _ = env.reset(seed=3, options={"task": task, "randomization": info["randomization"]})
+        np.testing.assert_array_equal(again["image"], firsts[0])
+    # the seed's own task is the episode the seed gives without the option
+    obs, info = env.reset(seed=5)
+    forced, _ = env.reset(seed=5, options={"task": info["task"]})
+    np.testing.assert_array_equal(forced["image"], obs["image"])
+    assert len(drawn) > 1
+    env.close()
+
+
+def test_task_option_names_the_env_s_tasks_when_refused():
+    env = gym.make("vla_sim/Reach-v0", image_size=16)
+    with pytest.raises(ValueError, match=r"task='push'.*\['reach'\]"):
+        env.reset(seed=0, options={"task": "push"})
+    env.close()
