@@ -25,6 +25,7 @@ TEXT_SOURCES = ("instruction", "description", "both")
 """What VL pre-training pairs each frame with."""
 MIXING = ("step", "episode")
 TASK_WEIGHTING = ("uniform", "failures")
+BC_ANCHORS = ("kl", "mean")  # RLConfig.bc_anchor
 """DAgger: who acts (learner or expert) is drawn every step, or once per episode."""
 PRECISIONS = ("fp32", "bf16")
 """BC's loss precision: fp32, or bf16 autocast (CUDA only)."""
@@ -375,6 +376,10 @@ class RLConfig:
     """Env steps over which the KL weight decays linearly to 0; 0 = it never decays. Measured on
     PickPlace (lr 5e-5): with the weight decayed to 0 by 60k steps, success fell from 26% to 2%
     by 162k steps; the policy gradient alone drifts away from the demonstrations."""
+    bc_anchor: str = "kl"
+    """What ``bc_coef`` weighs: ``kl`` (the full KL, which holds the std at BC's too) or
+    ``mean`` (the KL's mean term only: the actions stay near BC's, the exploration std is
+    the policy gradient's and ``log_std_lr``'s)."""
 
     # --- Evaluation, logging, checkpoints ------------------------------------------------------
     eval_every_env_steps: int = 0
@@ -406,6 +411,8 @@ class RLConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.bc_coef < 0:
             raise ValueError(f"bc_coef must be >= 0, got {self.bc_coef}")
+        if self.bc_anchor not in BC_ANCHORS:
+            raise ValueError(f"bc_anchor must be one of {BC_ANCHORS}, got {self.bc_anchor!r}")
         if not 0.0 < self.gamma <= 1.0:
             raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
         if self.value_hidden < 0:

@@ -52,6 +52,7 @@ from .rl_common import (
     RLResult,
     RunStats,
     SuccessChecks,
+    anchor_to_bc,
     bc_schedule,
     clip_groups,
     env_factory,
@@ -79,7 +80,8 @@ class WarmStartPPO(PPO):
     SB3_TRAIN_SHA256 = "7c8d09940123242f0ac401c5ec2cc858b8bf3339f571c222382f048ffd8306ae"
 
     def __init__(self, *args: Any, bc_policy: VLAPolicy | None = None, bc_coef: float = 0.0,
-                 bc_decay_env_steps: int = 0, value_warmup_rollouts: int = 0,
+                 bc_decay_env_steps: int = 0, bc_anchor: str = "kl",
+                 value_warmup_rollouts: int = 0,
                  critic_detach: bool = False, sil_coef: float = 0.0, sil_batches: int = 0,
                  sil_buffer: "SuccessBuffer | None" = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -89,6 +91,7 @@ class WarmStartPPO(PPO):
         if bc_policy is not None:
             self.bc_policy = bc_policy.to(self.device).eval().requires_grad_(False)
         self.bc_coef, self.bc_decay_env_steps = float(bc_coef), int(bc_decay_env_steps)
+        self.bc_anchor = bc_anchor
         self.value_warmup_rollouts = int(value_warmup_rollouts)
         self.rollouts_trained = 0
         self.run_stats: RunStats | None = None  # train_ppo sets it: rollout/update timing
@@ -107,8 +110,9 @@ class WarmStartPPO(PPO):
 
     def _kl_to_bc(self, obs: dict[str, torch.Tensor], dist,
                   bc_mean: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean over the batch of KL(pi(.|s) || pi_BC(.|s)), summed over action dims; the BC
-        means come from ``bc_mean`` (see :meth:`_store_bc_means`) when given."""
+        """Mean over the batch of KL(pi(.|s) || pi_BC(.|s)) (or its mean term alone,
+        ``bc_anchor="mean"``), summed over action dims; the BC means come from ``bc_mean``
+        (see :meth:`_store_bc_means`) when given."""
         head = self.bc_policy.action_head
         with torch.no_grad():
             if bc_mean is None:
@@ -117,7 +121,7 @@ class WarmStartPPO(PPO):
                 bc_mean = head(self.bc_policy.extractor(pre))
             std = head.log_std.exp() * head.action_std  # GaussianHead.distribution's
             bc = torch.distributions.Normal(bc_mean, std.expand_as(bc_mean))
-        return torch.distributions.kl_divergence(dist.distribution, bc).sum(-1).mean()
+        return anchor_to_bc(dist.distribution, bc, self.bc_anchor)
 
     def _store_bc_means(self, chunk: int = 256) -> None:
         """The frozen BC policy's action means for every step of the rollout, once, stored as
@@ -305,6 +309,7 @@ def build_ppo(cfg: PPOConfig, init: str | Path | None, env=None, out_dir: Path |
                                             else cfg.log_std_lr / cfg.lr)}, seed=cfg.seed,
         device=cfg.device, verbose=0,
         bc_policy=copy.deepcopy(bc), bc_coef=cfg.bc_coef, bc_decay_env_steps=cfg.bc_decay_env_steps,
+        bc_anchor=cfg.bc_anchor,
         value_warmup_rollouts=cfg.value_warmup_rollouts, critic_detach=cfg.critic_detach,
         sil_coef=cfg.sil_coef, sil_batches=cfg.sil_batches,
         sil_buffer=SuccessBuffer(cfg.sil_buffer_steps, cfg.seed) if cfg.sil_coef > 0 else None)

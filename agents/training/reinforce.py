@@ -45,6 +45,7 @@ from .rl_common import (
     RLResult,
     RunStats,
     SuccessChecks,
+    anchor_to_bc,
     bc_schedule,
     clip_groups,
     env_factory,
@@ -229,7 +230,7 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
             if bc_weight > 0:
                 with torch.no_grad():
                     bc_dist = bc_policy.action_head.distribution(bc_policy.extractor(obs))
-                kl = torch.distributions.kl_divergence(dist.dist, bc_dist.dist).sum(-1).mean()
+                kl = anchor_to_bc(dist.dist, bc_dist.dist, cfg.bc_anchor)
             if warmup:
                 loss = cfg.vf_coef * value_loss
             else:

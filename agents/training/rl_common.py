@@ -101,6 +101,18 @@ def clip_groups(optimizer: torch.optim.Optimizer, max_norm: float) -> float:
     return float(norms[0])
 
 
+def anchor_to_bc(dist: torch.distributions.Normal, bc: torch.distributions.Normal,
+                 mode: str = "kl") -> torch.Tensor:
+    """The pull toward the frozen BC policy, mean over the batch, summed over action dims.
+    ``kl``: KL(pi || pi_BC), which also holds pi's std at BC's; ``mean``: only the KL's mean
+    term, ``(mu - mu_BC)^2 / (2 sigma_BC^2)``, so the exploration std is free to move."""
+    if mode == "kl":
+        return torch.distributions.kl_divergence(dist, bc).sum(-1).mean()
+    if mode == "mean":
+        return (0.5 * ((dist.mean - bc.mean) / bc.stddev) ** 2).sum(-1).mean()
+    raise ValueError(f"bc_anchor must be 'kl' or 'mean', got {mode!r}")
+
+
 def bc_schedule(coef: float, decay_steps: int, step: int) -> float:
     """Weight of the KL toward the BC policy at env ``step``: ``coef``, decaying linearly to 0
     over ``decay_steps`` when that is > 0."""

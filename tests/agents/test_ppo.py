@@ -1,6 +1,8 @@
 """PPO warm start: before any update the SB3 policy acts exactly like the BC policy; a tiny run
 writes a checkpoint that load_policy reloads."""
 
+import math
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -140,6 +142,34 @@ def test_log_std_learns_at_its_own_rate_when_given_one(bc_dir):
     default.get_env().close()
 
 
+def test_mean_anchor_pulls_the_mean_to_bc_and_leaves_the_std_free():
+    from vla_sim.agents.training.rl_common import anchor_to_bc
+
+    bc = torch.distributions.Normal(torch.zeros(3, 4), torch.full((3, 4), 0.2))
+    mu = torch.full((3, 4), 0.1, requires_grad=True)
+    log_std = torch.full((3, 4), math.log(0.5), requires_grad=True)
+    pi = torch.distributions.Normal(mu, log_std.exp())
+    full, mean_only = anchor_to_bc(pi, bc, "kl"), anchor_to_bc(pi, bc, "mean")
+    assert mean_only.item() == pytest.approx(4 * 0.5 * (0.1 / 0.2) ** 2)
+    assert full.item() > mean_only.item()  # the std term: 0.5 is not BC's 0.2
+    (std_grad,) = torch.autograd.grad(mean_only, log_std, retain_graph=True, allow_unused=True)
+    assert std_grad is None or torch.count_nonzero(std_grad) == 0
+    (full_grad,) = torch.autograd.grad(full, log_std)
+    assert torch.all(full_grad > 0)  # the full KL pushes the std down toward BC's
+    (mu_grad,) = torch.autograd.grad(mean_only, mu)
+    assert torch.all(mu_grad > 0)
+    with pytest.raises(ValueError, match="bc_anchor"):
+        anchor_to_bc(pi, bc, "both")
+
+
+def test_ppo_with_the_mean_anchor_trains_its_std(bc_dir, tmp_path):
+    cfg = _cfg(bc_anchor="mean", log_std_lr=1e-2, value_warmup_rollouts=0)
+    result = train_ppo(cfg, tmp_path / "run", init=bc_dir)
+    end = load_policy(tmp_path / "run" / "last").action_head.log_std.detach()
+    start = torch.full_like(end, cfg.init_log_std)  # where PPO sets it before the first update
+    assert result.steps >= 64 and not torch.allclose(start, end, atol=1e-3)
+
+
 class _Interrupt(Exception):
     pass
 
@@ -274,13 +304,14 @@ def test_ppo_with_self_imitation_runs_end_to_end(bc_dir, tmp_path):
 
 @pytest.mark.parametrize("field,value", [("value_hidden", -1), ("value_lr", 0.0), ("lr", -1e-4),
                                          ("sil_coef", -0.5), ("sil_batches", 0),
-                                         ("max_minutes", -1.0), ("log_std_lr", 0.0)])
+                                         ("max_minutes", -1.0), ("log_std_lr", 0.0),
+                                         ("bc_anchor", "std")])
 def test_bad_rl_config_values_are_refused_by_name(field, value):
     from vla_sim.agents.training.reinforce import ReinforceConfig
 
     with pytest.raises(ValueError, match=field):
         PPOConfig(**{field: value})
-    if field in ("value_hidden", "value_lr", "lr", "log_std_lr"):
+    if field in ("value_hidden", "value_lr", "lr", "log_std_lr", "bc_anchor"):
         with pytest.raises(ValueError, match=field):
             ReinforceConfig(**{field: value})
     if field == "value_hidden":
