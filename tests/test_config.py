@@ -17,6 +17,8 @@ class Toy:
     cameras: list[str] = field(default_factory=lambda: ["front"])
     cap: int | None = None
     verbose: bool = True
+    share: float = 0.5
+    """Kept at 100% success."""
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -35,7 +37,9 @@ def test_flags_come_from_the_dataclass_with_its_types_and_help():
     text = p.format_help()
     assert "--steps STEPS" in text and "Gradient steps." in text and "learning rate" in text
     assert "--no-verbose" in text
-    assert field_docs(Toy) == {"steps": "Gradient steps.", "lr": "learning rate"}
+    assert field_docs(Toy) == {"steps": "Gradient steps.", "lr": "learning rate",
+                               "share": "Kept at 100% success."}
+    assert "Kept at 100% success. (default: 0.5)" in " ".join(text.split())  # % survives argparse
 
 
 def test_defaults_then_file_then_overrides_then_flags(tmp_path):

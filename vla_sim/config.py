@@ -151,7 +151,7 @@ def add_config_arguments(parser: Any, cls: type, skip: Sequence[str] = (),
         flag = "--" + f.name.replace("_", "-")
         shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
         help_text = (docs.get(f.name, "") + (f" (default: {shown})" if shown not in ("", None)
-                                             else "")).strip()
+                                             else "")).strip().replace("%", "%%")  # argparse
         if kind is None:
             group.add_argument(flag, dest=f"cfg__{f.name}", action=argparse.BooleanOptionalAction,
                                default=None, help=help_text)

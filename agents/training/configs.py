@@ -176,12 +176,12 @@ class DAggerConfig:
     """Start from this checkpoint (a folder with model.safetensors, or a BC run with last/)
     instead of training policy_0; its architecture must be ``bc.policy``."""
     task_weighting: str = "uniform"
-    """Multi-task rollouts: ``uniform`` (each seed draws its task, as the env does) or
-    ``failures`` (from round 1, each task's share of the round is its failure rate in the
+    """Multi-task rollouts: ``uniform`` (the seed draws the task) or ``failures`` (by task).
+    With ``failures``, from round 1 each task's share of the round is its failure rate in the
     previous round's rollouts plus ``task_floor``, normalised: the rollouts go where the
-    learner fails)."""
+    learner fails."""
     task_floor: float = 0.1
-    """With ``task_weighting="failures"``: the weight a task keeps at 100% rollout success."""
+    """With ``task_weighting=failures``: the weight a task keeps at 100% rollout success."""
     bc: BCConfig = field(default_factory=BCConfig)
 
     def __post_init__(self) -> None:
