@@ -24,7 +24,6 @@ from vla_sim.utils.workers import check_backend
 TEXT_SOURCES = ("instruction", "description", "both")
 """What VL pre-training pairs each frame with."""
 MIXING = ("step", "episode")
-TASK_WEIGHTING = ("uniform", "failures")
 BC_ANCHORS = ("kl", "mean")  # RLConfig.bc_anchor
 """DAgger: who acts (learner or expert) is drawn every step, or once per episode."""
 PRECISIONS = ("fp32", "bf16")
@@ -175,13 +174,6 @@ class DAggerConfig:
     init_policy: str = ""
     """Start from this checkpoint (a folder with model.safetensors, or a BC run with last/)
     instead of training policy_0; its architecture must be ``bc.policy``."""
-    task_weighting: str = "uniform"
-    """Multi-task rollouts: ``uniform`` (the seed draws the task) or ``failures`` (by task).
-    With ``failures``, from round 1 each task's share of the round is its failure rate in the
-    previous round's rollouts plus ``task_floor``, normalised: the rollouts go where the
-    learner fails."""
-    task_floor: float = 0.1
-    """With ``task_weighting=failures``: the weight a task keeps at 100% rollout success."""
     bc: BCConfig = field(default_factory=BCConfig)
 
     def __post_init__(self) -> None:
@@ -197,12 +189,6 @@ class DAggerConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.mixing not in MIXING:
             raise ValueError(f"mixing must be one of {MIXING}, got {self.mixing!r}")
-        if self.task_weighting not in TASK_WEIGHTING:
-            raise ValueError(f"task_weighting must be one of {TASK_WEIGHTING}, got "
-                             f"{self.task_weighting!r}")
-        if not self.task_floor > 0.0:
-            raise ValueError(f"task_floor must be > 0 (a task's share at 100% success), got "
-                             f"{self.task_floor}")
         check_backend(self.backend, self.ray_address)
         if self.bc.steps_this_run:
             raise ValueError(f"bc.steps_this_run must be 0 for DAgger (a round's BC run must "

@@ -73,7 +73,6 @@ CONFIG_FILE, STATE_FILE = "dagger_config.json", "dagger_state.json"
 # Keys that may change when resuming (they change speed, logging or how far to go, not the maths).
 DAGGER_RESUMABLE = ("rounds", "workers", "backend", "ray_address")
 _MIX_STREAM = 0xDA66E5  # second seed word of the mixing generator (independent of the env's)
-_TASK_STREAM = 0x7A5C  # third seed word of a round's task plan
 
 
 @dataclass
@@ -82,8 +81,8 @@ class DAggerResult:
     rounds_completed: int
     history: list[dict[str, Any]]
     """One record per completed round: round, beta, episodes, rollout_success, task_success and
-    task_counts (per task), learner_step_fraction, frames_added, dataset_frames, bc_steps, val_loss, rollout_s,
-    train_s, seconds."""
+    task_counts (per task), learner_step_fraction, frames_added, dataset_frames, bc_steps,
+    val_loss, rollout_s, train_s, seconds."""
     initial: dict[str, Any] | None
     """The initial BC run's record (None with ``init_policy``)."""
     policy_dir: Path
@@ -138,17 +137,14 @@ class MixedControl(gym.Wrapper):
 
 def dagger_rollout(env: gym.Env, expert: Any, learner: Any, seed: int, beta: float,
                    cameras: tuple[str, ...] = ("front",), mixing: str = "step",
-                   round_index: int = 0, index: int = 0, attempt_index: int = 0,
-                   task: str | None = None):
+                   round_index: int = 0, index: int = 0, attempt_index: int = 0):
     """One episode from ``env.reset(seed)`` under the beta-mixture, recorded like ``collect``
     records (obs, the expert's action as the label, reward, done, goal state, roles) plus
     metadata marking it relabelled: ``relabelled``, ``dagger_round``, ``dagger_index``,
     ``beta``, ``mixing``, ``expert_steps`` and ``executed_actions`` (what ran; replaying them
-    from ``seed`` under the recorded task reproduces the episode). ``task``: the reset option of
-    a multi-task env (None: the task the seed draws)."""
+    from ``seed`` reproduces the episode)."""
     mixed = MixedControl(env, learner, beta, mixing)
-    ep = rollout_episode(mixed, expert, seed, cameras=cameras, attempt_index=attempt_index,
-                         task=task)
+    ep = rollout_episode(mixed, expert, seed, cameras=cameras, attempt_index=attempt_index)
     ep.metadata.update(relabelled=True, dagger_round=int(round_index), dagger_index=int(index),
                        beta=float(beta), mixing=mixing, expert_steps=int(mixed.expert_steps),
                        executed_actions=[[float(x) for x in a] for a in mixed.executed])
@@ -169,14 +165,9 @@ class _RolloutJob:
     policy: ShippedFolder | None = None
     """``policy_dir`` as the workers see it (None: read ``policy_dir``); a Ray worker may be
     on another machine."""
-    tasks: tuple[str, ...] | None = None
-    """Rollout i plays ``tasks[i]`` (None: the task its seed draws); see :func:`task_plan`."""
 
     def attempt(self, index: int) -> int:
         return self.round_index * self.episodes_per_round + index
-
-    def task(self, index: int) -> str | None:
-        return None if self.tasks is None else self.tasks[index]
 
 
 # One worker's state: its env and expert for the whole run (the rollout settings are the same
@@ -208,7 +199,7 @@ def _run_rollout(job: _RolloutJob, index: int) -> tuple[int, EncodedEpisode]:
     attempt = job.attempt(index)
     ep = dagger_rollout(env, _WORKER["expert"], _learner(job),
                         episode_seed(job.seed, attempt), job.beta, job.settings.cameras,
-                        job.mixing, job.round_index, index, attempt, job.task(index))
+                        job.mixing, job.round_index, index, attempt)
     return index, encode_episode(ep, int(env.unwrapped.metadata.get("render_fps", 20)))
 
 
@@ -253,7 +244,7 @@ def _run_rollouts(job: _RolloutJob, indices: list[int], workers: int,
             pool.shutdown()
 
 
-# ------------------------------------------------------------------------- task-weighted rounds
+# ------------------------------------------------------------------------------ per-task records
 def task_success(rows: Iterable[dict[str, Any]]) -> dict[str, float]:
     """Rollout success per task over episodes-parquet rows (task -> fraction)."""
     outcomes: dict[str, list[bool]] = {}
@@ -261,40 +252,6 @@ def task_success(rows: Iterable[dict[str, Any]]) -> dict[str, float]:
         outcomes.setdefault(str(row.get("vla_sim/task") or ""), []).append(
             bool(row.get("vla_sim/success")))
     return {t: sum(v) / len(v) for t, v in sorted(outcomes.items())}
-
-
-def failure_weights(success: dict[str, float], floor: float) -> dict[str, float]:
-    """Each task's share of the next round's rollouts: its failure rate plus ``floor``,
-    normalised (a solved task keeps ``floor``'s share, so its states stay in the data)."""
-    raw = {t: 1.0 - s + floor for t, s in success.items()}
-    total = sum(raw.values())
-    return {t: w / total for t, w in raw.items()}
-
-
-def task_plan(weights: dict[str, float], n: int, rng: np.random.Generator) -> tuple[str, ...]:
-    """``n`` task names in the proportions ``weights`` (largest remainder, so the counts are
-    exact, not a multinomial draw) in an order shuffled by ``rng``."""
-    names = sorted(weights)
-    exact = np.array([weights[t] * n for t in names])
-    counts = np.floor(exact).astype(int)
-    for i in np.argsort(-(exact - counts), kind="stable")[: n - int(counts.sum())]:
-        counts[i] += 1
-    plan = np.repeat(np.array(names, dtype=object), counts)
-    return tuple(str(t) for t in rng.permutation(plan))
-
-
-def _round_tasks(cfg: DAggerConfig, state: dict[str, Any], r: int) -> tuple[str, ...] | None:
-    """The tasks of round ``r``'s rollouts: None (each seed draws its own) for ``uniform``
-    and round 0; for ``failures``, from the previous round's per-task rollout success, which
-    the state file keeps, so a resumed round gets the same plan."""
-    if cfg.task_weighting == "uniform" or r == 0:
-        return None
-    success = state["history"][r - 1].get("task_success") or {}
-    if len(success) < 2:
-        return None  # one task: nothing to weight
-    weights = failure_weights(success, cfg.task_floor)
-    return task_plan(weights, cfg.episodes_per_round,
-                     np.random.default_rng([cfg.seed, r, _TASK_STREAM]))
 
 
 # ---------------------------------------------------------------------------------- the dataset
@@ -493,10 +450,9 @@ def train_dagger(demos: str | Path, out: str | Path, config: DAggerConfig | None
             todo = [i for i in range(cfg.episodes_per_round) if i not in done]
             if todo and pool is None and (cfg.workers > 1 or cfg.backend != "process"):
                 pool = _start_pool(settings, cfg.workers, cfg.backend, cfg.ray_address)
-            tasks = _round_tasks(cfg, state, r)
             job = _RolloutJob(settings=settings, policy_dir=str(current), beta=beta,
                               mixing=cfg.mixing, round_index=r, seed=cfg.seed,
-                              episodes_per_round=cfg.episodes_per_round, tasks=tasks,
+                              episodes_per_round=cfg.episodes_per_round,
                               policy=ship_folder(current, cfg.backend, cfg.ray_address,
                                                  suffixes=CHECKPOINT_SUFFIXES)
                               if todo and cfg.backend == "ray" else None)
@@ -562,5 +518,5 @@ def relabelled_episodes(rows: Iterable[dict[str, Any]]) -> list[int]:
 
 
 __all__ = ["DAGGER_BASE_SEED", "DAggerConfig", "DAggerResult", "MixedControl", "dagger_rollout",
-           "episode_metadata", "failure_weights", "policy_dir", "relabelled_episodes",
-           "task_plan", "task_success", "train_dagger"]
+           "episode_metadata", "policy_dir", "relabelled_episodes", "task_success",
+           "train_dagger"]

@@ -18,15 +18,12 @@ from vla_sim.agents.experts import make_expert
 from vla_sim.agents.training import dagger
 from vla_sim.agents.training.dagger import (
     DAggerConfig,
-    _round_tasks,
     _RolloutJob,
     _run_rollouts,
     dagger_rollout,
     episode_metadata,
-    failure_weights,
     policy_dir,
     relabelled_episodes,
-    task_plan,
     task_success,
     train_dagger,
 )
@@ -219,8 +216,7 @@ def test_parallel_rollouts_equal_in_process_ones(one_round, demos):
 @pytest.mark.parametrize("key,value", [
     ("rounds", -1), ("episodes_per_round", 0), ("round_steps", 0), ("workers", 0),
     ("beta0", 1.5), ("beta_decay", -0.1), ("mixing", "coin"), ("seed", EVAL_BASE_SEED),
-    ("bc.steps_this_run", 5), ("task_weighting", "hardest"), ("task_floor", 0.0),
-    ("task_floor", "nan")])
+    ("bc.steps_this_run", 5)])
 def test_bad_config_values_are_refused_by_name(key, value):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         load_config(DAggerConfig, overrides=[f"{key}={value}"])
@@ -253,64 +249,18 @@ def test_every_round_reads_instruction_features_from_one_cache_of_the_run_datase
     assert encoders[0].missing(sorted(instructions)) == []
 
 
-# ------------------------------------------------------------------------- task-weighted rounds
-def test_failing_tasks_get_the_larger_share_and_a_solved_task_keeps_the_floor():
-    weights = failure_weights({"reach": 1.0, "push": 0.1, "stack": 0.5}, floor=0.1)
-    assert sum(weights.values()) == pytest.approx(1.0)
-    assert weights["push"] > weights["stack"] > weights["reach"] > 0
-    assert weights["reach"] == pytest.approx(0.1 / (0.1 + 1.0 + 0.6))
-
-
-def test_task_plan_has_exact_counts_in_a_seeded_order():
-    weights = {"reach": 0.1, "push": 0.5, "stack": 0.4}
-    plan = task_plan(weights, 7, np.random.default_rng(1))
-    assert len(plan) == 7
-    assert {t: plan.count(t) for t in weights} == {"reach": 1, "push": 3, "stack": 3}
-    assert plan == task_plan(weights, 7, np.random.default_rng(1))
-    assert task_plan({"a": 0.5, "b": 0.5}, 4, np.random.default_rng(0)).count("a") == 2
-
-
-def test_round_tasks_follow_the_previous_round_s_failures_and_uniform_leaves_them_drawn():
-    state = {"history": [{"task_success": {"reach": 0.9, "push": 0.1, "pick_place": 0.8,
-                                           "stack": 0.4}}]}
-    cfg = load_config(DAggerConfig, overrides=["task_weighting=failures", "episodes_per_round=40"])
-    plan = _round_tasks(cfg, state, 1)
-    counts = {t: plan.count(t) for t in ("reach", "push", "pick_place", "stack")}
-    assert sum(counts.values()) == 40 and counts["push"] > counts["stack"] > counts["reach"] > 0
-    assert plan == _round_tasks(cfg, state, 1)  # a resumed round gets the same plan
-    assert _round_tasks(cfg, state, 0) is None  # round 0: nothing measured yet
-    assert _round_tasks(load_config(DAggerConfig, overrides=["episodes_per_round=40"]),
-                        state, 1) is None
-    one = {"history": [{"task_success": {"reach": 0.2}}]}
-    assert _round_tasks(cfg, one, 1) is None  # one task: nothing to weight
-
-
-def test_a_rollout_told_its_task_plays_it_and_records_it():
-    env = gym.make("vla_sim/MultiTask-v0", image_size=16)
-    expert = make_expert(env)
-    for task in ("stack", "push"):
-        ep = dagger_rollout(env, expert, ConstantLearner(), seed=21, beta=0.5, task=task)
-        assert ep.metadata["task"] == task
+# ------------------------------------------------------------------------------ per-task records
+def test_multitask_rounds_record_rollouts_and_success_per_task(tmp_path):
+    demos = tmp_path / "multi"
+    collect(CollectConfig(out=str(demos), env="MultiTask", episodes=4, image_size=16,
+                          progress=False))
+    result = train_dagger(demos, tmp_path / "run", tiny(episodes_per_round=6))
+    (record,) = result.history
+    played = [e["vla_sim/task"] for e in DatasetReader(tmp_path / "run" / "data").episodes
+              if episode_metadata(e).get("dagger_round") == 0]
+    assert record["task_counts"] == {t: played.count(t) for t in set(played)}
+    assert set(record["task_success"]) == set(played) and len(played) == 6
     rows = [{"vla_sim/task": "push", "vla_sim/success": True},
             {"vla_sim/task": "push", "vla_sim/success": False},
             {"vla_sim/task": "stack", "vla_sim/success": False}]
     assert task_success(rows) == {"push": 0.5, "stack": 0.0}
-    env.close()
-
-
-def test_failure_weighted_run_rolls_out_the_planned_tasks(tmp_path):
-    demos = tmp_path / "multi"
-    collect(CollectConfig(out=str(demos), env="MultiTask", episodes=4, image_size=16,
-                          progress=False))
-    cfg = tiny(rounds=2, episodes_per_round=6, task_weighting="failures")
-    result = train_dagger(demos, tmp_path / "run", cfg)
-    first, second = result.history
-    assert sum(first["task_counts"].values()) == 6 and set(first["task_success"]) == set(
-        first["task_counts"])
-    episodes = [(episode_metadata(e), e["vla_sim/task"])
-                for e in DatasetReader(tmp_path / "run" / "data").episodes]
-    played = [t for m, t in sorted((m["dagger_index"], t) for m, t in episodes
-                                   if m.get("dagger_round") == 1)]
-    expected = _round_tasks(cfg, {"history": [first]}, 1)
-    assert expected is not None and tuple(played) == expected
-    assert sum(second["task_counts"].values()) == 6
