@@ -776,12 +776,19 @@ class VLAPolicy(nn.Module):
     @torch.no_grad()
     def act(self, obs: Mapping[str, Any], deterministic: bool = True) -> np.ndarray:
         """Action(s) in [-1, 1] for one obs -> (A,) or a batch -> (B, A), as float32 numpy."""
+        # Switch modes only when needed: ``eval()`` / ``train()`` walk every submodule, and a
+        # policy acting in rollouts is already in eval mode (load_policy returns it so); the two
+        # walks were 0.76 of 3.75 ms per step (measured on the recipe policy, one thread).
         was_training = self.training
-        self.eval()
-        batch, single = self.prepare_obs(obs)
-        dist = self.distribution(batch)
-        action = dist.mode() if deterministic else dist.sample()
-        self.train(was_training)
+        if was_training:
+            self.eval()
+        try:
+            batch, single = self.prepare_obs(obs)
+            dist = self.distribution(batch)
+            action = dist.mode() if deterministic else dist.sample()
+        finally:
+            if was_training:
+                self.train(True)
         action = action.clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)
         return action[0] if single else action
 

@@ -42,6 +42,7 @@ from . import distributed
 from .common import (
     RESUME_FREE_KEYS,
     ScalarLogger,
+    config_defaults,
     load_trainer_state,
     prepare_run,
     publish_checkpoint,
@@ -514,7 +515,8 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
     step, best, best_kind, losses = 0, None, "last", []
     last = out / "last"
     dist.main_only(lambda: prepare_run(out, "bc_config.json", config_to_dict(cfg), resume, "BC",
-                                       last, RESUME_FREE_KEYS + RESUMABLE_CHANGES))
+                                       last, RESUME_FREE_KEYS + RESUMABLE_CHANGES,
+                                       defaults=config_defaults(cfg)))
     if resume:
         read_checkpoint_config(last)
         load_state_strict(policy, read_weights(last / "model.safetensors"), str(last))

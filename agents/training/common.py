@@ -45,26 +45,43 @@ RESUME_FREE_KEYS = ("progress", "num_threads", "tensorboard", "backend", "ray_ad
 
 
 def config_changes(before: dict[str, Any], now: dict[str, Any], free: tuple[str, ...],
-                   prefix: str = "") -> list[str]:
+                   prefix: str = "", defaults: dict[str, Any] | None = None) -> list[str]:
     """``"key: old -> new"`` for every setting of ``now`` that differs from ``before``, bar the
     keys in ``free``. A dotted free key (``"bc.log_every_grad_steps"``) makes its section
-    compare field by field, so one nested setting may change while the rest may not."""
+    compare field by field, so one nested setting may change while the rest may not. With
+    ``defaults`` (the config class's defaults as a dict), a setting that ``before`` lacks (the
+    run was started by a version without it) counts as unchanged while ``now`` has it at its
+    default, which is the behaviour the older version had."""
     changed = []
     for key, value in now.items():
         if key in free:
             continue
         nested = tuple(f[len(key) + 1:] for f in free if f.startswith(f"{key}."))
         old = before.get(key)
-        if nested and isinstance(value, dict) and isinstance(old, dict):
-            changed += config_changes(old, value, nested, f"{prefix}{key}.")
+        sub = defaults.get(key) if isinstance(defaults, dict) else None
+        if key not in before and defaults is not None and key in defaults and sub == value:
+            continue
+        if isinstance(value, dict) and isinstance(old, dict) and (nested or isinstance(sub, dict)):
+            changed += config_changes(old, value, nested, f"{prefix}{key}.",
+                                      sub if isinstance(sub, dict) else None)
         elif old != value:
             changed.append(f"{prefix}{key}: {old!r} -> {value!r}")
     return changed
 
 
+def config_defaults(cfg: Any) -> dict[str, Any] | None:
+    """``cfg``'s class defaults as a config dict (None when the class needs arguments)."""
+    from vla_sim.config import config_to_dict
+
+    try:
+        return config_to_dict(type(cfg)())
+    except (TypeError, ValueError):
+        return None
+
+
 def prepare_run(out: Path, config_file: str, config: dict[str, Any], resume: bool,
-                trainer: str, state_dir: Path, resume_free: tuple[str, ...] = RESUME_FREE_KEYS
-                ) -> None:
+                trainer: str, state_dir: Path, resume_free: tuple[str, ...] = RESUME_FREE_KEYS,
+                defaults: dict[str, Any] | None = None) -> None:
     """The one fresh-or-resume check of every trainer. A fresh run needs an empty ``out``
     (no ``last/``, no ``state_dir``) and writes ``config`` to ``config_file``; a resume needs
     both there and the same config, bar the keys in ``resume_free``."""
@@ -78,7 +95,7 @@ def prepare_run(out: Path, config_file: str, config: dict[str, Any], resume: boo
                 f"cannot resume: no previous {trainer} run in {out} (needs {config_file} and "
                 f"{state_dir.relative_to(out)}/)")
         before = json.loads((out / config_file).read_text())
-        changed = config_changes(before, config, resume_free)
+        changed = config_changes(before, config, resume_free, defaults=defaults)
         if changed:
             raise ValueError("cannot resume with a different config (the run would not continue "
                              "exactly): " + "; ".join(changed))

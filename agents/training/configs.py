@@ -24,8 +24,9 @@ from vla_sim.utils.workers import check_backend
 TEXT_SOURCES = ("instruction", "description", "both")
 """What VL pre-training pairs each frame with."""
 MIXING = ("step", "episode")
-BC_ANCHORS = ("kl", "mean")  # RLConfig.bc_anchor
 """DAgger: who acts (learner or expert) is drawn every step, or once per episode."""
+BC_ANCHORS = ("kl", "mean")
+"""PPO's and REINFORCE's pull toward BC: the full KL, or its mean term only."""
 PRECISIONS = ("fp32", "bf16")
 """BC's loss precision: fp32, or bf16 autocast (CUDA only)."""
 VECTORS = ("sync", "async")
@@ -339,7 +340,8 @@ class RLConfig:
     """Learning rate of the Gaussian head's log-std (its own Adam parameter group); None: it
     trains at ``lr`` with the actor, where Adam moves it by at most about ``lr`` per step.
     Measured on Reach (30 PPO updates): the std stayed at 0.112 at lr 3e-5 and also at
-    log_std_lr 1e-2, because the KL anchor to BC (``bc_coef``) covers the std too."""
+    log_std_lr 1e-2, because the full KL anchor to BC (``bc_anchor="kl"``) covers the std too;
+    with ``bc_anchor="mean"`` it moved 0.112 -> 0.121 in 40 updates."""
     freeze_vision: bool = False
     """Keep the camera encoders at their BC weights and run them without autograd: RL then
     adapts language, state, trunk and heads only (fewer parameters for a noisy policy gradient
@@ -357,7 +359,8 @@ class RLConfig:
     reward, 256-step rollouts, two seeds each) its explained variance was 0.5-0.9 after the
     first rollout and 0.65-0.96 after that; the symmetric critic's stayed in -1.7..0.6."""
     bc_coef: float = 1.0
-    """Weight of KL(pi || pi_BC) toward the frozen BC policy (see ``bc_decay_env_steps``)."""
+    """Weight of the pull toward the frozen BC policy, KL(pi || pi_BC) or its mean term (see
+    ``bc_anchor`` and ``bc_decay_env_steps``)."""
     bc_decay_env_steps: int = 0
     """Env steps over which the KL weight decays linearly to 0; 0 = it never decays. Measured on
     PickPlace (lr 5e-5): with the weight decayed to 0 by 60k steps, success fell from 26% to 2%
@@ -365,7 +368,7 @@ class RLConfig:
     bc_anchor: str = "kl"
     """What ``bc_coef`` weighs: ``kl`` (the full KL, which holds the std at BC's too) or
     ``mean`` (the KL's mean term only: the actions stay near BC's, the exploration std is
-    the policy gradient's and ``log_std_lr``'s)."""
+    the policy gradient's and ``log_std_lr``'s). Logged as ``train/kl_to_bc`` either way."""
 
     # --- Evaluation, logging, checkpoints ------------------------------------------------------
     eval_every_env_steps: int = 0
@@ -567,6 +570,10 @@ class RLPDConfig(RLConfig):
         if self.backend != "process":
             raise ValueError(f"backend {self.backend!r}: RLPD steps its envs in SB3 vector envs "
                              "(backend process); backend ray is for PPO")
+        if self.bc_anchor != "kl":
+            raise ValueError(f"bc_anchor {self.bc_anchor!r}: RLPD's BC term is a squared error "
+                             "on the actor's action (TD3+BC), there is no KL to take apart; "
+                             "bc_anchor is for PPO and REINFORCE")
         for name in ("buffer_size", "batch_size", "utd_ratio", "ensemble_size", "critic_subset",
                      "value_hidden"):
             if getattr(self, name) < 1:

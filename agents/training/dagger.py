@@ -50,7 +50,7 @@ import numpy as np
 
 from vla_sim.agents.policies.checkpoint import copy_checkpoint, load_state_strict
 from vla_sim.agents.training.bc import RESUMABLE_CHANGES, BCConfig, BCResult, train_bc
-from vla_sim.agents.training.common import config_changes
+from vla_sim.agents.training.common import config_changes, config_defaults
 from vla_sim.agents.training.configs import MIXING, DAggerConfig
 from vla_sim.config import config_to_dict
 from vla_sim.data import format as fmt
@@ -245,13 +245,22 @@ def _run_rollouts(job: _RolloutJob, indices: list[int], workers: int,
 
 
 # ------------------------------------------------------------------------------ per-task records
-def task_success(rows: Iterable[dict[str, Any]]) -> dict[str, float]:
-    """Rollout success per task over episodes-parquet rows (task -> fraction)."""
+def _outcomes(rows: Iterable[dict[str, Any]]) -> dict[str, list[bool]]:
     outcomes: dict[str, list[bool]] = {}
     for row in rows:
         outcomes.setdefault(str(row.get("vla_sim/task") or ""), []).append(
             bool(row.get("vla_sim/success")))
-    return {t: sum(v) / len(v) for t, v in sorted(outcomes.items())}
+    return dict(sorted(outcomes.items()))
+
+
+def task_success(rows: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """Rollout success per task over episodes-parquet rows (task -> fraction)."""
+    return {t: sum(v) / len(v) for t, v in _outcomes(rows).items()}
+
+
+def task_counts(rows: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """Rollouts per task over episodes-parquet rows (the keys of :func:`task_success`)."""
+    return {t: len(v) for t, v in _outcomes(rows).items()}
 
 
 # ---------------------------------------------------------------------------------- the dataset
@@ -367,7 +376,8 @@ def _prepare(out: Path, cfg: DAggerConfig, resume: bool) -> dict[str, Any]:
                                     f"(needs {CONFIG_FILE} and {STATE_FILE})")
         saved = json.loads((out / CONFIG_FILE).read_text())
         diffs = config_changes(saved, now, DAGGER_RESUMABLE + tuple(f"bc.{k}"
-                                                                    for k in RESUMABLE_CHANGES))
+                                                                    for k in RESUMABLE_CHANGES),
+                               defaults=config_defaults(cfg))
         if diffs:
             raise ValueError("cannot resume with a different config: " + "; ".join(diffs))
         atomic_write_json(out / CONFIG_FILE, now)  # record the new rounds / workers / backend
@@ -479,8 +489,7 @@ def train_dagger(demos: str | Path, out: str | Path, config: DAggerConfig | None
                 "round": r, "beta": beta, "episodes": len(ours),
                 "rollout_success": sum(bool(e["vla_sim/success"]) for e, _ in ours) / len(ours),
                 "task_success": task_success(e for e, _ in ours),
-                "task_counts": {t: sum(e.get("vla_sim/task") == t for e, _ in ours)
-                                for t in sorted({str(e.get("vla_sim/task")) for e, _ in ours})},
+                "task_counts": task_counts(e for e, _ in ours),
                 "learner_step_fraction": 1.0 - expert_steps / max(1, frames),
                 "frames_added": frames, "dataset_frames": writer.num_frames, "bc_steps": res.steps,
                 "val_loss": res.val_loss, "rollout_s": round(rollout_s, 2),
@@ -518,5 +527,5 @@ def relabelled_episodes(rows: Iterable[dict[str, Any]]) -> list[int]:
 
 
 __all__ = ["DAGGER_BASE_SEED", "DAggerConfig", "DAggerResult", "MixedControl", "dagger_rollout",
-           "episode_metadata", "policy_dir", "relabelled_episodes", "task_success",
-           "train_dagger"]
+           "episode_metadata", "policy_dir", "relabelled_episodes", "task_counts",
+           "task_success", "train_dagger"]

@@ -46,7 +46,7 @@ from vla_sim.config import config_to_dict
 from vla_sim.language.encoder import get_text_encoder
 from vla_sim.utils.seeding import TRAIN_BASE_SEED
 
-from .common import load_trainer_state, prepare_run, save_training_checkpoint
+from .common import config_defaults, load_trainer_state, prepare_run, save_training_checkpoint
 from .configs import PPOConfig
 from .rl_common import (
     RLResult,
@@ -517,7 +517,7 @@ def train_ppo(cfg: PPOConfig, out_dir: str | Path, init: str | Path | None = Non
     out = Path(out_dir)
     state_dir = out / "checkpoints" / "last_state"
     prepare_run(out, "ppo_config.json", {**config_to_dict(cfg), "init": str(init)}, resume, "PPO",
-                state_dir)
+                state_dir, defaults=config_defaults(cfg))
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     model = build_ppo(cfg, init, out_dir=out)

@@ -35,6 +35,7 @@ from vla_sim.utils.seeding import TRAIN_BASE_SEED, episode_seed
 
 from .common import (
     ScalarLogger,
+    config_defaults,
     load_trainer_state,
     prepare_run,
     save_training_checkpoint,
@@ -135,7 +136,7 @@ def train_reinforce(cfg: ReinforceConfig, out_dir: str | Path, init: str | Path 
     out = Path(out_dir)
     state_dir = out / "checkpoints" / "last_state"
     prepare_run(out, "reinforce_config.json", {**config_to_dict(cfg), "init": str(init)}, resume,
-                "REINFORCE", state_dir)
+                "REINFORCE", state_dir, defaults=config_defaults(cfg))
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     device = torch.device(cfg.device)

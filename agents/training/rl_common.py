@@ -110,7 +110,9 @@ def anchor_to_bc(dist: torch.distributions.Normal, bc: torch.distributions.Norma
         return torch.distributions.kl_divergence(dist, bc).sum(-1).mean()
     if mode == "mean":
         return (0.5 * ((dist.mean - bc.mean) / bc.stddev) ** 2).sum(-1).mean()
-    raise ValueError(f"bc_anchor must be 'kl' or 'mean', got {mode!r}")
+    from .configs import BC_ANCHORS
+
+    raise ValueError(f"bc_anchor must be one of {BC_ANCHORS}, got {mode!r}")
 
 
 def bc_schedule(coef: float, decay_steps: int, step: int) -> float:

@@ -66,7 +66,13 @@ from vla_sim.config import config_to_dict
 from vla_sim.language.encoder import get_text_encoder
 from vla_sim.utils.seeding import TRAIN_BASE_SEED
 
-from .common import ScalarLogger, load_trainer_state, prepare_run, save_training_checkpoint
+from .common import (
+    ScalarLogger,
+    config_defaults,
+    load_trainer_state,
+    prepare_run,
+    save_training_checkpoint,
+)
 from .configs import RLPDConfig
 from .loop import fused
 from .rl_common import (
@@ -321,7 +327,7 @@ def replay_demonstrations(root: str | Path, env, encoder: nn.Module, device: tor
 def _replay_episode(env, rec: dict[str, Any], executed: np.ndarray, labels: np.ndarray,
                     states: np.ndarray) -> tuple[dict[str, Any] | None, str]:
     """One recorded episode stepped through ``env``: (its steps, "") or (None, why not)."""
-    # the recorded task too: a DAgger rollout may have been told its task (reset option "task")
+    # the recorded task too: an episode may have been collected with the reset option "task"
     obs, _ = env.reset(seed=int(rec["seed"]), options={"randomization": rec["randomization"],
                                                        "task": rec.get("task") or None})
     steps: dict[str, list] = {"obs": [], "next_obs": [], "action": [], "label": [], "reward": [],
@@ -572,7 +578,7 @@ def train_rlpd(cfg: RLPDConfig, out_dir: str | Path, init: str | Path | None = N
     out = Path(out_dir)
     state_dir = out / "checkpoints" / "last_state"
     prepare_run(out, "rlpd_config.json", {**config_to_dict(cfg), "init": str(init)}, resume,
-                "RLPD", state_dir)
+                "RLPD", state_dir, defaults=config_defaults(cfg))
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     device = torch.device(cfg.device)

@@ -24,6 +24,7 @@ from vla_sim.agents.training.dagger import (
     episode_metadata,
     policy_dir,
     relabelled_episodes,
+    task_counts,
     task_success,
     train_dagger,
 )
@@ -264,3 +265,4 @@ def test_multitask_rounds_record_rollouts_and_success_per_task(tmp_path):
             {"vla_sim/task": "push", "vla_sim/success": False},
             {"vla_sim/task": "stack", "vla_sim/success": False}]
     assert task_success(rows) == {"push": 0.5, "stack": 0.0}
+    assert task_counts(rows + [{"vla_sim/success": True}]) == {"": 1, "push": 2, "stack": 1}

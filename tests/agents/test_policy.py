@@ -63,6 +63,23 @@ def test_act_single_raw_obs_returns_clipped_action():
     assert np.all(np.abs(action) <= 1.0)
 
 
+def test_act_runs_in_eval_mode_and_leaves_the_mode_as_it_found_it(monkeypatch):
+    policy = make_policy()
+    obs = raw_obs(np.random.default_rng(3))
+    seen = []
+    real = policy.distribution
+    monkeypatch.setattr(policy, "distribution",
+                        lambda batch: seen.append(policy.training) or real(batch))
+    policy.train()
+    policy.act(obs)
+    assert seen == [False] and policy.training and policy.extractor.training
+    walks = []
+    monkeypatch.setattr(policy, "train", lambda mode=True: walks.append(mode))
+    policy.training = False
+    policy.act(obs)  # already in eval mode: no walk over the submodules
+    assert seen == [False, False] and walks == []
+
+
 def test_act_batch_matches_singles_and_wrapped_obs():
     policy = make_policy()
     rng = np.random.default_rng(2)

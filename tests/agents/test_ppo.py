@@ -164,6 +164,9 @@ def test_mean_anchor_pulls_the_mean_to_bc_and_leaves_the_std_free():
 
 def test_ppo_with_the_mean_anchor_trains_its_std(bc_dir, tmp_path):
     cfg = _cfg(bc_anchor="mean", log_std_lr=1e-2, value_warmup_rollouts=0)
+    model = build_ppo(cfg, bc_dir)
+    assert model.bc_anchor == "mean"  # what _kl_to_bc hands anchor_to_bc
+    model.get_env().close()
     result = train_ppo(cfg, tmp_path / "run", init=bc_dir)
     end = load_policy(tmp_path / "run" / "last").action_head.log_std.detach()
     start = torch.full_like(end, cfg.init_log_std)  # where PPO sets it before the first update

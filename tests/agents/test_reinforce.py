@@ -100,3 +100,17 @@ def test_freeze_vision_keeps_camera_encoders_at_bc_weights_while_the_rest_learns
     vision = [k for k in bc_state if k.startswith("extractor.vision.")]
     assert vision and all(torch.equal(bc_state[k], last_state[k]) for k in vision)
     assert not torch.equal(bc_state["action_head.mean.weight"], last_state["action_head.mean.weight"])
+
+
+def test_reinforce_pulls_toward_bc_with_the_configured_anchor(tmp_path, monkeypatch):
+    from vla_sim.agents.training import reinforce as reinforce_mod
+
+    torch.set_num_threads(1)
+    bc_dir = tiny_bc_checkpoint(tmp_path / "bc")
+    modes = []
+    real = reinforce_mod.anchor_to_bc
+    monkeypatch.setattr(reinforce_mod, "anchor_to_bc",
+                        lambda dist, bc, mode="kl": modes.append(mode) or real(dist, bc, mode))
+    train_reinforce(_tiny_cfg(reward="dense", value_warmup_batches=0, bc_anchor="mean"),
+                    tmp_path / "run", init=bc_dir)
+    assert modes and set(modes) == {"mean"}

@@ -286,7 +286,7 @@ def test_a_run_with_demonstrations_needs_a_dataset(bc_dir, tmp_path):
     ("temperature_lr", float("inf")), ("target_entropy", float("nan")), ("value_hidden", 0),
     ("actor_layers", -1), ("learning_starts", -1), ("critic_warmup_env_steps", -1),
     ("max_minutes", -1.0), ("demo_episodes", -2), ("backend", "ray"), ("bc_coef", -1.0),
-    ("lr", 0.0)])
+    ("lr", 0.0), ("bc_anchor", "mean")])
 def test_bad_rlpd_config_values_are_refused_by_name(field, value):
     with pytest.raises(ValueError, match=field):
         RLPDConfig(**{field: value})

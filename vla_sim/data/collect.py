@@ -126,8 +126,7 @@ def obs_image_key(camera: str, position: int) -> str:
 
 
 def rollout_episode(env, expert, seed: int, cameras: tuple[str, ...] = ("front",), noise: float = 0.0,
-                    randomization: dict | None = None, attempt_index: int = 0,
-                    task: str | None = None) -> Episode:
+                    randomization: dict | None = None, attempt_index: int = 0) -> Episode:
     """Run the expert for one episode from ``env.reset(seed)`` and record it.
 
     Records obs (images, state) at step t, the expert's action for it, the reward after it and
@@ -135,11 +134,9 @@ def rollout_episode(env, expert, seed: int, cameras: tuple[str, ...] = ("front",
     plus N(0, noise) (DART, Laskey et al. 2017): the demonstrations visit the off-course states a
     learned policy drifts into, labelled with the expert's correction. The executed actions are
     recomputed exactly by :func:`executed_actions` (the noise stream is seeded by the episode). ``randomization`` replays
-    a recorded sample through ``reset(options=...)``; ``task`` makes a multi-task env play that
-    task (recorded in the metadata as every episode's task is).
+    a recorded sample through ``reset(options=...)``.
     """
-    options = {k: v for k, v in (("randomization", randomization), ("task", task))
-               if v is not None} or None
+    options = {"randomization": randomization} if randomization is not None else None
     obs, info = env.reset(seed=int(seed), options=options)
     if hasattr(expert, "reset"):
         expert.reset()
