@@ -52,14 +52,13 @@ def config_changes(before: dict[str, Any], now: dict[str, Any], free: tuple[str,
     ``defaults`` (the config class's defaults as a dict), a setting that ``before`` lacks (the
     run was started by a version without it) counts as unchanged while ``now`` has it at its
     default, which is the behaviour the older version had."""
-    changed = []
+    changed, defaults = [], defaults or {}
     for key, value in now.items():
         if key in free:
             continue
         nested = tuple(f[len(key) + 1:] for f in free if f.startswith(f"{key}."))
-        old = before.get(key)
-        sub = defaults.get(key) if isinstance(defaults, dict) else None
-        if key not in before and defaults is not None and key in defaults and sub == value:
+        old, sub = before.get(key), defaults.get(key)
+        if key not in before and key in defaults and sub == value:
             continue
         if isinstance(value, dict) and isinstance(old, dict) and (nested or isinstance(sub, dict)):
             changed += config_changes(old, value, nested, f"{prefix}{key}.",

@@ -27,6 +27,8 @@ import torch
 from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig, load_policy
 from vla_sim.language.encoder import get_text_encoder
 
+from .configs import BC_ANCHORS
+
 log = logging.getLogger(__name__)
 
 
@@ -110,8 +112,6 @@ def anchor_to_bc(dist: torch.distributions.Normal, bc: torch.distributions.Norma
         return torch.distributions.kl_divergence(dist, bc).sum(-1).mean()
     if mode == "mean":
         return (0.5 * ((dist.mean - bc.mean) / bc.stddev) ** 2).sum(-1).mean()
-    from .configs import BC_ANCHORS
-
     raise ValueError(f"bc_anchor must be one of {BC_ANCHORS}, got {mode!r}")
 
 
