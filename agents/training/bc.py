@@ -50,7 +50,6 @@ from .common import (
     save_training_checkpoint,
 )
 from .configs import BCConfig
-from .ema import WeightEMA
 from .loop import SupervisedLoop, adamw, cosine_with_warmup, decay_groups
 
 # Settings that may change between an interrupted run and its resume without changing the maths.
@@ -509,8 +508,6 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
     if init_fn is not None and not resume:
         init_fn(policy)
     policy.to(device).train()
-    ema = WeightEMA(policy, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    saved = ema.module if ema is not None else policy  # what evaluation and checkpoints see
     optimizer = adamw(decay_groups(policy, cfg.weight_decay), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, cosine_with_warmup(cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
@@ -522,14 +519,8 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
                                        defaults=config_defaults(cfg)))
     if resume:
         read_checkpoint_config(last)
-        load_state_strict(saved, read_weights(last / "model.safetensors"), str(last))
+        load_state_strict(policy, read_weights(last / "model.safetensors"), str(last))
         state = load_trainer_state(last)
-        if ema is not None:  # the checkpoint's model is the average; the raw weights ride along
-            if "raw_weights" not in state:
-                raise ValueError(f"cannot resume {last} with ema_decay > 0: its trainer state "
-                                 "has no raw weights (saved without an EMA)")
-            load_state_strict(policy, state["raw_weights"], f"{last} (raw weights)")
-            ema.averaged.n_averaged.fill_(int(state["ema_updates"]))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, best_kind = int(state["step"]), str(state["best_kind"])
@@ -543,8 +534,6 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
         if main:
             log.info("resuming from %s at step %d/%d", last, step, cfg.steps)
     dist.broadcast_module(policy)  # every process starts from rank 0's weights
-    if ema is not None:
-        dist.broadcast_module(ema.module)
 
     meta_base = {"trainer": "bc", "num_steps_data": int(len(data.states)),
                  "num_episodes": int(len(np.unique(data.episode_index))),
@@ -553,18 +542,13 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
                           purge_step=step or None)
 
     def trainer_state() -> dict[str, Any]:
-        state = {"step": step, "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "best_metric": best, "best_kind": best_kind,
-                 "train_losses": torch.tensor(losses, dtype=torch.float64)}
-        if ema is not None:
-            state["raw_weights"] = {k: v.detach().cpu().clone()
-                                    for k, v in policy.state_dict().items()}
-            state["ema_updates"] = ema.updates
-        return state
+        return {"step": step, "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "best_metric": best, "best_kind": best_kind,
+                "train_losses": torch.tensor(losses, dtype=torch.float64)}
 
     def checkpoint() -> None:
         if main:  # the others wait at the next barrier or all-reduce
-            path = save_training_checkpoint(out / "checkpoints" / f"step_{step:06d}", saved,
+            path = save_training_checkpoint(out / "checkpoints" / f"step_{step:06d}", policy,
                                             trainer_state(), {**meta_base, "step": step})
             publish_checkpoint(path, out / "last")
 
@@ -572,20 +556,20 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
         """Val loss and (maybe) success; save ``best`` if improved. Returns the val loss."""
         nonlocal best, best_kind
         metrics: dict[str, float] = {}
-        vloss = _val_loss(saved, batches, val_ids, 256) if len(val_ids) else None
+        vloss = _val_loss(policy, batches, val_ids, 256) if len(val_ids) else None
         if vloss is not None:
             metrics["val/loss"] = vloss
         if policy.ground_head is not None and cfg.ground_weight > 0 and len(val_ids):
-            ground = grounding_metrics(saved, batches, val_ids, 256)
+            ground = grounding_metrics(policy, batches, val_ids, 256)
             metrics.update(ground)
             log.info("step %d grounding (val): %s", step,
                      ", ".join(f"{k.split('/')[-1]} {v:.2f}" for k, v in ground.items()))
         success = None
         every = cfg.eval_every_grad_steps
         if eval_fn is not None and (final or (every and step % every == 0)):
-            saved.eval()
-            success = float(eval_fn(saved))
-            saved.train()
+            policy.eval()
+            success = float(eval_fn(policy))
+            policy.train()
             metrics["eval/success_rate"] = success
         logger.scalars(metrics, step)
         if success is not None:
@@ -601,7 +585,7 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
         if improved:
             from vla_sim.agents.policies.checkpoint import save_policy
 
-            save_policy(saved, out / "best", meta={**meta_base, "step": step,
+            save_policy(policy, out / "best", meta={**meta_base, "step": step,
                                                     "best_kind": best_kind, "best_metric": best})
         return vloss
 
@@ -618,8 +602,6 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
     def after_step(done: int, value: float, grad_norm: float) -> None:
         nonlocal step, vloss
         step = done
-        if ema is not None:
-            ema.update(policy)
         losses.append(value)
         if step % cfg.log_every_grad_steps == 0 or step == stop_at:
             logger.scalars({"train/loss": value, "train/lr": scheduler.get_last_lr()[0],

@@ -49,11 +49,6 @@ class BCConfig:
     """The cosine ends at ``lr * min_lr_ratio``."""
     grad_clip: float = 1.0
     """Max global grad norm; 0 disables clipping."""
-    ema_decay: float = 0.0
-    """0 = off; else the saved policy (``last``, ``best``, checkpoints, what DAgger rolls out)
-    is an exponential moving average of the weights with this decay (e.g. 0.995: about the last
-    200 steps), ramped up over the first steps (agents/training/ema.py). Training continues on
-    the raw weights, which the checkpoints keep for resuming."""
     aux_weight: float = 0.0
     """Weight of the auxiliary goal-state loss (predict the instructed object's and destination's
     positions, ``observation.environment_state``, from the policy's features). Needs a dataset
@@ -137,8 +132,6 @@ class BCConfig:
             raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
         if not 0 <= self.grad_clip < math.inf:
             raise ValueError(f"grad_clip must be a finite number >= 0 (0 = off), got "
                              f"{self.grad_clip}")

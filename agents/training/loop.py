@@ -184,8 +184,8 @@ def train_steps(policy: nn.Module, sample_batch: Callable[[np.random.Generator],
     """AdamW + warm-up/cosine + grad clipping for ``steps`` (default ``cfg.steps``) steps at
     peak ``lr`` (default ``cfg.lr``). Batch ``t`` comes from a generator seeded ``(seed, t)``.
     Returns the training losses. ``cfg`` is a ``BCConfig`` (seed, steps, lr, weight_decay,
-    warmup_steps, min_lr_ratio, grad_clip, ema_decay): the optimiser settings multi-task,
-    continual and curriculum training share with BC."""
+    warmup_steps, min_lr_ratio, grad_clip): the optimiser settings multi-task, continual and
+    curriculum training share with BC."""
     steps = cfg.steps if steps is None else int(steps)
     lr = cfg.lr if lr is None else float(lr)
     policy.train()
@@ -193,17 +193,9 @@ def train_steps(policy: nn.Module, sample_batch: Callable[[np.random.Generator],
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, cosine_with_warmup(min(cfg.warmup_steps, steps // 4), steps, cfg.min_lr_ratio))
     callbacks = [] if log is None else [lambda step, loss, _norm: log(step, loss)]
-    ema = None
-    if getattr(cfg, "ema_decay", 0.0) > 0:
-        from .ema import WeightEMA
-
-        ema = WeightEMA(policy, cfg.ema_decay)
-        callbacks.append(lambda _step, _loss, _norm: ema.update(policy))
     loop = SupervisedLoop(list(policy.parameters()), optimizer, sample_batch,
                           lambda batch: loss_fn(policy, batch), cfg.seed, scheduler,
                           cfg.grad_clip, callbacks)
     losses = loop.run(0, steps)
-    if ema is not None:  # the policy leaves with the averaged weights, as BC saves them
-        policy.load_state_dict(ema.module.state_dict())
     policy.eval()
     return losses
