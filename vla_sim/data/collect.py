@@ -52,6 +52,7 @@ class CollectConfig:
     image_size: int = 64
     cameras: tuple[str, ...] = ("front",)
     expert: str = DEFAULT_EXPERT       # "module:factory", factory(env) -> policy with act(obs)
+    counterfactual: bool = False       # also record counterfactual labels (rollout_episode)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -79,6 +80,8 @@ class CollectConfig:
         d = {k: getattr(self, k) for k in IDENTITY_FIELDS}
         d["env"] = self.env_id
         d["cameras"] = list(self.cameras)
+        if self.counterfactual:  # absent when off: datasets collected before it still resume
+            d["counterfactual"] = True
         return d
 
 
@@ -126,7 +129,8 @@ def obs_image_key(camera: str, position: int) -> str:
 
 
 def rollout_episode(env, expert, seed: int, cameras: tuple[str, ...] = ("front",), noise: float = 0.0,
-                    randomization: dict | None = None, attempt_index: int = 0) -> Episode:
+                    randomization: dict | None = None, attempt_index: int = 0,
+                    counterfactual: bool = False) -> Episode:
     """Run the expert for one episode from ``env.reset(seed)`` and record it.
 
     Records obs (images, state) at step t, the expert's action for it, the reward after it and
@@ -135,6 +139,13 @@ def rollout_episode(env, expert, seed: int, cameras: tuple[str, ...] = ("front",
     learned policy drifts into, labelled with the expert's correction. The executed actions are
     recomputed exactly by :func:`executed_actions` (the noise stream is seeded by the episode). ``randomization`` replays
     a recorded sample through ``reset(options=...)``.
+
+    ``counterfactual``: also record, at every frame, what the expert would do (and the goal
+    state) had the instruction named another object of the scene (one per episode, drawn from
+    the episode's seed; ``Task.counterfactual_instance``). The same image under two
+    instructions with two different labels teaches the policy which object the words name,
+    which the factual labels alone only imply. Needs our envs and an expert with
+    ``label_for(roles)`` (the scripted experts).
     """
     options = {"randomization": randomization} if randomization is not None else None
     obs, info = env.reset(seed=int(seed), options=options)
@@ -146,6 +157,8 @@ def rollout_episode(env, expert, seed: int, cameras: tuple[str, ...] = ("front",
     states, actions, rewards, dones, env_states = [], [], [], [], []
     task = goal_state_source(env)
     instruction = str(obs.get("instruction", info.get("instruction", "")))
+    cf = _counterfactual(env, expert, task, seed) if counterfactual else None
+    cf_actions, cf_states = [], []
     done, step_info = False, info
     while not done:
         for cam, key in zip(cameras, keys):
@@ -153,6 +166,10 @@ def rollout_episode(env, expert, seed: int, cameras: tuple[str, ...] = ("front",
         states.append(np.asarray(obs["state"], dtype=np.float32))
         if task is not None:
             env_states.append(task.goal_state())
+        if cf is not None:
+            cf_actions.append(expert.label_for(cf.roles))
+            with task.roles_as(cf.roles):
+                cf_states.append(task.goal_state())
         label = np.clip(np.asarray(expert.act(obs, deterministic=True), dtype=np.float32),
                         -1.0, 1.0)
         executed = _perturb(label, noise, noise_rng)
@@ -168,10 +185,29 @@ def rollout_episode(env, expert, seed: int, cameras: tuple[str, ...] = ("front",
     instance = getattr(env.unwrapped, "instance", None)
     if instance is not None and getattr(instance, "roles", None):
         meta["roles"] = dict(instance.roles)  # which scene objects the instruction names
+    if cf is not None:
+        meta["counterfactual"] = {"instruction": cf.instruction, "roles": dict(cf.roles)}
     return Episode(images={c: np.stack(v) for c, v in images.items()}, states=np.stack(states),
                    actions=np.stack(actions), rewards=np.asarray(rewards, np.float32),
                    dones=np.asarray(dones, bool), instruction=instruction, metadata=meta,
-                   env_states=np.stack(env_states) if env_states else None)
+                   env_states=np.stack(env_states) if env_states else None,
+                   counterfactual_actions=np.stack(cf_actions) if cf_actions else None,
+                   counterfactual_env_states=np.stack(cf_states) if cf_states else None)
+
+
+_CF_STREAM = 0xCF  # second seed word of the counterfactual draw (independent of the env's)
+
+
+def _counterfactual(env, expert, task, seed: int) -> Any:
+    """The episode's counterfactual instance (None: no other object to name), after reset."""
+    instance = getattr(env.unwrapped, "instance", None)
+    if task is None or instance is None:
+        raise ValueError("counterfactual labels need a vla_sim env (a task with goal states); "
+                         f"{env.unwrapped!r} has none")
+    if not callable(getattr(expert, "label_for", None)):
+        raise ValueError(f"counterfactual labels need an expert with label_for(roles); "
+                         f"{type(expert).__name__} has none")
+    return task.counterfactual_instance(instance, np.random.default_rng([int(seed), _CF_STREAM]))
 
 
 def goal_state_source(env) -> Any:
@@ -209,7 +245,8 @@ def _run_attempt(attempt: int) -> tuple[int, bool, EncodedEpisode | None]:
     """Roll out attempt ``attempt``; encode it only if it will be kept."""
     cfg = _WORKER["cfg"]
     ep = rollout_episode(_WORKER["env"], _WORKER["expert"], episode_seed(cfg.seed, attempt),
-                         cameras=cfg.cameras, noise=cfg.noise, attempt_index=attempt)
+                         cameras=cfg.cameras, noise=cfg.noise, attempt_index=attempt,
+                         counterfactual=cfg.counterfactual)
     success = bool(ep.metadata["success"])
     keep = success or cfg.keep_failures
     return attempt, success, encode_episode(ep, _fps(_WORKER["env"])) if keep else None
@@ -277,7 +314,7 @@ def _collect(cfg: CollectConfig, out: Path, state_path: Path, prev: dict | None,
         writer = LeRobotDatasetWriter(
             out, fps=fps, robot_type=cfg.robot, cameras=cfg.cameras, state_dim=22, action_dim=4,
             image_size=cfg.image_size, env_state_dim=env_state_dim,
-            extra_info={"fingerprint": fingerprint(), "collect": cfg.identity()})
+            counterfactual=cfg.counterfactual, extra_info={"fingerprint": fingerprint(), "collect": cfg.identity()})
     except BaseException:
         if "env" in _WORKER:
             _WORKER.pop("env").close()
@@ -373,8 +410,9 @@ def _load_state(out: Path) -> dict | None:
 
 
 def _check_resume(old: dict, new: dict, out: Path) -> None:
-    diffs = [f"{k}: dataset has {old.get(k)!r}, command gives {new[k]!r}"
-             for k in new if old.get(k) != new[k]]
+    keys = list(new) + [k for k in ("counterfactual",) if k in old and k not in new]
+    diffs = [f"{k}: dataset has {old.get(k)!r}, command gives {new.get(k)!r}"
+             for k in keys if old.get(k) != new.get(k)]
     if diffs:
         raise ValueError(f"{out} was collected with different settings; refusing to resume "
                          f"(use another --out or the same arguments): " + "; ".join(diffs))
