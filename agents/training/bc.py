@@ -89,6 +89,14 @@ def instruction_alternatives(data: DemoArrays, k: int, seed: int
     return instructions, table
 
 
+def refuse_counterfactuals(cfg: BCConfig, trainer: str) -> None:
+    """Trainers that do not sample counterfactual labels refuse the setting instead of
+    silently ignoring it."""
+    if cfg.counterfactual_prob > 0:
+        raise ValueError(f"{trainer} does not train on counterfactual labels; set "
+                         f"bc.counterfactual_prob=0 (it is {cfg.counterfactual_prob})")
+
+
 def instruction_features(encoder: Any, instructions: Sequence[str], cfg: VLAPolicyConfig
                          ) -> dict[str, torch.Tensor]:
     """Encoder features of each distinct instruction, (U, ...) tensors (encoded once each, in
@@ -234,9 +242,13 @@ class _Batches:
         self.chunk_ids = self.chunk_mask = None
         if cfg.action_chunk > 1:
             self.chunk_ids, self.chunk_mask = chunk_indices(data.episode_index, cfg.action_chunk)
-            if self.cf_ok is not None:  # a counterfactual row's chunk: the same steps' cf labels
+            if self.cf_ok is not None:
+                # A counterfactual row's chunk trains its first action only: the later steps
+                # of the recorded trajectory are states the counterfactual expert never visits.
+                first = np.zeros_like(self.chunk_mask)
+                first[:, 0] = True
                 self.chunk_ids = np.concatenate([self.chunk_ids, self.chunk_ids + self.n])
-                self.chunk_mask = np.concatenate([self.chunk_mask, self.chunk_mask])
+                self.chunk_mask = np.concatenate([self.chunk_mask, first])
 
     def label_rows(self, ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Which label each step of a batch trains on: ``ids`` (its own) or ``ids + N`` (its

@@ -373,6 +373,16 @@ def _train(data_dir: Path, run_dir: Path, bc: BCConfig, eval_fn: Callable | None
                     init_fn=init)
 
 
+def _check_counterfactual_demos(demos: Path) -> None:
+    """bc.counterfactual_prob > 0 needs demonstrations with counterfactual labels: refused
+    before the run folder is made (not at the first BC run, after copying the data)."""
+    from vla_sim.data.reader import DatasetReader
+
+    if fmt.CF_ACTION_KEY not in DatasetReader(demos, validate=False).info["features"]:
+        raise ValueError(f"bc.counterfactual_prob > 0 needs counterfactual labels; {demos} has "
+                         "none - collect it with `vla-sim collect --counterfactual`")
+
+
 def _prepare(out: Path, cfg: DAggerConfig, resume: bool) -> dict[str, Any]:
     """Check ``out`` for a fresh run or a resumable one; return the state."""
     state_path = out / STATE_FILE
@@ -419,6 +429,8 @@ def train_dagger(demos: str | Path, out: str | Path, config: DAggerConfig | None
     """
     cfg = config or DAggerConfig()
     out, demos = Path(out), Path(demos)
+    if cfg.bc.counterfactual_prob > 0 and not resume:
+        _check_counterfactual_demos(demos)
     state = _prepare(out, cfg, resume)
     data_dir = out / "data"
     if not data_dir.exists():

@@ -124,8 +124,10 @@ class Task:
         """:meth:`swap_instance` for training labels: the instruction names another object of
         the scene that may be a target in the instance's split (so a train-split label never
         names a held-out colour-shape pair); None when the scene has no such object."""
+        named = set(instance.roles.values())
         allowed = tuple(o for o in instance.objects
-                        if not o.movable or allowed_combo(o.color, o.shape, instance.split, True))
+                        if not o.movable or o.name in named
+                        or allowed_combo(o.color, o.shape, instance.split, True))
         try:
             swapped = self.swap_instance(dataclasses.replace(instance, objects=allowed), rng)
         except ValueError:

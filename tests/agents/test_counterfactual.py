@@ -197,3 +197,52 @@ def test_bc_trains_on_a_counterfactual_dataset(cf_demos, tmp_path):
                    policy=VLAPolicyConfig(**POLICY, text_encoder="hashing"))
     result = train_bc(data, tmp_path / "run", cfg, encoder=HashingTextEncoder())
     assert result.steps == 4 and np.isfinite(result.train_losses).all()
+
+
+def test_held_out_stack_scenes_keep_their_base_and_never_crash():
+    env = gym.make("vla_sim/Stack-v0", image_size=16, instruction_split="heldout")
+    made = 0
+    for seed in range(40):
+        env.reset(seed=seed)
+        task, instance = env.unwrapped.task, env.unwrapped.instance
+        cf = task.counterfactual_instance(instance, np.random.default_rng(seed))
+        if cf is not None:
+            made += 1
+            assert cf.roles["destination"] == instance.roles["destination"]
+            named = next(o for o in cf.objects if o.name == cf.roles["object"])
+            assert allowed_combo(named.color, named.shape, "heldout", target=True)
+    env.close()
+    assert made > 0  # some held-out scenes have a second held-out cube to name (9 of these 40)
+
+
+def test_a_counterfactual_chunk_trains_its_first_action_only():
+    data = _with_counterfactuals(synthetic_demos())
+    cfg = BCConfig(batch_size=16, counterfactual_prob=1.0,
+                   policy=VLAPolicyConfig(**POLICY, text_encoder="hashing", action_chunk=3))
+    enc = HashingTextEncoder()
+    text = {"instruction_embedding": torch.from_numpy(
+        enc.features(data.instructions, 8)["instruction_embedding"])}
+    batches = _Batches(data, text, cfg.policy, torch.device("cpu"), counterfactual_prob=1.0)
+    ids = np.array([0, 1, 2])
+    rows = batches.label_rows(ids, np.random.default_rng(0))
+    actions, mask = batches.chunk(rows)
+    torch.testing.assert_close(actions[:, 0], torch.from_numpy(-data.actions[ids]))
+    assert mask[:, 0].all() and not mask[:, 1:].any()
+    own_actions, own_mask = batches.chunk(ids)
+    assert own_mask.all()
+
+
+def test_trainers_that_do_not_sample_counterfactuals_refuse_the_setting():
+    from vla_sim.agents.training.bc import refuse_counterfactuals
+
+    with pytest.raises(ValueError, match="counterfactual_prob=0"):
+        refuse_counterfactuals(BCConfig(counterfactual_prob=0.5), "train multitask")
+    refuse_counterfactuals(BCConfig(), "train multitask")
+
+
+def test_dagger_with_counterfactuals_on_plain_demos_is_refused_before_the_run(tmp_path):
+    plain = tmp_path / "plain"
+    collect(CollectConfig(out=str(plain), env="Reach", episodes=1, image_size=16, progress=False))
+    with pytest.raises(ValueError, match="collect --counterfactual"):
+        train_dagger(plain, tmp_path / "run", tiny(**{"bc.counterfactual_prob": 0.5}))
+    assert not (tmp_path / "run").exists()

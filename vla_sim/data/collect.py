@@ -198,15 +198,20 @@ def rollout_episode(env, expert, seed: int, cameras: tuple[str, ...] = ("front",
 _CF_STREAM = 0xCF  # second seed word of the counterfactual draw (independent of the env's)
 
 
-def _counterfactual(env, expert, task, seed: int) -> Any:
-    """The episode's counterfactual instance (None: no other object to name), after reset."""
-    instance = getattr(env.unwrapped, "instance", None)
-    if task is None or instance is None:
+def _check_counterfactual_support(env, expert) -> None:
+    """Raise ValueError unless ``env`` and ``expert`` can give counterfactual labels."""
+    if goal_state_source(env) is None:
         raise ValueError("counterfactual labels need a vla_sim env (a task with goal states); "
                          f"{env.unwrapped!r} has none")
     if not callable(getattr(expert, "label_for", None)):
         raise ValueError(f"counterfactual labels need an expert with label_for(roles); "
                          f"{type(expert).__name__} has none")
+
+
+def _counterfactual(env, expert, task, seed: int) -> Any:
+    """The episode's counterfactual instance (None: no other object to name), after reset."""
+    _check_counterfactual_support(env, expert)
+    instance = env.unwrapped.instance
     return task.counterfactual_instance(instance, np.random.default_rng([int(seed), _CF_STREAM]))
 
 
@@ -260,9 +265,10 @@ def fit_env_states(enc: EncodedEpisode, env_state_dim: int) -> EncodedEpisode:
     """``enc`` with its goal states cut to a dataset's ``env_state_dim`` columns: a dataset
     collected before the goal state grew (6 values: the positions, the prefix of today's layout,
     vla_sim.envs.goal_state) keeps its own size when resumed."""
-    states = enc.env_states
-    if states is not None and 0 < env_state_dim < states.shape[1]:
-        enc = dataclasses.replace(enc, env_states=np.ascontiguousarray(states[:, :env_state_dim]))
+    for name in ("env_states", "counterfactual_env_states"):
+        states = getattr(enc, name)
+        if states is not None and 0 < env_state_dim < states.shape[1]:
+            enc = dataclasses.replace(enc, **{name: np.ascontiguousarray(states[:, :env_state_dim])})
     return enc
 
 
@@ -302,10 +308,16 @@ def _collect(cfg: CollectConfig, out: Path, state_path: Path, prev: dict | None,
     if in_process:
         _init_worker(cfg)
         fps, env_state_dim = _fps(_WORKER["env"]), _env_state_dim(_WORKER["env"])
+        if cfg.counterfactual:
+            _check_counterfactual_support(_WORKER["env"], _WORKER["expert"])
     elif prev is None:
         probe_env = make_env(cfg)
-        fps, env_state_dim = _fps(probe_env), _env_state_dim(probe_env)
-        probe_env.close()
+        try:
+            fps, env_state_dim = _fps(probe_env), _env_state_dim(probe_env)
+            if cfg.counterfactual:  # refused before anything is written
+                _check_counterfactual_support(probe_env, make_expert(cfg.expert, probe_env))
+        finally:
+            probe_env.close()
     if (out / fmt.INFO_PATH).exists():
         info = json.loads((out / fmt.INFO_PATH).read_text())
         fps = int(info["fps"])
@@ -314,7 +326,8 @@ def _collect(cfg: CollectConfig, out: Path, state_path: Path, prev: dict | None,
         writer = LeRobotDatasetWriter(
             out, fps=fps, robot_type=cfg.robot, cameras=cfg.cameras, state_dim=22, action_dim=4,
             image_size=cfg.image_size, env_state_dim=env_state_dim,
-            counterfactual=cfg.counterfactual, extra_info={"fingerprint": fingerprint(), "collect": cfg.identity()})
+            counterfactual=cfg.counterfactual,
+            extra_info={"fingerprint": fingerprint(), "collect": cfg.identity()})
     except BaseException:
         if "env" in _WORKER:
             _WORKER.pop("env").close()

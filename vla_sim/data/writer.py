@@ -345,7 +345,10 @@ class LeRobotDatasetWriter:
         """The counterfactual columns of ``enc`` (its own labels where it has none)."""
         t = enc.length
         actions, states = enc.counterfactual_actions, enc.counterfactual_env_states
-        if actions is None or (self.env_state_dim and states is None):
+        if actions is not None and self.env_state_dim and states is None:
+            raise ValueError("episode has counterfactual actions but no counterfactual "
+                             "env_states; the dataset records goal states, so both are needed")
+        if actions is None:
             meta.pop("counterfactual", None)
             actions, states = enc.actions, enc.env_states
         elif "instruction" not in (meta.get("counterfactual") or {}):
