@@ -216,7 +216,7 @@ class _Batches:
         self.cf_prob, self.cf_ok = 0.0, None
         if counterfactual_prob > 0 and data.has_counterfactuals:
             self.cf_prob = float(counterfactual_prob)
-            self.cf_ok = np.asarray(data.counterfactual_index) >= 0
+            self.cf_ok = (np.asarray(data.counterfactual_index) >= 0) & empty_handed(data)
             actions = np.concatenate([actions, data.counterfactual_actions])
             instr = np.concatenate([instr, np.maximum(data.counterfactual_index, 0)])
             if env_states is not None:
@@ -340,6 +340,21 @@ class _Batches:
         """Grounding targets (:func:`grounding_targets`) of steps ``ids``."""
         return grounding_targets(self._take(self.env_states, ids), self.cameras,
                                  self.image_size, moved)
+
+
+def empty_handed(data: DemoArrays) -> np.ndarray:
+    """(N,) steps where the gripper holds neither object the two instructions name: the only
+    steps whose counterfactual label trains. Binding decides where the arm goes before a grasp;
+    after one, the counterfactual label is "drop what you hold and fetch the other object",
+    and training on those (PickPlace, 2026-12-01) cost 7 points on train instructions and 25
+    held-out against the same recipe without counterfactuals. Datasets without the holding
+    flag (older 6-value goal states) use every step."""
+    hold = GOAL_STATE_LAYOUT["holding"]
+    if data.env_states is None or data.env_states.shape[1] < hold.stop:
+        return np.ones(len(data.actions), bool)
+    own = data.env_states[:, hold].reshape(-1) > 0.5
+    other = data.counterfactual_env_states[:, hold].reshape(-1) > 0.5
+    return ~own & ~other
 
 
 def _fits_on(device: torch.device, tensors: Sequence[torch.Tensor | None]) -> bool:

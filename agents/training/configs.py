@@ -77,7 +77,8 @@ class BCConfig:
     """Probability that a training sample uses its frame's counterfactual label: the same image
     and state with a second instruction naming another object of the scene, the expert's action
     and goal state for it (datasets collected with ``--counterfactual``; DAgger rollouts of such
-    a dataset record them too). Teaches which object the words name. 0 = off."""
+    a dataset record them too). Teaches which object the words name. Only steps where the
+    gripper holds neither named object use theirs (``bc.empty_handed``). 0 = off."""
 
     # --- Validation, evaluation, checkpoints ----------------------------------------------------
     val_fraction: float = 0.1

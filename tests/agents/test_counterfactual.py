@@ -246,3 +246,17 @@ def test_dagger_with_counterfactuals_on_plain_demos_is_refused_before_the_run(tm
     with pytest.raises(ValueError, match="collect --counterfactual"):
         train_dagger(plain, tmp_path / "run", tiny(**{"bc.counterfactual_prob": 0.5}))
     assert not (tmp_path / "run").exists()
+
+
+def test_only_empty_handed_steps_train_on_their_counterfactual():
+    data = _with_counterfactuals(synthetic_demos())
+    hold = GOAL_STATE_LAYOUT["holding"]
+    env = np.zeros((len(data.actions), hold.stop), np.float32)
+    env[::3, hold] = 1.0  # the instructed object held
+    cf_env = np.zeros_like(env)
+    cf_env[1::3, hold] = 1.0  # the counterfactual's object held
+    data = dataclasses.replace(data, env_states=env, counterfactual_env_states=cf_env)
+    batches, _, _ = _batches(data, 1.0)
+    rows = batches.label_rows(np.arange(len(data.actions)), np.random.default_rng(0))
+    uses_cf = rows >= len(data.actions)
+    np.testing.assert_array_equal(uses_cf, np.arange(len(data.actions)) % 3 == 2)
