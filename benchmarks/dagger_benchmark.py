@@ -37,9 +37,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--aux-weight", type=float, default=1.0)
     ap.add_argument("--instruction-aug", type=int, default=8)
-    ap.add_argument("--counterfactual", type=float, default=0.0,
-                    help="> 0: collect counterfactual labels (demos and rollouts) and train on "
-                         "them with this probability per sample (bc.counterfactual_prob)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for training")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--episodes-per-round", type=int, default=50)
@@ -90,20 +87,18 @@ def main(argv: list[str] | None = None) -> int:
         f"bc.steps={args.steps}", f"bc.batch_size={args.batch_size}",
         f"bc.num_threads={args.threads}", f"bc.aux_weight={args.aux_weight}",
         f"bc.instruction_aug={args.instruction_aug}", f"bc.policy.cameras=[{','.join(cameras)}]",
-        "bc.checkpoint_every_grad_steps=1000000", "bc.progress=false",
-        f"bc.counterfactual_prob={args.counterfactual}", *args.overrides])
+        "bc.checkpoint_every_grad_steps=1000000", "bc.progress=false", *args.overrides])
 
     work = Path(args.work)
     tag = "_".join([args.env, str(args.episodes), f"n{args.noise}", "+".join(cameras),
-                    args.randomization, args.robot] + (["cf"] if args.counterfactual > 0 else []))
+                    args.randomization, args.robot])
     data_dir, run_dir = work / f"data_{tag}", work / "run"
     phases: dict[str, float] = {}
     t0 = time.perf_counter()
     result = collect(CollectConfig(out=str(data_dir), env=args.env, robot=args.robot,
                                    episodes=args.episodes, randomization=args.randomization,
                                    workers=args.workers, image_size=64, progress=False,
-                                   noise=args.noise, cameras=cameras,
-                                   counterfactual=args.counterfactual > 0))
+                                   noise=args.noise, cameras=cameras))
     phases["collect"] = time.perf_counter() - t0
     print(f"collect: {result.episodes} episodes ({result.successes} successful, expert success "
           f"{result.success_rate:.2f}) in {phases['collect']:.1f} s")

@@ -43,12 +43,6 @@ class ScriptedExpert:
             action[:3] += self.rng.normal(0, self.noise_std, 3)
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
-    def label_for(self, roles: dict) -> np.ndarray:
-        """The noiseless action for the current state had the instruction named ``roles``
-        (counterfactual labels: the same frame, another instruction, its own action)."""
-        state = self.env.privileged_state()
-        return np.clip(self.plan({**state, "roles": dict(roles)}), -1.0, 1.0).astype(np.float32)
-
     def reset(self) -> None:  # stateless; kept for API symmetry with learned policies
         pass
 

@@ -89,14 +89,6 @@ def instruction_alternatives(data: DemoArrays, k: int, seed: int
     return instructions, table
 
 
-def refuse_counterfactuals(cfg: BCConfig, trainer: str) -> None:
-    """Trainers that do not sample counterfactual labels refuse the setting instead of
-    silently ignoring it."""
-    if cfg.counterfactual_prob > 0:
-        raise ValueError(f"{trainer} does not train on counterfactual labels; set "
-                         f"bc.counterfactual_prob=0 (it is {cfg.counterfactual_prob})")
-
-
 def instruction_features(encoder: Any, instructions: Sequence[str], cfg: VLAPolicyConfig
                          ) -> dict[str, torch.Tensor]:
     """Encoder features of each distinct instruction, (U, ...) tensors (encoded once each, in
@@ -205,26 +197,14 @@ class _Batches:
 
     def __init__(self, data: DemoArrays, text: dict[str, torch.Tensor], cfg: VLAPolicyConfig,
                  device: torch.device, alternatives: np.ndarray | None = None,
-                 alt_prob: float = 0.0, counterfactual_prob: float = 0.0):
+                 alt_prob: float = 0.0):
         self.images = {k: torch.from_numpy(np.ascontiguousarray(data.images[k]))
                        for k in cfg.image_keys}
         self.states = torch.from_numpy(np.ascontiguousarray(data.states, np.float32))
-        actions, instr, env_states = data.actions, data.instruction_index, data.env_states
-        # Label rows: 0..N-1 are the steps' own labels; N..2N-1, with counterfactuals, the same
-        # steps' counterfactual ones (same image and state, another instruction and action).
-        self.n = len(actions)
-        self.cf_prob, self.cf_ok = 0.0, None
-        if counterfactual_prob > 0 and data.has_counterfactuals:
-            self.cf_prob = float(counterfactual_prob)
-            self.cf_ok = (np.asarray(data.counterfactual_index) >= 0) & empty_handed(data)
-            actions = np.concatenate([actions, data.counterfactual_actions])
-            instr = np.concatenate([instr, np.maximum(data.counterfactual_index, 0)])
-            if env_states is not None:
-                env_states = np.concatenate([env_states, data.counterfactual_env_states])
-        self.actions = torch.from_numpy(np.ascontiguousarray(actions, np.float32))
-        self.instr = torch.from_numpy(np.asarray(instr, np.int64))
-        self.env_states = (None if env_states is None else
-                           torch.from_numpy(np.ascontiguousarray(env_states, np.float32)))
+        self.actions = torch.from_numpy(np.ascontiguousarray(data.actions, np.float32))
+        self.instr = torch.from_numpy(np.asarray(data.instruction_index, np.int64))
+        self.env_states = (None if data.env_states is None else
+                           torch.from_numpy(np.ascontiguousarray(data.env_states, np.float32)))
         self.text = text
         self.image_keys, self.device = cfg.image_keys, device
         self.resident = device.type == "cuda" and _fits_on(device, [
@@ -242,22 +222,6 @@ class _Batches:
         self.chunk_ids = self.chunk_mask = None
         if cfg.action_chunk > 1:
             self.chunk_ids, self.chunk_mask = chunk_indices(data.episode_index, cfg.action_chunk)
-            if self.cf_ok is not None:
-                # A counterfactual row's chunk trains its first action only: the later steps
-                # of the recorded trajectory are states the counterfactual expert never visits.
-                first = np.zeros_like(self.chunk_mask)
-                first[:, 0] = True
-                self.chunk_ids = np.concatenate([self.chunk_ids, self.chunk_ids + self.n])
-                self.chunk_mask = np.concatenate([self.chunk_mask, first])
-
-    def label_rows(self, ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Which label each step of a batch trains on: ``ids`` (its own) or ``ids + N`` (its
-        counterfactual) with probability ``counterfactual_prob`` where it has one. Draws from
-        ``rng`` only when counterfactuals are on, so runs without them are unchanged."""
-        if self.cf_ok is None:
-            return ids
-        use = (rng.random(len(ids)) < self.cf_prob) & self.cf_ok[ids]
-        return ids + self.n * use
 
     def _take(self, array: torch.Tensor, ids: np.ndarray) -> torch.Tensor:
         """``array[ids]`` on the device."""
@@ -273,19 +237,15 @@ class _Batches:
         return self.get_with_shifts(ids, rng, shift_pad, jitter)[:2]
 
     def get_with_shifts(self, ids: np.ndarray, rng: np.random.Generator | None = None,
-                        shift_pad: int = 0, jitter: float = 0.0, rows: slice | None = None,
-                        labels: np.ndarray | None = None
+                        shift_pad: int = 0, jitter: float = 0.0, rows: slice | None = None
                         ) -> tuple[dict[str, torch.Tensor], torch.Tensor, list[np.ndarray | None]]:
         """:meth:`get`, plus each camera's augmentation shift (B, 2) in pixels (None unshifted).
-        ``labels``: the label rows of ``ids`` (:meth:`label_rows`; default ``ids``), which give
-        the instruction and the action.
 
         ``rows``: build the observations of ``ids[rows]`` only (this process's share of a
         global batch, :mod:`.distributed`); every random draw is still made for all of ``ids``
         (so every process draws the same numbers), and the actions and shifts are those of all
         of ``ids`` (the loss's targets for the whole global batch)."""
         local = ids if rows is None else ids[rows]
-        labels = ids if labels is None else labels
 
         def mine(values: np.ndarray | None) -> np.ndarray | None:
             return values if values is None or rows is None else values[rows]
@@ -302,24 +262,20 @@ class _Batches:
                 moved.append(None)
             obs[key] = img
         obs["state"] = self._take(self.states, local)
-        t = self.instr[torch.from_numpy(labels)].numpy()
+        t = self.instr[torch.from_numpy(ids)].numpy()
         if rng is not None and self.alternatives is not None and self.alt_prob > 0:
-            t = self._augment_instructions(ids, t, rng, own=labels < self.n)
+            t = self._augment_instructions(ids, t, rng)
         t = torch.from_numpy(np.ascontiguousarray(mine(t)))
         for key, value in self.text.items():
             obs[key] = value[t.to(value.device)]
-        return obs, self._take(self.actions, labels), moved
+        return obs, self._take(self.actions, ids), moved
 
-    def _augment_instructions(self, ids: np.ndarray, t: np.ndarray, rng: np.random.Generator,
-                              own: np.ndarray | None = None) -> np.ndarray:
-        """Other wordings of the steps' own instructions (not of a counterfactual one: ``own``
-        marks the steps that train on their own label)."""
+    def _augment_instructions(self, ids: np.ndarray, t: np.ndarray, rng: np.random.Generator
+                              ) -> np.ndarray:
         alts = self.alternatives[ids]  # (B, K)
         col = rng.integers(0, alts.shape[1], size=len(ids))
         pick = alts[np.arange(len(ids)), col]
         use = (rng.random(len(ids)) < self.alt_prob) & (pick >= 0)
-        if own is not None:
-            use &= own
         return np.where(use, pick, t)
 
     def chunk(self, ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -342,21 +298,6 @@ class _Batches:
                                  self.image_size, moved)
 
 
-def empty_handed(data: DemoArrays) -> np.ndarray:
-    """(N,) steps where the gripper holds neither object the two instructions name: the only
-    steps whose counterfactual label trains. Binding decides where the arm goes before a grasp;
-    after one, the counterfactual label is "drop what you hold and fetch the other object",
-    and training on those (PickPlace, 2026-12-01) cost 7 points on train instructions and 25
-    held-out against the same recipe without counterfactuals. Datasets without the holding
-    flag (older 6-value goal states) use every step."""
-    hold = GOAL_STATE_LAYOUT["holding"]
-    if data.env_states is None or data.env_states.shape[1] < hold.stop:
-        return np.ones(len(data.actions), bool)
-    own = data.env_states[:, hold].reshape(-1) > 0.5
-    other = data.counterfactual_env_states[:, hold].reshape(-1) > 0.5
-    return ~own & ~other
-
-
 def _fits_on(device: torch.device, tensors: Sequence[torch.Tensor | None]) -> bool:
     """Whether ``tensors`` take at most half of ``device``'s free memory."""
     need = sum(t.numel() * t.element_size() for t in tensors if t is not None)
@@ -377,14 +318,13 @@ def batch_sampler(batches: _Batches, train_ids: np.ndarray, cfg: BCConfig,
 
     def sample(rng: np.random.Generator) -> tuple:
         ids = train_ids[rng.integers(0, len(train_ids), cfg.batch_size)]
-        labels = batches.label_rows(ids, rng)
         obs, actions, moved = batches.get_with_shifts(ids, rng, cfg.shift_pad, cfg.color_jitter,
-                                                      rows, labels)
+                                                      rows)
         mask = None
         if pcfg.action_chunk > 1:
-            actions, mask = batches.chunk(labels)
-        ground = batches.grounding(labels, moved) if cfg.ground_weight > 0 else None
-        return obs, actions, batches.env_state(labels), mask, ground
+            actions, mask = batches.chunk(ids)
+        ground = batches.grounding(ids, moved) if cfg.ground_weight > 0 else None
+        return obs, actions, batches.env_state(ids), mask, ground
 
     return sample
 
@@ -549,11 +489,7 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
         instructions, alternatives = instruction_alternatives(data, cfg.instruction_aug, cfg.seed)
     # Rank 0 first: it may add the strings to the dataset's feature cache the others read.
     text = dist.main_first(lambda: instruction_features(encoder, instructions, pcfg))
-    if cfg.counterfactual_prob > 0 and not data.has_counterfactuals:
-        raise ValueError("counterfactual_prob > 0 needs counterfactual labels; this dataset has "
-                         "none - collect it with `vla-sim collect --counterfactual`")
-    batches = _Batches(data, text, pcfg, device, alternatives, cfg.instruction_aug_prob,
-                       cfg.counterfactual_prob)
+    batches = _Batches(data, text, pcfg, device, alternatives, cfg.instruction_aug_prob)
     train_ids, val_ids = split_episodes(data.episode_index, cfg.val_fraction, cfg.seed)
     if len(val_ids) > cfg.val_max_samples:
         val_ids = np.sort(np.random.default_rng([cfg.seed, 8]).choice(

@@ -73,12 +73,6 @@ class BCConfig:
     probability ``instruction_aug_prob``. Needs datasets that record the roles (collected by
     this version). 0 = off."""
     instruction_aug_prob: float = 0.5
-    counterfactual_prob: float = 0.0
-    """Probability that a training sample uses its frame's counterfactual label: the same image
-    and state with a second instruction naming another object of the scene, the expert's action
-    and goal state for it (datasets collected with ``--counterfactual``; DAgger rollouts of such
-    a dataset record them too). Teaches which object the words name. Only steps where the
-    gripper holds neither named object use theirs (``bc.empty_handed``). 0 = off."""
 
     # --- Validation, evaluation, checkpoints ----------------------------------------------------
     val_fraction: float = 0.1
@@ -126,9 +120,6 @@ class BCConfig:
         if not 0.0 <= self.instruction_aug_prob <= 1.0:
             raise ValueError(f"instruction_aug_prob must be in [0, 1], got "
                              f"{self.instruction_aug_prob}")
-        if not 0.0 <= self.counterfactual_prob <= 1.0:
-            raise ValueError(f"counterfactual_prob must be in [0, 1], got "
-                             f"{self.counterfactual_prob}")
         if self.aux_weight < 0:
             raise ValueError(f"aux_weight must be >= 0, got {self.aux_weight}")
         if self.ground_weight < 0:

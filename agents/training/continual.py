@@ -23,7 +23,7 @@ import torch
 from vla_sim.agents.policies.vla import ACTION_STD_FLOOR, STATE_STD_FLOOR, VLAPolicy  # noqa: F401
 from vla_sim.data.demos import DemoArrays, concat_demos
 
-from .bc import BCConfig, _Batches, instruction_features, refuse_counterfactuals
+from .bc import BCConfig, _Batches, instruction_features
 from .common import resolve_device
 from .configs import ContinualConfig
 from .loop import train_steps
@@ -128,7 +128,6 @@ def finetune_with_replay(policy: VLAPolicy, new: DemoArrays, old: Sequence[DemoA
     """
     cfg = config or ContinualConfig()
     bc = cfg.bc
-    refuse_counterfactuals(bc, "train continual")
     new.check_fits(policy.config)
     device = resolve_device(bc.device)
     if encoder is None:

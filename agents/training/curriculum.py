@@ -188,14 +188,13 @@ def train_bc_curriculum(stage_data: Sequence[Any], scheduler: "CurriculumSchedul
     from vla_sim.agents.policies.vla import VLAPolicy
     from vla_sim.data.demos import concat_demos
 
-    from .bc import _Batches, instruction_features, refuse_counterfactuals
+    from .bc import _Batches, instruction_features
     from .common import resolve_device
     from .loop import train_steps
 
     if len(stage_data) != len(scheduler.config.stages):
         raise ValueError(f"{len(stage_data)} datasets for {len(scheduler.config.stages)} stages")
     cfg = bc_config
-    refuse_counterfactuals(cfg, "curriculum training")
     device = resolve_device(cfg.device)
     if encoder is None:
         from vla_sim.language.encoder import get_text_encoder

@@ -23,7 +23,6 @@ Layout of the run folder ``out``::
 
     dagger_config.json, dagger_state.json   config; completed rounds and per-round records
     data/                                   copy of the demonstrations + every rollout appended
-                                            (with counterfactual labels when the demos have them)
     policy_0/ .. policy_K/                  one train_bc run per round (last/, best/, tb/)
     last/                                   copy of the newest policy_K/last
 
@@ -138,17 +137,14 @@ class MixedControl(gym.Wrapper):
 
 def dagger_rollout(env: gym.Env, expert: Any, learner: Any, seed: int, beta: float,
                    cameras: tuple[str, ...] = ("front",), mixing: str = "step",
-                   round_index: int = 0, index: int = 0, attempt_index: int = 0,
-                   counterfactual: bool = False):
+                   round_index: int = 0, index: int = 0, attempt_index: int = 0):
     """One episode from ``env.reset(seed)`` under the beta-mixture, recorded like ``collect``
     records (obs, the expert's action as the label, reward, done, goal state, roles) plus
     metadata marking it relabelled: ``relabelled``, ``dagger_round``, ``dagger_index``,
     ``beta``, ``mixing``, ``expert_steps`` and ``executed_actions`` (what ran; replaying them
-    from ``seed`` reproduces the episode). ``counterfactual``: also the counterfactual labels
-    of every visited state, as ``collect --counterfactual`` records them."""
+    from ``seed`` reproduces the episode)."""
     mixed = MixedControl(env, learner, beta, mixing)
-    ep = rollout_episode(mixed, expert, seed, cameras=cameras, attempt_index=attempt_index,
-                         counterfactual=counterfactual)
+    ep = rollout_episode(mixed, expert, seed, cameras=cameras, attempt_index=attempt_index)
     ep.metadata.update(relabelled=True, dagger_round=int(round_index), dagger_index=int(index),
                        beta=float(beta), mixing=mixing, expert_steps=int(mixed.expert_steps),
                        executed_actions=[[float(x) for x in a] for a in mixed.executed])
@@ -203,8 +199,7 @@ def _run_rollout(job: _RolloutJob, index: int) -> tuple[int, EncodedEpisode]:
     attempt = job.attempt(index)
     ep = dagger_rollout(env, _WORKER["expert"], _learner(job),
                         episode_seed(job.seed, attempt), job.beta, job.settings.cameras,
-                        job.mixing, job.round_index, index, attempt,
-                        job.settings.counterfactual)
+                        job.mixing, job.round_index, index, attempt)
     return index, encode_episode(ep, int(env.unwrapped.metadata.get("render_fps", 20)))
 
 
@@ -298,8 +293,7 @@ def _open_writer(data_dir: Path) -> LeRobotDatasetWriter:
         state_dim=int(feats[fmt.STATE_KEY]["shape"][0]),
         action_dim=int(feats[fmt.ACTION_KEY]["shape"][0]),
         image_size=tuple(reader.image_shape(reader.cameras[0])[:2]),
-        env_state_dim=int(env_state["shape"][0]) if env_state else 0,
-        counterfactual=fmt.CF_ACTION_KEY in feats)
+        env_state_dim=int(env_state["shape"][0]) if env_state else 0)
 
 
 def episode_metadata(row: dict[str, Any]) -> dict[str, Any]:
@@ -325,8 +319,7 @@ def _rollout_settings(data_dir: Path, cfg: DAggerConfig) -> CollectConfig:
         out=str(data_dir), env=env, robot=reader.info["robot_type"],
         randomization=cfg.randomization or rec.get("randomization", "low"),
         image_size=int(reader.image_shape(reader.cameras[0])[0]),
-        cameras=tuple(reader.cameras), progress=False,
-        counterfactual=fmt.CF_ACTION_KEY in reader.info["features"], **kwargs)
+        cameras=tuple(reader.cameras), progress=False, **kwargs)
     if "seed" in rec and int(rec["seed"]) == cfg.seed:
         raise ValueError(f"seed {cfg.seed} is the demonstrations' collection seed: the rollouts "
                          "would replay the demo scenes; choose another seed")
@@ -371,16 +364,6 @@ def _train(data_dir: Path, run_dir: Path, bc: BCConfig, eval_fn: Callable | None
     resume = (run_dir / "last").is_dir()
     return train_bc(data, run_dir, bc, resume=resume, eval_fn=eval_fn, encoder=encoder,
                     init_fn=init)
-
-
-def _check_counterfactual_demos(demos: Path) -> None:
-    """bc.counterfactual_prob > 0 needs demonstrations with counterfactual labels: refused
-    before the run folder is made (not at the first BC run, after copying the data)."""
-    from vla_sim.data.reader import DatasetReader
-
-    if fmt.CF_ACTION_KEY not in DatasetReader(demos, validate=False).info["features"]:
-        raise ValueError(f"bc.counterfactual_prob > 0 needs counterfactual labels; {demos} has "
-                         "none - collect it with `vla-sim collect --counterfactual`")
 
 
 def _prepare(out: Path, cfg: DAggerConfig, resume: bool) -> dict[str, Any]:
@@ -429,8 +412,6 @@ def train_dagger(demos: str | Path, out: str | Path, config: DAggerConfig | None
     """
     cfg = config or DAggerConfig()
     out, demos = Path(out), Path(demos)
-    if cfg.bc.counterfactual_prob > 0 and not resume:
-        _check_counterfactual_demos(demos)
     state = _prepare(out, cfg, resume)
     data_dir = out / "data"
     if not data_dir.exists():

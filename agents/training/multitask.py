@@ -35,7 +35,7 @@ from vla_sim.agents.policies.multihead import MultiHeadVLAPolicy
 from vla_sim.agents.policies.vla import GaussianHead, VLAPolicy
 from vla_sim.data.demos import DemoArrays, concat_demos, split_episodes
 
-from .bc import BCConfig, _Batches, instruction_features, refuse_counterfactuals
+from .bc import BCConfig, _Batches, instruction_features
 from .common import resolve_device
 from .loop import train_steps
 
@@ -190,7 +190,6 @@ def train_multitask(data: MultiTaskData, config: MultiTaskConfig | None = None,
     """
     cfg = config or MultiTaskConfig()
     bc = cfg.bc
-    refuse_counterfactuals(bc, "train multitask")
     data.demos.check_fits(bc.policy)
     device = resolve_device(bc.device)
     if encoder is None:

@@ -8,7 +8,6 @@ privileged state (object poses, target names) an expert or a state describer nee
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -119,21 +118,6 @@ class Task:
         return dataclasses.replace(instance, roles={**instance.roles, "object": new.name},
                                    instruction=ins.text)
 
-    def counterfactual_instance(self, instance: TaskInstance, rng: np.random.Generator
-                                ) -> TaskInstance | None:
-        """:meth:`swap_instance` for training labels: the instruction names another object of
-        the scene that may be a target in the instance's split (so a train-split label never
-        names a held-out colour-shape pair); None when the scene has no such object."""
-        named = set(instance.roles.values())
-        allowed = tuple(o for o in instance.objects
-                        if not o.movable or o.name in named
-                        or allowed_combo(o.color, o.shape, instance.split, True))
-        try:
-            swapped = self.swap_instance(dataclasses.replace(instance, objects=allowed), rng)
-        except ValueError:
-            return None
-        return dataclasses.replace(swapped, objects=instance.objects)
-
     def reset(self, instance: TaskInstance) -> None:
         self.instance = instance
 
@@ -144,18 +128,11 @@ class Task:
     def is_success_for(self, roles: dict) -> bool:
         """The success predicate judged on ``roles`` instead of the instruction's, in the current
         scene state (e.g. "did the original task anyway" under the swap probe)."""
-        with self.roles_as(roles):
-            return bool(self.is_success())
-
-    @contextlib.contextmanager
-    def roles_as(self, roles: dict):
-        """Within the block, the task reads ``roles`` as the instruction's (the scene is not
-        touched): success, goal state and privileged state judged for another instruction."""
         assert self.instance is not None, "reset() first"
         current = self.instance
         self.instance = dataclasses.replace(current, roles=dict(roles))
         try:
-            yield self
+            return bool(self.is_success())
         finally:
             self.instance = current
 

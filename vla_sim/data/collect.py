@@ -52,7 +52,6 @@ class CollectConfig:
     image_size: int = 64
     cameras: tuple[str, ...] = ("front",)
     expert: str = DEFAULT_EXPERT       # "module:factory", factory(env) -> policy with act(obs)
-    counterfactual: bool = False       # also record counterfactual labels (rollout_episode)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -80,8 +79,6 @@ class CollectConfig:
         d = {k: getattr(self, k) for k in IDENTITY_FIELDS}
         d["env"] = self.env_id
         d["cameras"] = list(self.cameras)
-        if self.counterfactual:  # absent when off: datasets collected before it still resume
-            d["counterfactual"] = True
         return d
 
 
@@ -129,8 +126,7 @@ def obs_image_key(camera: str, position: int) -> str:
 
 
 def rollout_episode(env, expert, seed: int, cameras: tuple[str, ...] = ("front",), noise: float = 0.0,
-                    randomization: dict | None = None, attempt_index: int = 0,
-                    counterfactual: bool = False) -> Episode:
+                    randomization: dict | None = None, attempt_index: int = 0) -> Episode:
     """Run the expert for one episode from ``env.reset(seed)`` and record it.
 
     Records obs (images, state) at step t, the expert's action for it, the reward after it and
@@ -139,13 +135,6 @@ def rollout_episode(env, expert, seed: int, cameras: tuple[str, ...] = ("front",
     learned policy drifts into, labelled with the expert's correction. The executed actions are
     recomputed exactly by :func:`executed_actions` (the noise stream is seeded by the episode). ``randomization`` replays
     a recorded sample through ``reset(options=...)``.
-
-    ``counterfactual``: also record, at every frame, what the expert would do (and the goal
-    state) had the instruction named another object of the scene (one per episode, drawn from
-    the episode's seed; ``Task.counterfactual_instance``). The same image under two
-    instructions with two different labels teaches the policy which object the words name,
-    which the factual labels alone only imply. Needs our envs and an expert with
-    ``label_for(roles)`` (the scripted experts).
     """
     options = {"randomization": randomization} if randomization is not None else None
     obs, info = env.reset(seed=int(seed), options=options)
@@ -157,8 +146,6 @@ def rollout_episode(env, expert, seed: int, cameras: tuple[str, ...] = ("front",
     states, actions, rewards, dones, env_states = [], [], [], [], []
     task = goal_state_source(env)
     instruction = str(obs.get("instruction", info.get("instruction", "")))
-    cf = _counterfactual(env, expert, task, seed) if counterfactual else None
-    cf_actions, cf_states = [], []
     done, step_info = False, info
     while not done:
         for cam, key in zip(cameras, keys):
@@ -166,10 +153,6 @@ def rollout_episode(env, expert, seed: int, cameras: tuple[str, ...] = ("front",
         states.append(np.asarray(obs["state"], dtype=np.float32))
         if task is not None:
             env_states.append(task.goal_state())
-        if cf is not None:
-            cf_actions.append(expert.label_for(cf.roles))
-            with task.roles_as(cf.roles):
-                cf_states.append(task.goal_state())
         label = np.clip(np.asarray(expert.act(obs, deterministic=True), dtype=np.float32),
                         -1.0, 1.0)
         executed = _perturb(label, noise, noise_rng)
@@ -185,34 +168,10 @@ def rollout_episode(env, expert, seed: int, cameras: tuple[str, ...] = ("front",
     instance = getattr(env.unwrapped, "instance", None)
     if instance is not None and getattr(instance, "roles", None):
         meta["roles"] = dict(instance.roles)  # which scene objects the instruction names
-    if cf is not None:
-        meta["counterfactual"] = {"instruction": cf.instruction, "roles": dict(cf.roles)}
     return Episode(images={c: np.stack(v) for c, v in images.items()}, states=np.stack(states),
                    actions=np.stack(actions), rewards=np.asarray(rewards, np.float32),
                    dones=np.asarray(dones, bool), instruction=instruction, metadata=meta,
-                   env_states=np.stack(env_states) if env_states else None,
-                   counterfactual_actions=np.stack(cf_actions) if cf_actions else None,
-                   counterfactual_env_states=np.stack(cf_states) if cf_states else None)
-
-
-_CF_STREAM = 0xCF  # second seed word of the counterfactual draw (independent of the env's)
-
-
-def _check_counterfactual_support(env, expert) -> None:
-    """Raise ValueError unless ``env`` and ``expert`` can give counterfactual labels."""
-    if goal_state_source(env) is None:
-        raise ValueError("counterfactual labels need a vla_sim env (a task with goal states); "
-                         f"{env.unwrapped!r} has none")
-    if not callable(getattr(expert, "label_for", None)):
-        raise ValueError(f"counterfactual labels need an expert with label_for(roles); "
-                         f"{type(expert).__name__} has none")
-
-
-def _counterfactual(env, expert, task, seed: int) -> Any:
-    """The episode's counterfactual instance (None: no other object to name), after reset."""
-    _check_counterfactual_support(env, expert)
-    instance = env.unwrapped.instance
-    return task.counterfactual_instance(instance, np.random.default_rng([int(seed), _CF_STREAM]))
+                   env_states=np.stack(env_states) if env_states else None)
 
 
 def goal_state_source(env) -> Any:
@@ -250,8 +209,7 @@ def _run_attempt(attempt: int) -> tuple[int, bool, EncodedEpisode | None]:
     """Roll out attempt ``attempt``; encode it only if it will be kept."""
     cfg = _WORKER["cfg"]
     ep = rollout_episode(_WORKER["env"], _WORKER["expert"], episode_seed(cfg.seed, attempt),
-                         cameras=cfg.cameras, noise=cfg.noise, attempt_index=attempt,
-                         counterfactual=cfg.counterfactual)
+                         cameras=cfg.cameras, noise=cfg.noise, attempt_index=attempt)
     success = bool(ep.metadata["success"])
     keep = success or cfg.keep_failures
     return attempt, success, encode_episode(ep, _fps(_WORKER["env"])) if keep else None
@@ -265,10 +223,9 @@ def fit_env_states(enc: EncodedEpisode, env_state_dim: int) -> EncodedEpisode:
     """``enc`` with its goal states cut to a dataset's ``env_state_dim`` columns: a dataset
     collected before the goal state grew (6 values: the positions, the prefix of today's layout,
     vla_sim.envs.goal_state) keeps its own size when resumed."""
-    for name in ("env_states", "counterfactual_env_states"):
-        states = getattr(enc, name)
-        if states is not None and 0 < env_state_dim < states.shape[1]:
-            enc = dataclasses.replace(enc, **{name: np.ascontiguousarray(states[:, :env_state_dim])})
+    states = enc.env_states
+    if states is not None and 0 < env_state_dim < states.shape[1]:
+        enc = dataclasses.replace(enc, env_states=np.ascontiguousarray(states[:, :env_state_dim]))
     return enc
 
 
@@ -308,16 +265,10 @@ def _collect(cfg: CollectConfig, out: Path, state_path: Path, prev: dict | None,
     if in_process:
         _init_worker(cfg)
         fps, env_state_dim = _fps(_WORKER["env"]), _env_state_dim(_WORKER["env"])
-        if cfg.counterfactual:
-            _check_counterfactual_support(_WORKER["env"], _WORKER["expert"])
     elif prev is None:
         probe_env = make_env(cfg)
-        try:
-            fps, env_state_dim = _fps(probe_env), _env_state_dim(probe_env)
-            if cfg.counterfactual:  # refused before anything is written
-                _check_counterfactual_support(probe_env, make_expert(cfg.expert, probe_env))
-        finally:
-            probe_env.close()
+        fps, env_state_dim = _fps(probe_env), _env_state_dim(probe_env)
+        probe_env.close()
     if (out / fmt.INFO_PATH).exists():
         info = json.loads((out / fmt.INFO_PATH).read_text())
         fps = int(info["fps"])
@@ -326,7 +277,6 @@ def _collect(cfg: CollectConfig, out: Path, state_path: Path, prev: dict | None,
         writer = LeRobotDatasetWriter(
             out, fps=fps, robot_type=cfg.robot, cameras=cfg.cameras, state_dim=22, action_dim=4,
             image_size=cfg.image_size, env_state_dim=env_state_dim,
-            counterfactual=cfg.counterfactual,
             extra_info={"fingerprint": fingerprint(), "collect": cfg.identity()})
     except BaseException:
         if "env" in _WORKER:
@@ -423,9 +373,8 @@ def _load_state(out: Path) -> dict | None:
 
 
 def _check_resume(old: dict, new: dict, out: Path) -> None:
-    keys = list(new) + [k for k in ("counterfactual",) if k in old and k not in new]
-    diffs = [f"{k}: dataset has {old.get(k)!r}, command gives {new.get(k)!r}"
-             for k in keys if old.get(k) != new.get(k)]
+    diffs = [f"{k}: dataset has {old.get(k)!r}, command gives {new[k]!r}"
+             for k in new if old.get(k) != new[k]]
     if diffs:
         raise ValueError(f"{out} was collected with different settings; refusing to resume "
                          f"(use another --out or the same arguments): " + "; ".join(diffs))

@@ -25,10 +25,6 @@ class DemoArrays:
     the target of the auxiliary loss (``BCConfig.aux_weight``).
     episode_roles: optional episode index -> {"task": name, "roles": {"object": "red_cube", ...}},
     what language augmentation (``BCConfig.instruction_aug``) rephrases.
-    counterfactual_index: optional (N,) int into ``instructions``: each step's second instruction
-    (another object of the same scene named; -1 where the step has none), with its expert labels
-    ``counterfactual_actions`` (N, action_dim) and goal states ``counterfactual_env_states``
-    (N, E; present with ``env_states``). ``BCConfig.counterfactual_prob`` trains on them.
     """
 
     images: dict[str, np.ndarray]
@@ -39,23 +35,14 @@ class DemoArrays:
     episode_index: np.ndarray
     env_states: np.ndarray | None = None
     episode_roles: dict[int, dict] | None = None
-    counterfactual_index: np.ndarray | None = None
-    counterfactual_actions: np.ndarray | None = None
-    counterfactual_env_states: np.ndarray | None = None
-
-    @property
-    def has_counterfactuals(self) -> bool:
-        return self.counterfactual_index is not None and bool((self.counterfactual_index >= 0).any())
 
     def __post_init__(self) -> None:
         n = len(self.states)
         sizes = {"states": n, "actions": len(self.actions),
                  "instruction_index": len(self.instruction_index),
                  "episode_index": len(self.episode_index)}
-        for name in ("env_states", "counterfactual_index", "counterfactual_actions",
-                     "counterfactual_env_states"):
-            if getattr(self, name) is not None:
-                sizes[name] = len(getattr(self, name))
+        if self.env_states is not None:
+            sizes["env_states"] = len(self.env_states)
         sizes.update({f"images[{k}]": len(v) for k, v in self.images.items()})
         if len(set(sizes.values())) != 1:
             raise ValueError(f"demonstration arrays disagree on the number of steps: {sizes}")
@@ -67,14 +54,6 @@ class DemoArrays:
         idx = np.asarray(self.instruction_index)
         if idx.min() < 0 or idx.max() >= len(self.instructions):
             raise ValueError(f"instruction_index out of range 0..{len(self.instructions) - 1}")
-        if self.counterfactual_index is not None:
-            cf = np.asarray(self.counterfactual_index)
-            if cf.max() >= len(self.instructions) or cf.min() < -1:
-                raise ValueError(f"counterfactual_index out of range -1..{len(self.instructions) - 1}")
-            if self.counterfactual_actions is None or (
-                    (self.env_states is None) != (self.counterfactual_env_states is None)):
-                raise ValueError("counterfactual_index needs counterfactual_actions, and "
-                                 "counterfactual_env_states exactly when env_states are given")
 
     @classmethod
     def from_steps(cls, images: dict[str, np.ndarray], states, actions,
@@ -97,23 +76,15 @@ class DemoArrays:
         roles = ({} if reader is None else
                  episode_roles(reader, np.unique(np.asarray(a["episode_index"])[ids])))
         image_keys = [k for k in a if k == "image" or k.endswith("_image")]
-        instructions = list(dataset.instructions)
-        episodes = np.asarray(a["episode_index"][ids], np.int64)
-        cf = {}
-        if "cf_action" in a and reader is not None:
-            cf = dict(counterfactual_index=counterfactual_index(reader, episodes, instructions),
-                      counterfactual_actions=np.asarray(a["cf_action"][ids], np.float32),
-                      counterfactual_env_states=np.asarray(a["cf_env_state"][ids], np.float32)
-                      if "cf_env_state" in a else None)
         return cls(images={k: np.ascontiguousarray(a[k][ids]) for k in image_keys},
                    states=np.asarray(a["state"][ids], np.float32),
                    actions=np.asarray(a["action"][ids], np.float32),
-                   instructions=instructions,
+                   instructions=list(dataset.instructions),
                    instruction_index=np.asarray(a["task_index"][ids], np.int64),
-                   episode_index=episodes,
+                   episode_index=np.asarray(a["episode_index"][ids], np.int64),
                    env_states=np.asarray(a["env_state"][ids], np.float32)
                    if "env_state" in a else None,
-                   episode_roles=roles or None, **cf)
+                   episode_roles=roles or None)
 
     @classmethod
     def from_reader(cls, reader: Any) -> DemoArrays:
@@ -124,17 +95,12 @@ class DemoArrays:
 
         a = reader.low_dim_arrays()
         episodes = np.asarray(a["episode_index"], np.int64)
-        instructions = list(reader.task_names)
-        cf = {}
-        if fmt.CF_ACTION_KEY in a:
-            cf = dict(counterfactual_index=counterfactual_index(reader, episodes, instructions),
-                      counterfactual_actions=np.asarray(a[fmt.CF_ACTION_KEY], np.float32))
         return cls(images={}, states=np.asarray(a[fmt.STATE_KEY], np.float32),
                    actions=np.asarray(a[fmt.ACTION_KEY], np.float32),
-                   instructions=instructions,
+                   instructions=list(reader.task_names),
                    instruction_index=np.asarray(a["task_index"], np.int64),
                    episode_index=episodes,
-                   episode_roles=episode_roles(reader, np.unique(episodes)) or None, **cf)
+                   episode_roles=episode_roles(reader, np.unique(episodes)) or None)
 
     def check_fits(self, cfg: Any) -> None:
         """Raise ValueError naming every way these arrays do not fit the policy config
@@ -164,20 +130,6 @@ def episode_roles(reader: Any, episodes: Sequence[int]) -> dict[int, dict]:
         if rec["metadata"].get("roles") and rec.get("task"):
             roles[int(ep)] = {"task": rec["task"], "roles": rec["metadata"]["roles"]}
     return roles
-
-
-def counterfactual_index(reader: Any, episode_index: np.ndarray, instructions: list[str]
-                         ) -> np.ndarray:
-    """(N,) index of each step's counterfactual instruction (-1: none), its texts appended to
-    ``instructions`` (in place) after the dataset's own: they are trained on, never tasks."""
-    lookup = {s: i for i, s in enumerate(instructions)}
-    per_episode = {}
-    for ep in np.unique(episode_index):
-        text = (reader.episode_record(int(ep))["metadata"].get("counterfactual") or {}).get(
-            "instruction")
-        per_episode[int(ep)] = -1 if text is None else lookup.setdefault(text, len(lookup))
-    instructions.extend(list(lookup)[len(instructions):])
-    return np.array([per_episode[int(e)] for e in episode_index], np.int64)
 
 
 def split_episodes(episode_index: np.ndarray, val_fraction: float, seed: int

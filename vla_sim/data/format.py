@@ -40,11 +40,6 @@ ACTION_KEY = "action"
 REWARD_KEY = "next.reward"
 DONE_KEY = "next.done"
 IMAGE_KEY_PREFIX = "observation.images."
-# Counterfactual labels (vla-sim's own features; LeRobot reads them as plain float columns): at
-# every frame, the expert's action and the goal state under a second instruction that names
-# another object of the same scene (the episode's ``counterfactual`` metadata holds its text).
-CF_ACTION_KEY = "counterfactual.action"
-CF_ENV_STATE_KEY = "counterfactual.environment_state"
 
 # vla-sim's per-episode replay record: extra columns in the episodes parquet (LeRobot ignores them).
 VLA_COLUMNS = ("vla_sim/seed", "vla_sim/randomization", "vla_sim/instruction", "vla_sim/task",
@@ -80,10 +75,8 @@ def video_file(camera: str, episode_index: int, chunks_size: int) -> str:
 
 
 def build_features(cameras: tuple[str, ...], image_size: tuple[int, int], state_dim: int,
-                   action_dim: int, fps: int, env_state_dim: int = 0,
-                   counterfactual: bool = False) -> dict[str, dict]:
-    """The ``features`` block of info.json, LeRobot's conventions (video features carry ``info``).
-    ``counterfactual``: also the counterfactual action (and goal state, with ``env_state_dim``)."""
+                   action_dim: int, fps: int, env_state_dim: int = 0) -> dict[str, dict]:
+    """The ``features`` block of info.json, LeRobot's conventions (video features carry ``info``)."""
     height, width = image_size
     features: dict[str, dict] = {}
     for cam in cameras:
@@ -102,11 +95,6 @@ def build_features(cameras: tuple[str, ...], image_size: tuple[int, int], state_
                  else [f"env_state_{i}" for i in range(env_state_dim)])
         features[ENV_STATE_KEY] = {"dtype": "float32", "shape": [env_state_dim], "names": names}
     features[ACTION_KEY] = {"dtype": "float32", "shape": [action_dim], "names": list(action_names)}
-    if counterfactual:
-        features[CF_ACTION_KEY] = {**features[ACTION_KEY], "names": list(action_names)}
-        if env_state_dim:
-            features[CF_ENV_STATE_KEY] = {**features[ENV_STATE_KEY],
-                                          "names": list(features[ENV_STATE_KEY]["names"])}
     features[REWARD_KEY] = {"dtype": "float32", "shape": [1], "names": None}
     features[DONE_KEY] = {"dtype": "bool", "shape": [1], "names": None}
     # LeRobot's DEFAULT_FEATURES

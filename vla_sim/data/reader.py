@@ -432,8 +432,7 @@ class DatasetReader:
 
     def episode_arrays(self, episode_index: int) -> dict[str, Any]:
         """One episode's states, actions, rewards, dones, decoded images (camera -> array) and,
-        where recorded, ``env_states`` (goal state per step) and the counterfactual labels
-        ``counterfactual_actions`` / ``counterfactual_env_states``."""
+        where recorded, ``env_states`` (goal state per step)."""
         ep = self.episodes[episode_index]
         table = _read_parquet(self.root / self.data_path(episode_index))
         table = table.filter(pc.equal(table.column("episode_index"), episode_index))
@@ -445,12 +444,9 @@ class DatasetReader:
                "rewards": table.column(fmt.REWARD_KEY).to_numpy(),
                "dones": table.column(fmt.DONE_KEY).to_numpy(zero_copy_only=False),
                "instruction": (ep.get("tasks") or [""])[0], "images": images}
-        for key, name in ((fmt.ENV_STATE_KEY, "env_states"),
-                          (fmt.CF_ACTION_KEY, "counterfactual_actions"),
-                          (fmt.CF_ENV_STATE_KEY, "counterfactual_env_states")):
-            if key in table.column_names:
-                out[name] = np.asarray(table.column(key).combine_chunks()
-                                       .flatten().to_numpy()).reshape(len(table), -1)
+        if fmt.ENV_STATE_KEY in table.column_names:
+            out["env_states"] = np.asarray(table.column(fmt.ENV_STATE_KEY).combine_chunks()
+                                           .flatten().to_numpy()).reshape(len(table), -1)
         return out
 
     def summary(self) -> dict[str, Any]:

@@ -97,8 +97,7 @@ class VLADataset(Dataset):
         order): "state" (N, 22) f32, "action" (N, 4) f32, "reward" (N,), "done" (N,), "episode_index",
         "frame_index", "task_index" (N,) int64, "<camera>_image" / "image" (N, H, W, 3) uint8 memmaps,
         "episode_from"/"episode_to" (E,) frame ranges and "frame_ids" (selected split's frames);
-        "env_state" (N, E) f32 when the dataset records ``observation.environment_state``;
-        "cf_action" (N, 4) and "cf_env_state" (N, E) f32 when it records counterfactual labels."""
+        "env_state" (N, E) f32 when the dataset records ``observation.environment_state``."""
         a = self._arrays
         out = {
             "state": a[fmt.STATE_KEY].astype(np.float32), "action": a[fmt.ACTION_KEY].astype(np.float32),
@@ -108,9 +107,6 @@ class VLADataset(Dataset):
         }
         if fmt.ENV_STATE_KEY in a:
             out["env_state"] = a[fmt.ENV_STATE_KEY].astype(np.float32)
-        for key, name in ((fmt.CF_ACTION_KEY, "cf_action"), (fmt.CF_ENV_STATE_KEY, "cf_env_state")):
-            if key in a:
-                out[name] = a[key].astype(np.float32)
         for i, (cam, frames) in enumerate(self._open_frames().items()):
             out[_image_name(cam, i)] = frames
         return out

@@ -36,9 +36,6 @@ class Episode:
     rewards: (T,) reward received after action t; dones: (T,) episode ended after action t.
     metadata: replay record: seed, randomization (plain dict), task, success, attempt_index, ...
     env_states: optional (T, E) float32 privileged state at step t (``observation.environment_state``).
-    counterfactual_actions / counterfactual_env_states: optional (T, A) / (T, E) expert labels and
-    goal states under a second instruction naming another object of the scene (its text and roles
-    in ``metadata["counterfactual"]``); see :func:`vla_sim.data.collect.rollout_episode`.
     """
 
     images: dict[str, np.ndarray]
@@ -49,8 +46,6 @@ class Episode:
     instruction: str
     metadata: dict[str, Any] = field(default_factory=dict)
     env_states: np.ndarray | None = None
-    counterfactual_actions: np.ndarray | None = None
-    counterfactual_env_states: np.ndarray | None = None
 
     @property
     def length(self) -> int:
@@ -71,8 +66,6 @@ class EncodedEpisode:
     image_stats: dict[str, dict[str, np.ndarray]]  # camera -> LeRobot image stats
     first_frame_sha256: str
     env_states: np.ndarray | None = None
-    counterfactual_actions: np.ndarray | None = None
-    counterfactual_env_states: np.ndarray | None = None
 
     @property
     def length(self) -> int:
@@ -94,9 +87,8 @@ def encode_episode(episode: Episode | Mapping[str, Any], fps: int) -> EncodedEpi
     if t == 0:
         raise ValueError("episode has 0 frames")
     named = [("actions", ep.actions), ("rewards", ep.rewards), ("dones", ep.dones)]
-    for name in ("env_states", "counterfactual_actions", "counterfactual_env_states"):
-        if getattr(ep, name) is not None:
-            named.append((name, getattr(ep, name)))
+    if ep.env_states is not None:
+        named.append(("env_states", ep.env_states))
     for name, arr in named:
         if len(arr) != t:
             raise ValueError(f"episode {name} has {len(arr)} rows, states have {t}")
@@ -117,12 +109,7 @@ def encode_episode(episode: Episode | Mapping[str, Any], fps: int) -> EncodedEpi
         dones=np.asarray(ep.dones, bool).reshape(t), instruction=str(ep.instruction),
         metadata=dict(ep.metadata), image_stats=image_stats,
         first_frame_sha256=frame_sha256(ep.images[first_cam][0]),
-        env_states=_f32(ep.env_states), counterfactual_actions=_f32(ep.counterfactual_actions),
-        counterfactual_env_states=_f32(ep.counterfactual_env_states))
-
-
-def _f32(array: np.ndarray | None) -> np.ndarray | None:
-    return None if array is None else np.asarray(array, np.float32)
+        env_states=None if ep.env_states is None else np.asarray(ep.env_states, np.float32))
 
 
 class LeRobotDatasetWriter:
@@ -134,15 +121,12 @@ class LeRobotDatasetWriter:
     extra_info: JSON data stored under info.json["vla_sim"] (fingerprint, collection settings).
     env_state_dim: size of ``observation.environment_state`` (0: not recorded); when set, every
     episode must carry ``env_states``.
-    counterfactual: also store each frame's counterfactual label (``counterfactual.action`` and,
-    with ``env_state_dim``, ``counterfactual.environment_state``); an episode without one (its
-    scene has no other object to name) stores its own labels there and no instruction.
     """
 
     def __init__(self, root: str | Path, fps: int, robot_type: str, cameras: tuple[str, ...] | list[str],
                  state_dim: int = 22, action_dim: int = 4, image_size: int | tuple[int, int] = 64,
                  chunks_size: int = fmt.DEFAULT_CHUNK_SIZE, extra_info: dict | None = None,
-                 env_state_dim: int = 0, counterfactual: bool = False):
+                 env_state_dim: int = 0):
         self.root = Path(root)
         # (episodes table, per-episode stats) as of the last meta write; None: rebuild
         self._meta_cache: tuple[Any, list[dict]] | None = None
@@ -152,9 +136,8 @@ class LeRobotDatasetWriter:
         if not self.cameras:
             raise ValueError("at least one camera is needed")
         self.env_state_dim = int(env_state_dim)
-        self.counterfactual = bool(counterfactual)
         features = fmt.build_features(self.cameras, hw, self.state_dim, self.action_dim, self.fps,
-                                      self.env_state_dim, self.counterfactual)
+                                      self.env_state_dim)
         info_path = self.root / fmt.INFO_PATH
         if info_path.exists():
             self.info = json.loads(info_path.read_text())
@@ -263,13 +246,6 @@ class LeRobotDatasetWriter:
             got = None if enc.env_states is None else enc.env_states.shape
             raise ValueError(f"episode env_states {got} do not match env_state_dim="
                              f"{self.env_state_dim} ({t} steps)")
-        # Per-frame columns beyond the fixed ones: goal state, counterfactual labels.
-        extra = {fmt.ENV_STATE_KEY: enc.env_states} if self.env_state_dim else {}
-        meta = dict(enc.metadata)
-        if self.counterfactual:
-            extra.update(self._counterfactual_columns(enc, meta))
-        else:
-            meta.pop("counterfactual", None)  # its labels are not stored: nor is its instruction
         ep_index, start = self.num_episodes, self.num_frames
         new_task = enc.instruction not in self.tasks
         task_index = self.tasks.setdefault(enc.instruction, len(self.tasks))
@@ -277,9 +253,10 @@ class LeRobotDatasetWriter:
 
         # 1. frame data
         frame = np.arange(t)
+        env_state = {fmt.ENV_STATE_KEY: enc.env_states} if self.env_state_dim else {}
         table = pa.table({
             fmt.STATE_KEY: _fixed_list(enc.states),
-            **{k: _fixed_list(v) for k, v in extra.items()},
+            **{k: _fixed_list(v) for k, v in env_state.items()},
             fmt.ACTION_KEY: _fixed_list(enc.actions),
             fmt.REWARD_KEY: pa.array(enc.rewards, pa.float32()),
             fmt.DONE_KEY: pa.array(enc.dones, pa.bool_()),
@@ -301,10 +278,11 @@ class LeRobotDatasetWriter:
                    fmt.REWARD_KEY: enc.rewards, fmt.DONE_KEY: enc.dones.astype(np.float32),
                    "timestamp": frame / self.fps, "frame_index": frame,
                    "episode_index": np.full(t, ep_index), "index": start + frame,
-                   "task_index": np.full(t, task_index), **extra}
+                   "task_index": np.full(t, task_index), **env_state}
         stats = {k: fmt.feature_stats(np.asarray(v)) for k, v in low_dim.items()}
         for cam in self.cameras:
             stats[fmt.video_key(cam)] = enc.image_stats[cam]
+        meta = enc.metadata
         row: dict[str, Any] = {
             "episode_index": ep_index, "tasks": [enc.instruction], "length": t,
             "data/chunk_index": chunk, "data/file_index": file,
@@ -339,31 +317,6 @@ class LeRobotDatasetWriter:
                 del self.tasks[enc.instruction]
             raise
         return ep_index
-
-    def _counterfactual_columns(self, enc: EncodedEpisode, meta: dict[str, Any]
-                                ) -> dict[str, np.ndarray]:
-        """The counterfactual columns of ``enc`` (its own labels where it has none)."""
-        t = enc.length
-        actions, states = enc.counterfactual_actions, enc.counterfactual_env_states
-        if actions is not None and self.env_state_dim and states is None:
-            raise ValueError("episode has counterfactual actions but no counterfactual "
-                             "env_states; the dataset records goal states, so both are needed")
-        if actions is None:
-            meta.pop("counterfactual", None)
-            actions, states = enc.actions, enc.env_states
-        elif "instruction" not in (meta.get("counterfactual") or {}):
-            raise ValueError("episode has counterfactual labels but no metadata['counterfactual']"
-                             "['instruction'] naming the instruction they answer")
-        if actions.shape != (t, self.action_dim):
-            raise ValueError(f"counterfactual actions {actions.shape} do not match ({t}, "
-                             f"{self.action_dim})")
-        out = {fmt.CF_ACTION_KEY: actions}
-        if self.env_state_dim:
-            if states.shape != (t, self.env_state_dim):
-                raise ValueError(f"counterfactual env_states {states.shape} do not match "
-                                 f"({t}, {self.env_state_dim})")
-            out[fmt.CF_ENV_STATE_KEY] = states
-        return out
 
     # ------------------------------------------------------------------ meta files
     def _write_meta(self, write_tasks: bool = True) -> None:
