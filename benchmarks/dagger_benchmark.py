@@ -17,6 +17,7 @@ unless ``--resume`` continues it (more ``--rounds`` allowed).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -112,9 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     phases["BC (policy_0)"] = float(initial.get("seconds", 0.0))
     phases["DAgger rollouts"] = sum(r["rollout_s"] for r in dagger.history)
     phases["DAgger BC"] = sum(r["train_s"] for r in dagger.history)
+    state = json.loads((run_dir / "dagger_state.json").read_text())
+    if "scene_frames" in state:
+        phases["scene frames"] = float(state["scene_frames"]["seconds"])
     # Data loading and bookkeeping the phases above do not count.
-    phases["other (DAgger)"] = max(0.0, dagger_s - sum(phases[k] for k in (
-        "BC (policy_0)", "DAgger rollouts", "DAgger BC")))
+    phases["other (DAgger)"] = max(0.0, dagger_s - sum(
+        v for k, v in phases.items() if k != "collect"))
 
     ecfg = dict(env_ids=eval_ids, robot=args.robot, episodes=args.eval_episodes,
                 splits=["train", "heldout"], randomization=[args.randomization],

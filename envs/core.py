@@ -188,6 +188,21 @@ class VLAEnv(gym.Env):
             reward = self.task.dense_reward(success)
         return self._observation(), reward, success, False, self._info(success)
 
+    def place_gripper(self, position: Sequence[float], opening: float) -> dict:
+        """Teleport the gripper to ``position`` (m, world; clipped to the workspace), each finger
+        ``opening`` m open, and return the observation there; no physics step, no episode step.
+
+        Frames that cost only rendering: the scene of this episode seen with the arm anywhere,
+        which :mod:`vla_sim.data.scene_frames` labels for grounding."""
+        self._check_open("place_gripper")
+        if self.instance is None:
+            raise RuntimeError("call reset() before place_gripper()")
+        pos = np.asarray(position, dtype=np.float64)
+        if pos.shape != (3,) or not np.all(np.isfinite(pos)):
+            raise ValueError(f"position must be 3 finite numbers (x, y, z), got {pos.tolist()}")
+        self.robot.place(pos, float(opening))
+        return self._observation()
+
     def _check_task_option(self, name: Any) -> str:
         if name not in self.task_names:
             raise ValueError(f"reset option task={name!r} is not a task of this env; its tasks: "

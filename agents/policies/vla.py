@@ -729,6 +729,17 @@ class VLAPolicy(nn.Module):
             logits = head(features)
             loss = torch.nn.functional.cross_entropy(
                 logits.reshape(-1, head.num_bins), head.to_bins(actions).reshape(-1))
+        return loss + self.perception_loss(features, spatial, aux_target, aux_weight,
+                                           ground_target, ground_weight)
+
+    def perception_loss(self, features: torch.Tensor,
+                        spatial: Mapping[str, torch.Tensor] | None,
+                        aux_target: torch.Tensor | None = None, aux_weight: float = 0.0,
+                        ground_target: Mapping[str, torch.Tensor] | None = None,
+                        ground_weight: float = 0.0) -> torch.Tensor:
+        """The goal-state and grounding terms of :meth:`bc_loss` on the extractor's outputs
+        (0 when neither target is given): also what frames without actions train."""
+        loss = features.new_zeros(())
         if aux_target is not None and aux_weight > 0:
             if self.aux_head is None:
                 raise ValueError("aux_target given but the policy has no auxiliary head "

@@ -310,11 +310,23 @@ def _fits_on(device: torch.device, tensors: Sequence[torch.Tensor | None]) -> bo
 
 # ----------------------------------------------------------------------------------- training
 def batch_sampler(batches: _Batches, train_ids: np.ndarray, cfg: BCConfig,
-                  rows: slice | None = None) -> Callable[[np.random.Generator], tuple]:
+                  rows: slice | None = None, scene: _Batches | None = None,
+                  scene_rows: slice | None = None) -> Callable[[np.random.Generator], tuple]:
     """``rng -> batch`` of one BC step: ``batch_size`` training steps drawn with ``rng``,
-    augmented, with their targets. ``rows``: observations of that share of the global batch
+    augmented, with their targets; with ``scene`` (scene frames) also ``scene_batch`` of those,
+    with their goal-state and grounding targets (else None: the draws are then exactly those of
+    a run without). ``rows`` / ``scene_rows``: observations of that share of each global batch
     only (:mod:`.distributed`); the draws and the targets are always the global batch's."""
     pcfg = cfg.policy
+
+    def sample_scene(rng: np.random.Generator) -> tuple | None:
+        if scene is None:
+            return None
+        ids = rng.integers(0, len(scene.states), cfg.scene_batch)
+        obs, _actions, moved = scene.get_with_shifts(ids, rng, cfg.shift_pad, cfg.color_jitter,
+                                                     scene_rows)
+        return (obs, scene.env_state(ids) if cfg.aux_weight > 0 else None,
+                scene.grounding(ids, moved) if cfg.ground_weight > 0 else None)
 
     def sample(rng: np.random.Generator) -> tuple:
         ids = train_ids[rng.integers(0, len(train_ids), cfg.batch_size)]
@@ -324,7 +336,7 @@ def batch_sampler(batches: _Batches, train_ids: np.ndarray, cfg: BCConfig,
         if pcfg.action_chunk > 1:
             actions, mask = batches.chunk(ids)
         ground = batches.grounding(ids, moved) if cfg.ground_weight > 0 else None
-        return obs, actions, batches.env_state(ids), mask, ground
+        return obs, actions, batches.env_state(ids), mask, ground, sample_scene(rng)
 
     return sample
 
@@ -336,14 +348,20 @@ def loss_function(policy: VLAPolicy, cfg: BCConfig, device: torch.device,
     Several processes: the extractor (where the compute is) runs on this process's rows and
     its outputs are gathered, so the heads and every masked mean (action-chunk padding,
     grounding visibility) see the global batch and every process computes the one-process
-    loss."""
+    loss. Scene frames (the batch's last item) add their goal-state and grounding terms."""
     dist = dist or distributed.Distributed()
 
     def loss(batch: tuple) -> torch.Tensor:
-        obs, actions, env_state, mask, ground = batch
+        obs, actions, env_state, mask, ground, scene = batch
         with dist.gathered(policy.extractor, "forward_with_spatial"), autocast(cfg, device):
-            return policy.bc_loss(obs, actions, env_state, cfg.aux_weight, mask,
-                                  ground_target=ground, ground_weight=cfg.ground_weight).float()
+            value = policy.bc_loss(obs, actions, env_state, cfg.aux_weight, mask,
+                                   ground_target=ground, ground_weight=cfg.ground_weight)
+            if scene is not None:
+                s_obs, s_aux, s_ground = scene
+                features, spatial = policy.extractor.forward_with_spatial(s_obs)
+                value = value + policy.perception_loss(features, spatial, s_aux, cfg.aux_weight,
+                                                       s_ground, cfg.ground_weight)
+            return value.float()
 
     return loss
 
@@ -405,7 +423,8 @@ def grounding_metrics(policy: VLAPolicy, batches: _Batches, ids: np.ndarray, bat
 
 def train_bc(data: DemoArrays, out_dir: str | Path, config: BCConfig | None = None,
              resume: bool = False, eval_fn: Callable[[VLAPolicy], float] | None = None,
-             encoder: Any = None, init_fn: Callable[[VLAPolicy], Any] | None = None) -> BCResult:
+             encoder: Any = None, init_fn: Callable[[VLAPolicy], Any] | None = None,
+             scene_frames: DemoArrays | None = None) -> BCResult:
     """Train a :class:`VLAPolicy` by behaviour cloning; checkpoints go to ``out_dir``.
 
     Layout: ``checkpoints/step_XXXXXX/`` (policy + ``trainer_state.pt``), ``last/`` (latest),
@@ -420,6 +439,8 @@ def train_bc(data: DemoArrays, out_dir: str | Path, config: BCConfig | None = No
         init_fn: called on the freshly built, normalised policy of a new run before the
             optimiser exists (e.g. to copy a pre-trained vision encoder); not called on resume,
             where the weights come from the checkpoint.
+        scene_frames: labelled frames without actions (:mod:`vla_sim.data.scene_frames`):
+            ``scene_batch`` of them per step train the goal-state and grounding losses.
 
     Launched by ``torchrun`` (``WORLD_SIZE`` > 1) or inside an existing process group, it
     trains data-parallel (gloo on the CPU, NCCL on CUDA); ``batch_size`` stays the global
@@ -450,6 +471,8 @@ def train_bc(data: DemoArrays, out_dir: str | Path, config: BCConfig | None = No
                              "it with `vla-sim collect`")
         pcfg.grounding = True
     data.check_fits(pcfg)
+    if scene_frames is not None:
+        _check_scene_frames(scene_frames, data, cfg)
     threads_before = torch.get_num_threads()
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
@@ -459,9 +482,25 @@ def train_bc(data: DemoArrays, out_dir: str | Path, config: BCConfig | None = No
             if cfg.precision == "bf16" and device.type != "cuda":
                 raise ValueError(f"precision=bf16 needs a CUDA device (device is {device}): on "
                                  "the CPU bf16 autocast measured no faster and stalled learning")
-            return _train(data, out, cfg, resume, eval_fn, encoder, device, init_fn, dist)
+            return _train(data, out, cfg, resume, eval_fn, encoder, device, init_fn, dist,
+                          scene_frames)
     finally:
         torch.set_num_threads(threads_before)
+
+
+def _check_scene_frames(frames: DemoArrays, data: DemoArrays, cfg: BCConfig) -> None:
+    """Scene frames must be usable by the configured losses and look like ``data``."""
+    if cfg.scene_batch < 1:
+        raise ValueError("scene frames given but scene_batch is 0: set scene_batch >= 1")
+    if cfg.aux_weight <= 0 and cfg.ground_weight <= 0:
+        raise ValueError("scene frames train only the goal-state and grounding losses: set "
+                         "aux_weight > 0 or ground_weight > 0")
+    size = 0 if frames.env_states is None else int(frames.env_states.shape[1])
+    if size != int(data.env_states.shape[1]):
+        raise ValueError(f"scene frames hold {size} goal-state values per frame, the "
+                         f"demonstrations {int(data.env_states.shape[1])}: render them with "
+                         "this version")
+    frames.check_fits(cfg.policy)
 
 
 def autocast(cfg: BCConfig, device: torch.device) -> Any:
@@ -474,7 +513,7 @@ def autocast(cfg: BCConfig, device: torch.device) -> Any:
 def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
            eval_fn: Callable[[VLAPolicy], float] | None, encoder: Any,
            device: torch.device, init_fn: Callable[[VLAPolicy], Any] | None,
-           dist: distributed.Distributed) -> BCResult:
+           dist: distributed.Distributed, scene_frames: DemoArrays | None = None) -> BCResult:
     pcfg = cfg.policy
     main = dist.is_main
     rows = dist.rows(cfg.batch_size) if dist.active else None  # this process's rows
@@ -490,6 +529,12 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
     # Rank 0 first: it may add the strings to the dataset's feature cache the others read.
     text = dist.main_first(lambda: instruction_features(encoder, instructions, pcfg))
     batches = _Batches(data, text, pcfg, device, alternatives, cfg.instruction_aug_prob)
+    scene = scene_rows = None
+    if scene_frames is not None:
+        scene_text = dist.main_first(
+            lambda: instruction_features(encoder, list(scene_frames.instructions), pcfg))
+        scene = _Batches(scene_frames, scene_text, pcfg, device)
+        scene_rows = dist.rows(cfg.scene_batch) if dist.active else None
     train_ids, val_ids = split_episodes(data.episode_index, cfg.val_fraction, cfg.seed)
     if len(val_ids) > cfg.val_max_samples:
         val_ids = np.sort(np.random.default_rng([cfg.seed, 8]).choice(
@@ -596,7 +641,7 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
 
         progress = tqdm(total=cfg.steps, initial=step, desc="bc", dynamic_ncols=True)
 
-    sample = batch_sampler(batches, train_ids, cfg, rows)
+    sample = batch_sampler(batches, train_ids, cfg, rows, scene, scene_rows)
     loss = loss_function(policy, cfg, device, dist)
 
     def after_step(done: int, value: float, grad_norm: float) -> None:

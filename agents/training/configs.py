@@ -60,6 +60,10 @@ class BCConfig:
     destination after), masked where the label is outside the image, plus a heatmap term on
     the spatial queries' attention (``policy.spatial_lang``) and the holding flag's
     cross-entropy. Needs a dataset collected with those labels; sets ``policy.grounding``."""
+    scene_batch: int = 32
+    """Scene frames (vla_sim.data.scene_frames) per step when ``train_bc`` is given some: a
+    second batch, with the same augmentation, that trains only the goal-state and grounding
+    losses (at ``aux_weight`` and ``ground_weight``); they carry no action."""
 
     # --- Augmentation ---------------------------------------------------------------------------
     shift_pad: int = 4
@@ -110,7 +114,7 @@ class BCConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_steps", "eval_every_grad_steps", "shift_pad", "num_threads",
-                     "steps_this_run"):
+                     "steps_this_run", "scene_batch"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -175,6 +179,13 @@ class DAggerConfig:
     init_policy: str = ""
     """Start from this checkpoint (a folder with model.safetensors, or a BC run with last/)
     instead of training policy_0; its architecture must be ``bc.policy``."""
+    scene_frames: int = 0
+    """Labelled frames without actions (vla_sim.data.scene_frames: fresh scenes of the
+    rollouts' env, the gripper teleported to ``scene_views`` random places each) rendered once
+    before the first BC and given to every BC run (``bc.scene_batch`` per step, for the
+    goal-state and grounding losses). 0 = none."""
+    scene_views: int = 4
+    """Gripper places per scene of the scene frames."""
     bc: BCConfig = field(default_factory=BCConfig)
 
     def __post_init__(self) -> None:
@@ -182,12 +193,17 @@ class DAggerConfig:
             self.bc = BCConfig(**self.bc)
         if self.rounds < 0:
             raise ValueError(f"rounds must be >= 0 (0: BC only), got {self.rounds}")
-        for name in ("episodes_per_round", "round_steps", "workers"):
+        for name in ("episodes_per_round", "round_steps", "workers", "scene_views"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("beta0", "beta_decay"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.scene_frames < 0:
+            raise ValueError(f"scene_frames must be >= 0 (0: none), got {self.scene_frames}")
+        if self.scene_frames and self.bc.aux_weight <= 0 and self.bc.ground_weight <= 0:
+            raise ValueError("scene_frames train only the goal-state and grounding losses: set "
+                             "bc.aux_weight > 0 or bc.ground_weight > 0")
         if self.mixing not in MIXING:
             raise ValueError(f"mixing must be one of {MIXING}, got {self.mixing!r}")
         check_backend(self.backend, self.ray_address)

@@ -22,6 +22,8 @@ pi_hat, drawn afresh each step); ``mixing="episode"`` hands whole episodes to on
 Layout of the run folder ``out``::
 
     dagger_config.json, dagger_state.json   config; completed rounds and per-round records
+    scene_frames.npz                        with ``scene_frames``: the labelled frames without
+                                            actions every BC run also trains perception on
     data/                                   copy of the demonstrations + every rollout appended
     policy_0/ .. policy_K/                  one train_bc run per round (last/, best/, tb/)
     last/                                   copy of the newest policy_K/last
@@ -70,6 +72,7 @@ from vla_sim.utils.workers import ShippedFolder, WorkerPool, ship_folder
 log = logging.getLogger(__name__)
 
 CONFIG_FILE, STATE_FILE = "dagger_config.json", "dagger_state.json"
+SCENE_FRAMES_FILE = "scene_frames.npz"
 # Keys that may change when resuming (they change speed, logging or how far to go, not the maths).
 DAGGER_RESUMABLE = ("rounds", "workers", "backend", "ray_address")
 _MIX_STREAM = 0xDA66E5  # second seed word of the mixing generator (independent of the env's)
@@ -355,7 +358,7 @@ def _round_bc_config(cfg: DAggerConfig, first: bool) -> BCConfig:
 
 
 def _train(data_dir: Path, run_dir: Path, bc: BCConfig, eval_fn: Callable | None,
-           init: Callable | None, encoder: Any) -> BCResult:
+           init: Callable | None, encoder: Any, scene: Any = None) -> BCResult:
     """One BC run on the whole aggregated dataset (resumed if a previous attempt left one)."""
     from vla_sim.data.demos import DemoArrays
     from vla_sim.data.torch_dataset import VLADataset
@@ -363,7 +366,32 @@ def _train(data_dir: Path, run_dir: Path, bc: BCConfig, eval_fn: Callable | None
     data = DemoArrays.from_dataset(VLADataset(data_dir))
     resume = (run_dir / "last").is_dir()
     return train_bc(data, run_dir, bc, resume=resume, eval_fn=eval_fn, encoder=encoder,
-                    init_fn=init)
+                    init_fn=init, scene_frames=scene)
+
+
+def _scene_frames(out: Path, settings: CollectConfig, cfg: DAggerConfig, state: dict) -> Any:
+    """The run's scene frames (None without ``scene_frames``): rendered once into
+    ``out/scene_frames.npz``, read back on resume."""
+    if not cfg.scene_frames:
+        return None
+    from vla_sim.data.scene_frames import (SCENE_BASE_SEED, load_scene_frames,
+                                           render_scene_frames, save_scene_frames)
+
+    path = out / SCENE_FRAMES_FILE
+    if path.is_file():
+        return load_scene_frames(path)
+    t0 = time.perf_counter()
+    scenes = -(-cfg.scene_frames // cfg.scene_views)
+    local = replace(settings, backend="process", ray_address="")
+    frames = render_scene_frames(local, scenes, cfg.scene_views, SCENE_BASE_SEED + cfg.seed,
+                                 cfg.workers)
+    save_scene_frames(frames, path)
+    state["scene_frames"] = {"frames": len(frames.states), "scenes": scenes,
+                             "seconds": round(time.perf_counter() - t0, 2)}
+    atomic_write_json(out / STATE_FILE, state)
+    log.info("dagger: %d scene frames (%d scenes x %d views) rendered in %.1f s",
+             len(frames.states), scenes, cfg.scene_views, state["scene_frames"]["seconds"])
+    return frames
 
 
 def _prepare(out: Path, cfg: DAggerConfig, resume: bool) -> dict[str, Any]:
@@ -430,6 +458,7 @@ def train_dagger(demos: str | Path, out: str | Path, config: DAggerConfig | None
     from vla_sim.data.text_cache import CachedTextEncoder
 
     text = CachedTextEncoder([data_dir], cfg.bc.policy.text_encoder)
+    scene = _scene_frames(out, settings, cfg, state)
 
     # policy_0: BC on the demonstrations (or the given checkpoint).
     if cfg.init_policy:
@@ -439,7 +468,7 @@ def train_dagger(demos: str | Path, out: str | Path, config: DAggerConfig | None
         if state["initial"] is None:
             t0 = time.perf_counter()
             res = _train(data_dir, policy_dir(out, 0), _round_bc_config(cfg, first=True),
-                         eval_fn, None, text)
+                         eval_fn, None, text, scene)
             state["initial"] = {"bc_steps": res.steps, "val_loss": res.val_loss,
                                 "frames": writer.num_frames,
                                 "seconds": round(time.perf_counter() - t0, 2)}
@@ -480,7 +509,8 @@ def train_dagger(demos: str | Path, out: str | Path, config: DAggerConfig | None
             t1 = time.perf_counter()
             run = policy_dir(out, r + 1)
             init = _warm_start(current) if cfg.warm_start else None
-            res = _train(data_dir, run, _round_bc_config(cfg, first=False), eval_fn, init, text)
+            res = _train(data_dir, run, _round_bc_config(cfg, first=False), eval_fn, init, text,
+                         scene)
             current = run / "last"
             copy_checkpoint(current, out / "last")
             frames = sum(int(e["length"]) for e, _ in ours)

@@ -183,11 +183,11 @@ def test_interrupted_round_resumes_without_rolling_out_again(demos, tmp_path, mo
     real = dagger._train
     calls = []
 
-    def interrupt_round_training(data_dir, run_dir, bc, eval_fn, init, encoder):
+    def interrupt_round_training(data_dir, run_dir, bc, eval_fn, init, encoder, scene=None):
         calls.append(run_dir.name)
         if run_dir.name == "policy_1" and calls.count("policy_1") == 1:
             raise KeyboardInterrupt
-        return real(data_dir, run_dir, bc, eval_fn, init, encoder)
+        return real(data_dir, run_dir, bc, eval_fn, init, encoder, scene)
 
     monkeypatch.setattr(dagger, "_train", interrupt_round_training)
     with pytest.raises(KeyboardInterrupt):
@@ -214,6 +214,36 @@ def test_parallel_rollouts_equal_in_process_ones(one_round, demos):
         assert a.metadata["seed"] == b.metadata["seed"] and a.metadata["attempt_index"] >= 6
 
 
+def test_scene_frames_are_rendered_once_given_to_every_round_and_read_back_on_resume(
+        demos, tmp_path, monkeypatch):
+    seen = []
+    real = dagger._train
+
+    def record(data_dir, run_dir, bc, eval_fn, init, encoder, scene=None):
+        seen.append((run_dir.name, None if scene is None else len(scene.states)))
+        return real(data_dir, run_dir, bc, eval_fn, init, encoder, scene)
+
+    monkeypatch.setattr(dagger, "_train", record)
+    cfg = tiny(scene_frames=5, scene_views=2, **{"bc.aux_weight": 1.0})
+    train_dagger(demos, tmp_path / "run", cfg)
+    assert seen == [("policy_0", 6), ("policy_1", 6)]  # 3 scenes x 2 views
+    state = json.loads((tmp_path / "run" / "dagger_state.json").read_text())
+    assert state["scene_frames"]["frames"] == 6
+    saved = (tmp_path / "run" / dagger.SCENE_FRAMES_FILE).read_bytes()
+
+    import vla_sim.data.scene_frames as scene_frames
+
+    def no_render(*args, **kwargs):
+        raise AssertionError("scene frames rendered again on resume")
+
+    monkeypatch.setattr(scene_frames, "render_scene_frames", no_render)
+    seen.clear()
+    train_dagger(demos, tmp_path / "run", tiny(rounds=2, scene_frames=5, scene_views=2,
+                                                **{"bc.aux_weight": 1.0}), resume=True)
+    assert seen == [("policy_2", 6)]
+    assert (tmp_path / "run" / dagger.SCENE_FRAMES_FILE).read_bytes() == saved
+
+
 @pytest.mark.parametrize("key,value", [
     ("rounds", -1), ("episodes_per_round", 0), ("round_steps", 0), ("workers", 0),
     ("beta0", 1.5), ("beta_decay", -0.1), ("mixing", "coin"), ("seed", EVAL_BASE_SEED),
@@ -236,9 +266,9 @@ def test_every_round_reads_instruction_features_from_one_cache_of_the_run_datase
 
     real, encoders = dagger._train, []
 
-    def spy(data_dir, run_dir, bc, eval_fn, init, encoder):
+    def spy(data_dir, run_dir, bc, eval_fn, init, encoder, scene=None):
         encoders.append(encoder)
-        return real(data_dir, run_dir, bc, eval_fn, init, encoder)
+        return real(data_dir, run_dir, bc, eval_fn, init, encoder, scene)
 
     monkeypatch.setattr(dagger, "_train", spy)
     train_dagger(demos, tmp_path / "run", tiny(rounds=2))

@@ -97,6 +97,26 @@ class Robot:
             maxNumIterations=20, residualThreshold=1e-4)
         return np.asarray(q)[self._arm_dof_idx]
 
+    def place(self, position: np.ndarray, opening: float) -> None:
+        """Teleport: the grasp frame to ``position`` (clipped to the workspace, pointing down),
+        each finger ``opening`` m open (clipped to its stroke), zero velocity, motor targets
+        held there. No physics step: the scene around it stays as it was (free frames for
+        perception labels, not a reachable state of an episode)."""
+        target = np.clip(np.asarray(position, np.float64), WORKSPACE_LOW, WORKSPACE_HIGH)
+        q = np.asarray(self.rest_pose, np.float64)
+        for _ in range(3):  # IK starts from the current pose: a few resets converge it
+            for j, qj in zip(self.arm_joints, q):
+                self.client.resetJointState(self.uid, j, float(qj), 0.0)
+            q = self.inverse_kinematics(target)
+        for j, qj in zip(self.arm_joints, q):
+            self.client.resetJointState(self.uid, j, float(qj), 0.0)
+        finger = float(np.clip(opening, 0.0, self.finger_max))
+        for j in self.finger_joints:
+            self.client.resetJointState(self.uid, j, finger, 0.0)
+        self.gripper_target = finger
+        self._command_arm(q)
+        self._command_gripper()
+
     def _command_arm(self, q: np.ndarray) -> None:
         self.client.setJointMotorControlArray(
             self.uid, self.arm_joints, p.POSITION_CONTROL, targetPositions=q.tolist(),
