@@ -47,9 +47,9 @@ POLICY = {"image_size": 16, "channels": [16, 16], "image_features": 32, "attn_di
 INSTRUCTIONS = ["put the red cube in the blue tray", "put the green cube in the yellow tray"]
 
 
-def demos(episodes: int = 8, steps: int = 10) -> DemoArrays:
+def demos(episodes: int = 8, steps: int = 10, seed: int = 0) -> DemoArrays:
     """Textured frames; goal states with image-plane labels whose visibility varies per step."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     n = episodes * steps
     goal = np.zeros((n, GOAL_STATE_DIM), np.float32)
     goal[:, L["front_object_uv"]] = rng.uniform(-1, 1, (n, 2))
@@ -69,7 +69,8 @@ def bc_config() -> BCConfig:
     base = {"steps": STEPS, "batch_size": 16, "lr": 3e-3, "warmup_steps": 2,
             "val_every_grad_steps": 10, "checkpoint_every_grad_steps": 10,
             "log_every_grad_steps": 5, "device": "cpu", "tensorboard": False, "num_threads": 1,
-            "progress": False, "aux_weight": 1.0, "ground_weight": 1.0, "policy": POLICY}
+            "progress": False, "aux_weight": 1.0, "ground_weight": 1.0, "scene_batch": 8,
+            "policy": POLICY}
     return load_config(BCConfig, overrides=[
         f"{k}={json.dumps(v) if isinstance(v, (dict, list, bool)) else v}"
         for k, v in base.items()])
@@ -88,7 +89,9 @@ AE = ActionAEConfig(chunk=3, steps=STEPS, batch_size=16)
 def run_all(out: Path) -> dict:
     """Every trainer on the same data; what a process returns (losses, VL weights, AE)."""
     data = demos()
-    bc = train_bc(data, out / "bc", bc_config(), encoder=HashingTextEncoder())
+    # with scene frames: their batch splits across the processes like the demonstrations'
+    bc = train_bc(data, out / "bc", bc_config(), encoder=HashingTextEncoder(),
+                  scene_frames=demos(episodes=3, seed=1))
     vl = pretrain_vl(make_pairs(data, "image"), vl_config(), encoder=HashingTextEncoder())
     ae = train_action_ae(data.actions, data.episode_index, AE)
     return {"bc": bc.train_losses, "vl": vl.losses, "ae": ae.losses,
