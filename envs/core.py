@@ -111,6 +111,7 @@ class VLAEnv(gym.Env):
             task.scene = self.scene  # the cameras that goal_state()'s image coordinates refer to
         self.task: Task = self._tasks[self.task_names[0]]
         self.instance: TaskInstance | None = None
+        self._placed = False  # place_gripper() since the last reset: step() refuses
         self.sample: RandomizationSample | None = None
         self.original_instance: TaskInstance | None = None  # set when reset swapped the target
         self._last_seed: int | None = None
@@ -170,6 +171,7 @@ class VLAEnv(gym.Env):
             self.original_instance = self.instance
             self.instance = self.task.swap_instance(self.instance, task_rng)
         self.robot.reset()
+        self._placed = False
         self.scene.apply(self.sample)
         self.task.reset(self.instance)
         return self._observation(), self._info(False)
@@ -178,6 +180,9 @@ class VLAEnv(gym.Env):
         self._check_open("step")
         if self.instance is None:
             raise RuntimeError("call reset() before step()")
+        if self._placed:
+            raise RuntimeError("place_gripper() teleported the arm out of the episode; call "
+                               "reset() before step()")
         action = self._check_action(action)
         self.robot.apply_action(action)
         self.sim.step()
@@ -201,6 +206,7 @@ class VLAEnv(gym.Env):
         if pos.shape != (3,) or not np.all(np.isfinite(pos)):
             raise ValueError(f"position must be 3 finite numbers (x, y, z), got {pos.tolist()}")
         self.robot.place(pos, float(opening))
+        self._placed = True
         return self._observation()
 
     def _check_task_option(self, name: Any) -> str:

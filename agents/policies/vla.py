@@ -550,13 +550,15 @@ class GroundingHead(nn.Module):
         averaged over visible labels; ``heatmap`` (spatial only), the KL from a Gaussian (std half a
         cell) around each visible label to the query's attention, which keeps the attention
         on the object rather than spread around it; ``phase``, the holding flag's
-        binary cross-entropy."""
+        binary cross-entropy (left out when ``target`` has no ``holding``: frames whose
+        contacts were never simulated)."""
         xy, phase_logit = self.predict(features, spatial)
         visible = target["visible"].float()
         denom = visible.sum().clamp(min=1.0)
-        terms = {"coords": (((xy - target["uv"]) ** 2).sum(-1) * visible).sum() / denom,
-                 "phase": torch.nn.functional.binary_cross_entropy_with_logits(
-                     phase_logit, target["holding"].float())}
+        terms = {"coords": (((xy - target["uv"]) ** 2).sum(-1) * visible).sum() / denom}
+        if "holding" in target:
+            terms["phase"] = torch.nn.functional.binary_cross_entropy_with_logits(
+                phase_logit, target["holding"].float())
         if self.spatial:
             logits = spatial["logits"][:, :, :len(GROUND_SLOTS)]  # (B, cams, 3, cells)
             sigma = 1.0 / self.side  # half a cell: one cell blurred the soft-argmax (measured)
@@ -729,17 +731,18 @@ class VLAPolicy(nn.Module):
             logits = head(features)
             loss = torch.nn.functional.cross_entropy(
                 logits.reshape(-1, head.num_bins), head.to_bins(actions).reshape(-1))
-        return loss + self.perception_loss(features, spatial, aux_target, aux_weight,
-                                           ground_target, ground_weight)
+        return self.perception_loss(features, spatial, aux_target, aux_weight, ground_target,
+                                    ground_weight, loss)
 
     def perception_loss(self, features: torch.Tensor,
                         spatial: Mapping[str, torch.Tensor] | None,
                         aux_target: torch.Tensor | None = None, aux_weight: float = 0.0,
                         ground_target: Mapping[str, torch.Tensor] | None = None,
-                        ground_weight: float = 0.0) -> torch.Tensor:
-        """The goal-state and grounding terms of :meth:`bc_loss` on the extractor's outputs
-        (0 when neither target is given): also what frames without actions train."""
-        loss = features.new_zeros(())
+                        ground_weight: float = 0.0,
+                        loss: torch.Tensor | None = None) -> torch.Tensor:
+        """``loss`` (default 0) plus the goal-state and grounding terms of :meth:`bc_loss` on
+        the extractor's outputs: also what frames without actions train."""
+        loss = features.new_zeros(()) if loss is None else loss
         if aux_target is not None and aux_weight > 0:
             if self.aux_head is None:
                 raise ValueError("aux_target given but the policy has no auxiliary head "

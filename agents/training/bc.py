@@ -18,6 +18,7 @@ validates, evaluates and writes. On CUDA the demonstrations move to the GPU once
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -325,8 +326,12 @@ def batch_sampler(batches: _Batches, train_ids: np.ndarray, cfg: BCConfig,
         ids = rng.integers(0, len(scene.states), cfg.scene_batch)
         obs, _actions, moved = scene.get_with_shifts(ids, rng, cfg.shift_pad, cfg.color_jitter,
                                                      scene_rows)
-        return (obs, scene.env_state(ids) if cfg.aux_weight > 0 else None,
-                scene.grounding(ids, moved) if cfg.ground_weight > 0 else None)
+        ground = None
+        if cfg.ground_weight > 0:
+            ground = scene.grounding(ids, moved)
+            # a teleported gripper's contacts are never simulated: no "holding" label
+            ground.pop("holding")
+        return obs, scene.env_state(ids) if cfg.aux_weight > 0 else None, ground
 
     def sample(rng: np.random.Generator) -> tuple:
         ids = train_ids[rng.integers(0, len(train_ids), cfg.batch_size)]
@@ -472,7 +477,7 @@ def train_bc(data: DemoArrays, out_dir: str | Path, config: BCConfig | None = No
         pcfg.grounding = True
     data.check_fits(pcfg)
     if scene_frames is not None:
-        _check_scene_frames(scene_frames, data, cfg)
+        scene_frames = _check_scene_frames(scene_frames, data, cfg)
     threads_before = torch.get_num_threads()
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
@@ -488,19 +493,23 @@ def train_bc(data: DemoArrays, out_dir: str | Path, config: BCConfig | None = No
         torch.set_num_threads(threads_before)
 
 
-def _check_scene_frames(frames: DemoArrays, data: DemoArrays, cfg: BCConfig) -> None:
-    """Scene frames must be usable by the configured losses and look like ``data``."""
+def _check_scene_frames(frames: DemoArrays, data: DemoArrays, cfg: BCConfig) -> DemoArrays:
+    """Scene frames usable by the configured losses, with ``data``'s goal-state width (the
+    layout's first values, when the demonstrations record fewer); else ValueError."""
     if cfg.scene_batch < 1:
         raise ValueError("scene frames given but scene_batch is 0: set scene_batch >= 1")
     if cfg.aux_weight <= 0 and cfg.ground_weight <= 0:
         raise ValueError("scene frames train only the goal-state and grounding losses: set "
                          "aux_weight > 0 or ground_weight > 0")
     size = 0 if frames.env_states is None else int(frames.env_states.shape[1])
-    if size != int(data.env_states.shape[1]):
+    width = int(data.env_states.shape[1])
+    if size < width:
         raise ValueError(f"scene frames hold {size} goal-state values per frame, the "
-                         f"demonstrations {int(data.env_states.shape[1])}: render them with "
-                         "this version")
+                         f"demonstrations {width}: render them with this version")
+    if size > width:
+        frames = dataclasses.replace(frames, env_states=frames.env_states[:, :width])
     frames.check_fits(cfg.policy)
+    return frames
 
 
 def autocast(cfg: BCConfig, device: torch.device) -> Any:
@@ -534,6 +543,9 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
         scene_text = dist.main_first(
             lambda: instruction_features(encoder, list(scene_frames.instructions), pcfg))
         scene = _Batches(scene_frames, scene_text, pcfg, device)
+        if dist.active and cfg.scene_batch % dist.world_size:
+            raise ValueError(f"scene_batch {cfg.scene_batch} must divide by the "
+                             f"{dist.world_size} training processes")
         scene_rows = dist.rows(cfg.scene_batch) if dist.active else None
     train_ids, val_ids = split_episodes(data.episode_index, cfg.val_fraction, cfg.seed)
     if len(val_ids) > cfg.val_max_samples:

@@ -204,6 +204,8 @@ class DAggerConfig:
         if self.scene_frames and self.bc.aux_weight <= 0 and self.bc.ground_weight <= 0:
             raise ValueError("scene_frames train only the goal-state and grounding losses: set "
                              "bc.aux_weight > 0 or bc.ground_weight > 0")
+        if self.scene_frames and self.bc.scene_batch < 1:
+            raise ValueError("scene_frames need bc.scene_batch >= 1 (frames per BC step)")
         if self.mixing not in MIXING:
             raise ValueError(f"mixing must be one of {MIXING}, got {self.mixing!r}")
         check_backend(self.backend, self.ray_address)

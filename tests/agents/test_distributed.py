@@ -92,9 +92,10 @@ def run_all(out: Path) -> dict:
     # with scene frames: their batch splits across the processes like the demonstrations'
     bc = train_bc(data, out / "bc", bc_config(), encoder=HashingTextEncoder(),
                   scene_frames=demos(episodes=3, seed=1))
+    plain = train_bc(data, out / "plain", bc_config(), encoder=HashingTextEncoder())
     vl = pretrain_vl(make_pairs(data, "image"), vl_config(), encoder=HashingTextEncoder())
     ae = train_action_ae(data.actions, data.episode_index, AE)
-    return {"bc": bc.train_losses, "vl": vl.losses, "ae": ae.losses,
+    return {"bc": bc.train_losses, "plain": plain.train_losses, "vl": vl.losses, "ae": ae.losses,
             "vl_weights": {k: v.tolist() for k, v in vl.model.state_dict().items()},
             "ae_weights": {k: v.tolist() for k, v in ae.model.state_dict().items()}}
 
@@ -150,7 +151,7 @@ def test_two_gloo_processes_match_one_process_over_20_steps(tmp_path):
     one = run_all(tmp_path / "one")
     mp.spawn(_worker, args=(2, str(tmp_path / "rendezvous"), str(tmp_path / "two")), nprocs=2)
     ranks = [json.loads((tmp_path / "two" / f"rank{r}.json").read_text()) for r in (0, 1)]
-    for trainer in ("bc", "vl", "ae"):
+    for trainer in ("bc", "plain", "vl", "ae"):
         assert len(one[trainer]) == STEPS
         for two in ranks:  # every process reports the global loss
             np.testing.assert_allclose(two[trainer], one[trainer], rtol=1e-4, err_msg=trainer)

@@ -11,7 +11,13 @@ import torch
 
 from vla_sim.agents.policies import load_policy
 from vla_sim.agents.policies.vla import VLAPolicy
-from vla_sim.agents.training.bc import BCConfig, _Batches, instruction_features, train_bc
+from vla_sim.agents.training.bc import (
+    BCConfig,
+    _Batches,
+    batch_sampler,
+    instruction_features,
+    train_bc,
+)
 from vla_sim.agents.training.configs import DAggerConfig
 from vla_sim.config import load_config
 from vla_sim.data.demos import DemoArrays
@@ -111,13 +117,16 @@ def test_scene_frames_train_perception_and_never_the_action_head(encoder):
     batches = _Batches(frames, instruction_features(encoder, frames.instructions,
                                                     policy.config), policy.config,
                        torch.device("cpu"))
-    ids = np.arange(16)
-    obs, _ = batches.get(ids)
+    sample = batch_sampler(batches, np.arange(16), cfg, scene=batches)
+    *_, (obs, aux, ground) = sample(np.random.default_rng(0))
+    assert len(obs["image"]) == cfg.scene_batch
+    assert "holding" not in ground  # contacts of a teleported gripper are never simulated
     features, spatial = policy.extractor.forward_with_spatial(obs)
-    loss = policy.perception_loss(features, spatial, batches.env_state(ids), cfg.aux_weight,
-                                  batches.grounding(ids), cfg.ground_weight)
+    loss = policy.perception_loss(features, spatial, aux, cfg.aux_weight, ground,
+                                  cfg.ground_weight)
     loss.backward()
     assert all(p.grad is None or not p.grad.any() for p in policy.action_head.parameters())
+    assert all(p.grad is None or not p.grad.any() for p in policy.ground_head.phase.parameters())
     assert any(p.grad is not None and p.grad.any()
                for p in policy.extractor.vision.parameters())
     assert policy.aux_head.linear.weight.grad.any()
@@ -136,11 +145,19 @@ def test_scene_frame_settings_that_cannot_work_are_refused(tmp_path, encoder):
                        episode_index=frames.episode_index, env_states=frames.env_states[:, :6])
     with pytest.raises(ValueError, match="goal-state values"):
         train_bc(demos, tmp_path / "c", config(), encoder=encoder, scene_frames=short)
+    # Demonstrations recording only the positions: the frames' wider labels are cut to fit.
+    old = DemoArrays(images=demos.images, states=demos.states, actions=demos.actions,
+                     instructions=demos.instructions, instruction_index=demos.instruction_index,
+                     episode_index=demos.episode_index, env_states=demos.env_states[:, :6])
+    train_bc(old, tmp_path / "d", config(steps=2), encoder=encoder, scene_frames=frames)
     with pytest.raises(ValueError, match="scene_batch"):
         config(scene_batch=-1)
     with pytest.raises(ValueError, match="scene_frames"):
         load_config(DAggerConfig, overrides=["scene_frames=-1"])
     with pytest.raises(ValueError, match="bc.aux_weight > 0"):
         load_config(DAggerConfig, overrides=["scene_frames=100"])
+    with pytest.raises(ValueError, match="scene_batch"):
+        load_config(DAggerConfig, overrides=["scene_frames=100", "bc.aux_weight=1.0",
+                                             "bc.scene_batch=0"])
     with pytest.raises(ValueError, match="scene_views"):
         load_config(DAggerConfig, overrides=["scene_views=0"])

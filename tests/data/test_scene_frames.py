@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import vla_sim  # noqa: F401  (registers the env ids)
+from vla_sim.data import scene_frames
 from vla_sim.data.collect import CollectConfig
 from vla_sim.data.scene_frames import (
     NEAR_STD,
@@ -35,14 +36,19 @@ def test_place_gripper_puts_the_grasp_frame_where_asked():
     env = gym.make("vla_sim/Push-v0", image_size=16)
     with pytest.raises(RuntimeError, match="reset"):
         env.unwrapped.place_gripper([0.0, 0.0, 0.1], 0.02)
-    env.reset(seed=3)
+    first, _ = env.reset(seed=3)
     for target in ([0.0, 0.1, 0.1], [-0.2, -0.15, 0.04], [0.1, 0.2, 0.25]):
         obs = env.unwrapped.place_gripper(target, 0.01)
         np.testing.assert_allclose(obs["state"][:3], target, atol=0.01)
         assert obs["state"][7] == pytest.approx(0.02, abs=0.002)  # two fingers, 1 cm each
         assert obs["image"].shape == (16, 16, 3)
+        assert not np.array_equal(obs["image"], first["image"])  # the arm moved in the frame
     far = env.unwrapped.place_gripper([2.0, 0.0, 0.1], 0.0)  # clipped to the workspace
     assert far["state"][0] < 0.31
+    with pytest.raises(RuntimeError, match="reset"):  # no longer a state of the episode
+        env.step(np.zeros(4))
+    env.reset(seed=3)
+    env.step(np.zeros(4))
     with pytest.raises(ValueError, match="position"):
         env.unwrapped.place_gripper([0.0, np.nan, 0.1], 0.0)
     env.close()
@@ -85,7 +91,8 @@ def test_labels_are_the_envs_goal_state_at_each_rendered_frame(frames):
     env.close()
 
 
-def test_two_workers_render_the_same_frames_as_one(frames):
+def test_two_workers_render_the_same_frames_as_one(frames, monkeypatch):
+    monkeypatch.setattr(scene_frames, "CHUNK_SCENES", 1)  # three jobs over two workers
     again = render_scene_frames(SETTINGS, scenes=3, views=2, seed=5, workers=2)
     for key in frames.images:
         np.testing.assert_array_equal(again.images[key], frames.images[key])
