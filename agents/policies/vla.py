@@ -715,6 +715,13 @@ class VLAPolicy(nn.Module):
         ``actions`` is (B, A), or (B, chunk, A) for a chunking policy with ``action_mask``
         (B, chunk) marking real (not past-the-episode) steps."""
         features, spatial = self.extractor.forward_with_spatial(obs)
+        return self.perception_loss(features, spatial, aux_target, aux_weight, ground_target,
+                                    ground_weight, self.action_loss(features, actions,
+                                                                    action_mask))
+
+    def action_loss(self, features: torch.Tensor, actions: torch.Tensor,
+                    action_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The action term of :meth:`bc_loss` on the extractor's features."""
         head = self.action_head
         if isinstance(head, GaussianHead) and actions.dim() == 3:
             if actions.shape[1] != head.chunk:
@@ -731,8 +738,7 @@ class VLAPolicy(nn.Module):
             logits = head(features)
             loss = torch.nn.functional.cross_entropy(
                 logits.reshape(-1, head.num_bins), head.to_bins(actions).reshape(-1))
-        return self.perception_loss(features, spatial, aux_target, aux_weight, ground_target,
-                                    ground_weight, loss)
+        return loss
 
     def perception_loss(self, features: torch.Tensor,
                         spatial: Mapping[str, torch.Tensor] | None,

@@ -359,14 +359,27 @@ def loss_function(policy: VLAPolicy, cfg: BCConfig, device: torch.device,
     def loss(batch: tuple) -> torch.Tensor:
         obs, actions, env_state, mask, ground, scene = batch
         with dist.gathered(policy.extractor, "forward_with_spatial"), autocast(cfg, device):
-            value = policy.bc_loss(obs, actions, env_state, cfg.aux_weight, mask,
-                                   ground_target=ground, ground_weight=cfg.ground_weight)
-            if scene is not None:
-                s_obs, s_aux, s_ground = scene
-                features, spatial = policy.extractor.forward_with_spatial(s_obs)
-                value = value + policy.perception_loss(features, spatial, s_aux, cfg.aux_weight,
-                                                       s_ground, cfg.ground_weight)
-            return value.float()
+            if scene is None:
+                return policy.bc_loss(obs, actions, env_state, cfg.aux_weight, mask,
+                                      ground_target=ground,
+                                      ground_weight=cfg.ground_weight).float()
+            s_obs, s_aux, s_ground = scene
+            if dist.active or not _stackable(obs, s_obs):
+                features, spatial = policy.extractor.forward_with_spatial(obs)
+                s_features, s_spatial = policy.extractor.forward_with_spatial(s_obs)
+            else:  # one extractor pass over both batches: the same outputs, less overhead
+                n = len(actions)
+                both, both_spatial = policy.extractor.forward_with_spatial(
+                    {k: torch.cat([v, s_obs[k]]) for k, v in obs.items()})
+                features, s_features = both[:n], both[n:]
+                spatial, s_spatial = ((None, None) if both_spatial is None else
+                                      ({k: v[:n] for k, v in both_spatial.items()},
+                                       {k: v[n:] for k, v in both_spatial.items()}))
+            value = policy.perception_loss(features, spatial, env_state, cfg.aux_weight, ground,
+                                           cfg.ground_weight,
+                                           policy.action_loss(features, actions, mask))
+            return policy.perception_loss(s_features, s_spatial, s_aux, cfg.aux_weight,
+                                          s_ground, cfg.ground_weight, value).float()
 
     return loss
 
@@ -491,6 +504,11 @@ def train_bc(data: DemoArrays, out_dir: str | Path, config: BCConfig | None = No
                           scene_frames)
     finally:
         torch.set_num_threads(threads_before)
+
+
+def _stackable(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    """Whether two observation batches concatenate along the batch (same keys and shapes)."""
+    return a.keys() == b.keys() and all(a[k].shape[1:] == b[k].shape[1:] for k in a)
 
 
 def _check_scene_frames(frames: DemoArrays, data: DemoArrays, cfg: BCConfig) -> DemoArrays:

@@ -161,3 +161,26 @@ def test_scene_frame_settings_that_cannot_work_are_refused(tmp_path, encoder):
                                              "bc.scene_batch=0"])
     with pytest.raises(ValueError, match="scene_views"):
         load_config(DAggerConfig, overrides=["scene_views=0"])
+
+
+def test_one_extractor_pass_over_both_batches_gives_the_two_pass_loss(encoder, monkeypatch):
+    from vla_sim.agents.training import bc
+
+    frames = squares(16, 4, shortcut=False)
+    cfg = config(ground_weight=1.0, policy={**POLICY, "spatial_lang": True})
+    policy = VLAPolicy(load_config(BCConfig, overrides=[
+        f"policy={json.dumps({**POLICY, 'spatial_lang': True, 'aux_dim': 6, 'grounding': True})}"
+    ]).policy)
+    batches = _Batches(frames, instruction_features(encoder, frames.instructions,
+                                                    policy.config), policy.config,
+                       torch.device("cpu"))
+    batch = batch_sampler(batches, np.arange(16), cfg, scene=batches)(np.random.default_rng(1))
+    loss = bc.loss_function(policy, cfg, torch.device("cpu"))
+    one = loss(batch)
+    monkeypatch.setattr(bc, "_stackable", lambda a, b: False)
+    two = loss(batch)
+    torch.testing.assert_close(one, two, rtol=1e-5, atol=1e-6)
+    obs, actions, env_state, mask, ground, _ = batch
+    plain = policy.bc_loss(obs, actions, env_state, cfg.aux_weight, mask, ground,
+                           cfg.ground_weight)
+    assert two.item() > plain.item()  # the scene frames' terms are in it
