@@ -561,10 +561,7 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
         scene_text = dist.main_first(
             lambda: instruction_features(encoder, list(scene_frames.instructions), pcfg))
         scene = _Batches(scene_frames, scene_text, pcfg, device)
-        if dist.active and cfg.scene_batch % dist.world_size:
-            raise ValueError(f"scene_batch {cfg.scene_batch} must divide by the "
-                             f"{dist.world_size} training processes")
-        scene_rows = dist.rows(cfg.scene_batch) if dist.active else None
+        scene_rows = dist.rows(cfg.scene_batch, "scene_batch") if dist.active else None
     train_ids, val_ids = split_episodes(data.episode_index, cfg.val_fraction, cfg.seed)
     if len(val_ids) > cfg.val_max_samples:
         val_ids = np.sort(np.random.default_rng([cfg.seed, 8]).choice(

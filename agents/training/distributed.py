@@ -63,11 +63,12 @@ class Distributed:
         """Rank 0: the process that writes checkpoints and logs and runs validation."""
         return self.rank == 0
 
-    def rows(self, batch_size: int) -> slice:
-        """This process's contiguous rows of a global batch of ``batch_size``."""
+    def rows(self, batch_size: int, name: str = "batch_size") -> slice:
+        """This process's contiguous rows of a global batch of ``batch_size`` (the setting
+        ``name``, which the error names)."""
         if batch_size % self.world_size:
-            raise ValueError(f"batch_size {batch_size} must divide by the {self.world_size} "
-                             "training processes (batch_size is the global batch; each process "
+            raise ValueError(f"{name} {batch_size} must divide by the {self.world_size} "
+                             f"training processes ({name} is the global batch; each process "
                              "takes an equal share of its rows)")
         share = batch_size // self.world_size
         return slice(self.rank * share, (self.rank + 1) * share)

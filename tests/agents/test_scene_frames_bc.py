@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from tiny_policy import SMALL
 
 from vla_sim.agents.policies import load_policy
 from vla_sim.agents.policies.vla import VLAPolicy
@@ -26,8 +27,7 @@ from vla_sim.envs.goal_state import GOAL_STATE_LAYOUT as L
 from vla_sim.language.encoder import HashingTextEncoder
 
 S = 32
-POLICY = dict(image_size=S, channels=[8, 16], image_features=32, attn_dim=16, attn_heads=2,
-              lang_features=16, state_hidden=16, trunk_hidden=[32], max_tokens=8)
+POLICY = {**SMALL, "image_size": S}
 
 
 def squares(n: int, seed: int, shortcut: bool) -> DemoArrays:

@@ -19,6 +19,7 @@ rendering again.
 
 from __future__ import annotations
 
+import functools
 import io
 import zipfile
 from pathlib import Path
@@ -109,8 +110,7 @@ def render_scene_frames(settings: CollectConfig, scenes: int, views: int = 4,
     else:
         pool = WorkerPool(min(workers, len(chunks)), _init, (settings,)).start()
         try:
-            futures = [pool.submit(_render, seed, c, views) for c in chunks]
-            parts = [f.result() for f in futures]  # index order
+            parts = list(pool.map(functools.partial(_render, seed, views=views), chunks))
         finally:
             pool.shutdown()
     images = [im for part in parts for im in part["images"]]

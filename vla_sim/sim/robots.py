@@ -73,13 +73,21 @@ class Robot:
     # -- control -------------------------------------------------------------------------------
     def reset(self) -> None:
         """Rest pose, gripper open, zero velocity."""
-        for j, q in zip(self.arm_joints, self.rest_pose):
-            self.client.resetJointState(self.uid, j, q, 0.0)
+        self._set_pose(self.rest_pose, self.finger_max)
+
+    def _set_pose(self, q, finger: float) -> None:
+        """Arm joints to ``q`` and each finger to ``finger``, zero velocity, motor targets
+        held there."""
+        self._set_arm(q)
         for j in self.finger_joints:
-            self.client.resetJointState(self.uid, j, self.finger_max, 0.0)
-        self.gripper_target = self.finger_max
-        self._command_arm(np.asarray(self.rest_pose))
+            self.client.resetJointState(self.uid, j, finger, 0.0)
+        self.gripper_target = finger
+        self._command_arm(np.asarray(q))
         self._command_gripper()
+
+    def _set_arm(self, q) -> None:
+        for j, qj in zip(self.arm_joints, q):
+            self.client.resetJointState(self.uid, j, float(qj), 0.0)
 
     def apply_action(self, action: np.ndarray) -> None:
         """Set motor targets for one control period from a clipped action in [-1, 1]^4."""
@@ -105,17 +113,9 @@ class Robot:
         target = np.clip(np.asarray(position, np.float64), WORKSPACE_LOW, WORKSPACE_HIGH)
         q = np.asarray(self.rest_pose, np.float64)
         for _ in range(3):  # IK starts from the current pose: a few resets converge it
-            for j, qj in zip(self.arm_joints, q):
-                self.client.resetJointState(self.uid, j, float(qj), 0.0)
+            self._set_arm(q)
             q = self.inverse_kinematics(target)
-        for j, qj in zip(self.arm_joints, q):
-            self.client.resetJointState(self.uid, j, float(qj), 0.0)
-        finger = float(np.clip(opening, 0.0, self.finger_max))
-        for j in self.finger_joints:
-            self.client.resetJointState(self.uid, j, finger, 0.0)
-        self.gripper_target = finger
-        self._command_arm(q)
-        self._command_gripper()
+        self._set_pose(q, float(np.clip(opening, 0.0, self.finger_max)))
 
     def _command_arm(self, q: np.ndarray) -> None:
         self.client.setJointMotorControlArray(
