@@ -1,9 +1,11 @@
-"""The quickstart pipeline: collect demonstrations -> BC -> DAgger -> PPO -> evaluate -> report.
+"""The quickstart pipeline: collect demonstrations -> (scene frames) -> BC -> DAgger -> PPO ->
+evaluate -> report.
 
 Each stage writes into one run folder and leaves a ``.done`` marker when complete; a re-run skips
 finished stages, resumes BC from its last checkpoint and restarts an unfinished PPO stage (short
 by design), so an interrupted quickstart continues instead of starting over; DAgger resumes at
-its first unfinished round.
+its first unfinished round. With ``dagger.scene_frames`` the labelled scene frames
+(:mod:`vla_sim.data.scene_frames`) are rendered once and train both the BC stage and DAgger.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ class QuickstartConfig:
     dagger: DAggerConfig = field(default_factory=lambda: DAggerConfig(rounds=0))
     """DAgger rounds on the BC policy (``dagger.rounds = 0`` skips them): the learner's
     rollouts, labelled by the scripted expert, join the data and BC continues from the last
-    policy for ``dagger.round_steps`` steps. Its BC settings are the ``bc`` section's."""
+    policy for ``dagger.round_steps`` steps. Its BC settings are the ``bc`` section's; its
+    ``scene_frames`` are rendered once and also train the BC stage."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     """``ppo.total_env_steps = 0`` skips PPO."""
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -83,6 +86,7 @@ class QuickstartConfig:
         self.bc.policy.image_size, self.bc.policy.cameras = self.image_size, cams
         self.dagger.bc = copy.deepcopy(self.bc)  # rollouts' env: the demonstrations'
         self.dagger.env, self.dagger.randomization = self.env, self.randomization
+        self.dagger.check_scene_frames()
         self.ppo.env_id, self.ppo.robot, self.ppo.randomization = self.env, self.robot, \
             self.randomization
         self.ppo.seed = self.seed
@@ -98,7 +102,7 @@ PRESETS: dict[str, list[str]] = {
              "bc.checkpoint_every_grad_steps=60", "ppo.total_env_steps=64", "ppo.n_steps=32",
              "ppo.batch_size=32", "ppo.eval_episodes=3", "eval.episodes=3", "eval.videos=1",
              "eval.render_size=128", "dagger.rounds=1", "dagger.episodes_per_round=2",
-             "dagger.round_steps=6"],
+             "dagger.round_steps=6", "dagger.scene_frames=16"],
 }
 
 
@@ -194,10 +198,33 @@ def run_quickstart(cfg: QuickstartConfig, out: Path) -> dict[str, Any]:
         _mark_done(stages / "data", data_key, {"episodes": res.episodes})
     timings["data_s"] = time.perf_counter() - t0
 
-    # 2. behaviour cloning ------------------------------------------------------------------
+    # 2. scene frames (with dagger.scene_frames): rendered once, for BC and DAgger ----------
+    scene, scene_key = None, ""
+    if cfg.dagger.scene_frames:
+        from vla_sim.data.scene_frames import SCENE_BASE_SEED, scene_frames_file
+
+        scene_dir = out / "scene_frames"
+        scene_key = stage_key("scene_frames", cfg.dagger.scene_frames, cfg.dagger.scene_views,
+                              cfg.dagger.seed, data_key)
+        t0 = time.perf_counter()
+        done = _finished(stages / "scene_frames", scene_key)
+        if done:
+            _log(f"scene frames: complete, reading them back ({scene_dir})")
+        else:
+            _fresh(scene_dir)
+            scene_dir.mkdir(parents=True)
+            _log(f"scene frames: rendering {cfg.dagger.scene_frames} labelled frames")
+        scene, _ = scene_frames_file(scene_dir / "frames.npz", data_cfg, cfg.dagger.scene_frames,
+                                     cfg.dagger.scene_views, SCENE_BASE_SEED + cfg.dagger.seed,
+                                     cfg.data.workers)
+        if not done:
+            _mark_done(stages / "scene_frames", scene_key, {"frames": len(scene.states)})
+        timings["scene_frames_s"] = time.perf_counter() - t0
+
+    # 3. behaviour cloning ------------------------------------------------------------------
     bc_dir = out / "bc"
     bc_cfg = dataclasses.replace(cfg.bc, device=device)
-    bc_key = stage_key("bc", bc_cfg, data_key)
+    bc_key = stage_key("bc", bc_cfg, data_key, scene_key)
     t0 = time.perf_counter()
     if _finished(stages / "bc", bc_key):
         _log(f"bc: complete, skipping ({bc_dir})")
@@ -214,13 +241,13 @@ def run_quickstart(cfg: QuickstartConfig, out: Path) -> dict[str, Any]:
             atomic_write_json(started, {"key": bc_key})
         _log(f"bc: {'resuming' if resume else 'training'} for {bc_cfg.steps} steps on {device}")
         result = train_bc(DemoArrays.from_dataset(VLADataset(data_dir)), bc_dir, bc_cfg,
-                          resume=resume)
+                          resume=resume, scene_frames=scene)
         _mark_done(stages / "bc", bc_key, {"steps": result.steps,
                                            "samples_per_s": result.samples_per_s})
     timings["bc_s"] = time.perf_counter() - t0
     bc_policy = bc_dir / "last"
 
-    # 3. DAgger on the BC policy ------------------------------------------------------------
+    # 4. DAgger on the BC policy ------------------------------------------------------------
     dagger_dir, dagger_policy = out / "dagger", None
     dagger_key = stage_key("dagger", cfg.dagger, bc_key)
     t0 = time.perf_counter()
@@ -240,13 +267,14 @@ def run_quickstart(cfg: QuickstartConfig, out: Path) -> dict[str, Any]:
                                        bc=dataclasses.replace(cfg.dagger.bc, device=device))
             _log(f"dagger: {'resuming' if resume else 'running'} {dcfg.rounds} rounds of "
                  f"{dcfg.episodes_per_round} rollouts + {dcfg.round_steps} BC steps")
-            res = train_dagger(data_dir, dagger_dir, dcfg, resume=resume)
+            res = train_dagger(data_dir, dagger_dir, dcfg, resume=resume,
+                               scene_frames=scene)
             _mark_done(stages / "dagger", dagger_key, {"rounds": res.rounds_completed})
         dagger_policy = dagger_dir / "last"
     timings["dagger_s"] = time.perf_counter() - t0
     policy, policy_key = (dagger_policy, dagger_key) if dagger_policy else (bc_policy, bc_key)
 
-    # 4. PPO fine-tuning --------------------------------------------------------------------
+    # 5. PPO fine-tuning --------------------------------------------------------------------
     ppo_dir = out / "ppo"
     ppo_key = stage_key("ppo", cfg.ppo, policy_key)
     t0 = time.perf_counter()
@@ -264,7 +292,7 @@ def run_quickstart(cfg: QuickstartConfig, out: Path) -> dict[str, Any]:
         ppo_policy = ppo_dir / "last"
     timings["ppo_s"] = time.perf_counter() - t0
 
-    # 5. evaluation on held-out seeds (and held-out instructions); videos of the final policy
+    # 6. evaluation on held-out seeds (and held-out instructions); videos of the final policy
     t0 = time.perf_counter()
     policies = {"bc": (bc_policy, bc_key), "dagger": (dagger_policy, dagger_key),
                 "ppo": (ppo_policy, ppo_key)}
@@ -343,7 +371,9 @@ def format_summary(summary: dict) -> str:
         lines.append(f"| {STAGE_NAMES.get(name, name)} | " + " | ".join(cells) + " |")
     t = summary["timings"]
     lines += ["", "success rate with 95% Wilson interval, on evaluation seeds disjoint from "
-              "training", f"time: data {t['data_s']:.0f} s, BC {t['bc_s']:.0f} s, DAgger "
+              "training", f"time: data {t['data_s']:.0f} s, "
+              + (f"scene frames {t['scene_frames_s']:.0f} s, " if "scene_frames_s" in t else "")
+              + f"BC {t['bc_s']:.0f} s, DAgger "
               f"{t.get('dagger_s', 0):.0f} s, PPO {t['ppo_s']:.0f} s, eval {t['eval_s']:.0f} s, "
               f"total {t['total_s']:.0f} s"]
     last = res[list(res)[-1]]

@@ -201,11 +201,6 @@ class DAggerConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.scene_frames < 0:
             raise ValueError(f"scene_frames must be >= 0 (0: none), got {self.scene_frames}")
-        if self.scene_frames and self.bc.aux_weight <= 0 and self.bc.ground_weight <= 0:
-            raise ValueError("scene_frames train only the goal-state and grounding losses: set "
-                             "bc.aux_weight > 0 or bc.ground_weight > 0")
-        if self.scene_frames and self.bc.scene_batch < 1:
-            raise ValueError("scene_frames need bc.scene_batch >= 1 (frames per BC step)")
         if self.mixing not in MIXING:
             raise ValueError(f"mixing must be one of {MIXING}, got {self.mixing!r}")
         check_backend(self.backend, self.ray_address)
@@ -215,6 +210,16 @@ class DAggerConfig:
         if self.seed < 0 or self.seed == EVAL_BASE_SEED:
             raise ValueError(f"seed must be >= 0 and not the evaluation base seed "
                              f"{EVAL_BASE_SEED}, got {self.seed}")
+
+    def check_scene_frames(self) -> None:
+        """Scene frames need a loss to train and room in the batch. Checked when DAgger starts
+        (and by the quickstart once its ``bc`` section is copied in), not at construction:
+        the quickstart's ``dagger`` section is built before it gets its BC settings."""
+        if self.scene_frames and self.bc.aux_weight <= 0 and self.bc.ground_weight <= 0:
+            raise ValueError("scene_frames train only the goal-state and grounding losses: set "
+                             "bc.aux_weight > 0 or bc.ground_weight > 0")
+        if self.scene_frames and self.bc.scene_batch < 1:
+            raise ValueError("scene_frames need bc.scene_batch >= 1 (frames per BC step)")
 
     def beta(self, round_index: int) -> float:
         """Probability that the expert executes in round ``round_index`` (0-based)."""

@@ -369,28 +369,28 @@ def _train(data_dir: Path, run_dir: Path, bc: BCConfig, eval_fn: Callable | None
                     init_fn=init, scene_frames=scene)
 
 
-def _scene_frames(out: Path, settings: CollectConfig, cfg: DAggerConfig, state: dict) -> Any:
-    """The run's scene frames (None without ``scene_frames``): rendered once into
-    ``out/scene_frames.npz``, read back on resume."""
+def _scene_frames(out: Path, settings: CollectConfig, cfg: DAggerConfig, state: dict,
+                  given: Any = None) -> Any:
+    """The run's scene frames (None without ``scene_frames``): ``given`` ones or rendered,
+    saved once into ``out/scene_frames.npz`` and read back on resume."""
     if not cfg.scene_frames:
         return None
-    from vla_sim.data.scene_frames import (SCENE_BASE_SEED, load_scene_frames,
-                                           render_scene_frames, save_scene_frames)
+    from vla_sim.data.scene_frames import SCENE_BASE_SEED, save_scene_frames, scene_frames_file
 
     path = out / SCENE_FRAMES_FILE
-    if path.is_file():
-        return load_scene_frames(path)
-    t0 = time.perf_counter()
-    scenes = -(-cfg.scene_frames // cfg.scene_views)
+    if given is not None and not path.is_file():
+        save_scene_frames(given, path)
     local = replace(settings, backend="process", ray_address="")
-    frames = render_scene_frames(local, scenes, cfg.scene_views, SCENE_BASE_SEED + cfg.seed,
-                                 cfg.workers)
-    save_scene_frames(frames, path)
-    state["scene_frames"] = {"frames": len(frames.states), "scenes": scenes,
-                             "seconds": round(time.perf_counter() - t0, 2)}
-    atomic_write_json(out / STATE_FILE, state)
-    log.info("dagger: %d scene frames (%d scenes x %d views) rendered in %.1f s",
-             len(frames.states), scenes, cfg.scene_views, state["scene_frames"]["seconds"])
+    frames, seconds = scene_frames_file(path, local, cfg.scene_frames, cfg.scene_views,
+                                        SCENE_BASE_SEED + cfg.seed, cfg.workers)
+    if "scene_frames" not in state:
+        state["scene_frames"] = {"frames": len(frames.states),
+                                 "scenes": int(frames.episode_index.max()) + 1,
+                                 "seconds": round(seconds or 0.0, 2),
+                                 "given": given is not None}
+        atomic_write_json(out / STATE_FILE, state)
+        log.info("dagger: %d scene frames (%s)", len(frames.states),
+                 "given" if given is not None else f"rendered in {seconds:.1f} s")
     return frames
 
 
@@ -426,8 +426,8 @@ def policy_dir(out: str | Path, k: int) -> Path:
 
 
 def train_dagger(demos: str | Path, out: str | Path, config: DAggerConfig | None = None,
-                 resume: bool = False, eval_fn: Callable[[Any], float] | None = None
-                 ) -> DAggerResult:
+                 resume: bool = False, eval_fn: Callable[[Any], float] | None = None,
+                 scene_frames: Any = None) -> DAggerResult:
     """Run DAgger from the demonstrations in ``demos`` (a ``collect`` dataset, left untouched)
     into the run folder ``out`` (layout in the module docstring).
 
@@ -437,8 +437,15 @@ def train_dagger(demos: str | Path, out: str | Path, config: DAggerConfig | None
             finished rounds are skipped, a half-done round continues at its first uncommitted
             rollout or its BC checkpoint.
         eval_fn: ``policy -> success rate``, handed to every BC run (in-sim checks, ``best/``).
+        scene_frames: frames already rendered (``DemoArrays``; the quickstart renders them once
+            for its BC stage and DAgger) used instead of rendering ``cfg.scene_frames`` here;
+            saved into the run folder like rendered ones.
     """
     cfg = config or DAggerConfig()
+    cfg.check_scene_frames()
+    if scene_frames is not None and not cfg.scene_frames:
+        raise ValueError("scene frames were given but scene_frames is 0: set scene_frames to "
+                         "their count")
     out, demos = Path(out), Path(demos)
     state = _prepare(out, cfg, resume)
     data_dir = out / "data"
@@ -458,7 +465,7 @@ def train_dagger(demos: str | Path, out: str | Path, config: DAggerConfig | None
     from vla_sim.data.text_cache import CachedTextEncoder
 
     text = CachedTextEncoder([data_dir], cfg.bc.policy.text_encoder)
-    scene = _scene_frames(out, settings, cfg, state)
+    scene = _scene_frames(out, settings, cfg, state, scene_frames)
 
     # policy_0: BC on the demonstrations (or the given checkpoint).
     if cfg.init_policy:

@@ -244,6 +244,40 @@ def test_scene_frames_are_rendered_once_given_to_every_round_and_read_back_on_re
     assert (tmp_path / "run" / dagger.SCENE_FRAMES_FILE).read_bytes() == saved
 
 
+def test_given_scene_frames_are_trained_on_and_saved_instead_of_rendering(
+        demos, tmp_path, monkeypatch):
+    import vla_sim.data.scene_frames as scene_frames
+
+    settings = dagger._rollout_settings(Path(demos), tiny())
+    given = scene_frames.render_scene_frames(settings, scenes=2, views=2, seed=9)
+    seen = []
+    real = dagger._train
+
+    def record(data_dir, run_dir, bc, eval_fn, init, encoder, scene=None):
+        seen.append(scene)
+        return real(data_dir, run_dir, bc, eval_fn, init, encoder, scene)
+
+    def no_render(*args, **kwargs):
+        raise AssertionError("given scene frames were rendered again")
+
+    monkeypatch.setattr(dagger, "_train", record)
+    monkeypatch.setattr(scene_frames, "render_scene_frames", no_render)
+    cfg = tiny(scene_frames=4, scene_views=2, **{"bc.aux_weight": 1.0})
+    train_dagger(demos, tmp_path / "run", cfg, scene_frames=given)
+    assert len(seen) == 2 and all(s is not None and len(s.states) == 4 for s in seen)
+    saved = scene_frames.load_scene_frames(tmp_path / "run" / dagger.SCENE_FRAMES_FILE)
+    np.testing.assert_array_equal(saved.env_states, given.env_states)
+    state = json.loads((tmp_path / "run" / "dagger_state.json").read_text())
+    assert state["scene_frames"]["given"] is True
+    with pytest.raises(ValueError, match="scene_frames is 0"):
+        train_dagger(demos, tmp_path / "other", tiny(**{"bc.aux_weight": 1.0}),
+                     scene_frames=given)
+    with pytest.raises(ValueError, match="aux_weight > 0 or bc.ground_weight > 0"):
+        train_dagger(demos, tmp_path / "other", tiny(scene_frames=4, **{
+            "bc.aux_weight": 0.0, "bc.ground_weight": 0.0}))
+    assert not (tmp_path / "other").exists()  # both refused before anything was written
+
+
 @pytest.mark.parametrize("key,value", [
     ("rounds", -1), ("episodes_per_round", 0), ("round_steps", 0), ("workers", 0),
     ("beta0", 1.5), ("beta_decay", -0.1), ("mixing", "coin"), ("seed", EVAL_BASE_SEED),

@@ -158,11 +158,12 @@ def test_scene_frame_settings_that_cannot_work_are_refused(tmp_path, encoder):
         config(scene_batch=-1)
     with pytest.raises(ValueError, match="scene_frames"):
         load_config(DAggerConfig, overrides=["scene_frames=-1"])
+    # checked when DAgger starts (the quickstart fills in its BC settings after loading)
     with pytest.raises(ValueError, match="bc.aux_weight > 0"):
-        load_config(DAggerConfig, overrides=["scene_frames=100"])
+        load_config(DAggerConfig, overrides=["scene_frames=100"]).check_scene_frames()
     with pytest.raises(ValueError, match="scene_batch"):
         load_config(DAggerConfig, overrides=["scene_frames=100", "bc.aux_weight=1.0",
-                                             "bc.scene_batch=0"])
+                                             "bc.scene_batch=0"]).check_scene_frames()
     with pytest.raises(ValueError, match="scene_views"):
         load_config(DAggerConfig, overrides=["scene_views=0"])
 

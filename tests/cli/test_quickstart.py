@@ -51,6 +51,12 @@ def test_quickstart_tiny_runs_end_to_end_and_skips_finished_stages(tmp_path: Pat
     # DAgger continued from the BC policy on the demonstrations plus its relabelled rollouts
     dagger_data = json.loads((out / "dagger" / "data" / "meta" / "info.json").read_text())
     assert dagger_data["total_episodes"] == 2 + 2
+    # the scene frames were rendered once, for BC and DAgger alike
+    assert "scene frames: rendering 16" in printed
+    assert (out / "dagger" / "scene_frames.npz").read_bytes() == \
+        (out / "scene_frames" / "frames.npz").read_bytes()
+    assert json.loads((out / "dagger" / "dagger_state.json").read_text())[
+        "scene_frames"]["given"] is True
     videos = summary["results"]["ppo"]["videos"]
     assert videos, "the final policy's evaluation records a video"
     frames = iio.imread(videos[0])
@@ -60,6 +66,7 @@ def test_quickstart_tiny_runs_end_to_end_and_skips_finished_stages(tmp_path: Pat
     again = capsys.readouterr().out
     for stage in ("data", "bc", "dagger", "ppo"):
         assert f"{stage}: complete, skipping" in again
+    assert "scene frames: complete" in again
 
 
 @pytest.mark.slow  # end to end: the whole quickstart, several times

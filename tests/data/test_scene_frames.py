@@ -19,6 +19,7 @@ from vla_sim.data.scene_frames import (
     load_scene_frames,
     render_scene_frames,
     save_scene_frames,
+    scene_frames_file,
 )
 from vla_sim.envs.goal_state import GOAL_STATE_DIM
 from vla_sim.utils.seeding import episode_seed
@@ -114,6 +115,23 @@ def test_saved_frames_load_back_identically_and_a_damaged_file_is_named(frames, 
         load_scene_frames(path)
     with pytest.raises(ValueError, match="no scene frames"):
         load_scene_frames(tmp_path / "missing.npz")
+
+
+def test_scene_frames_file_renders_whole_scenes_once_then_reads_them_back(frames, tmp_path,
+                                                                         monkeypatch):
+    calls = []
+
+    def render(settings, scenes, views, seed, workers):
+        calls.append((scenes, views, seed))
+        return frames
+
+    monkeypatch.setattr(scene_frames, "render_scene_frames", render)
+    path = tmp_path / "frames.npz"
+    first, seconds = scene_frames_file(path, SETTINGS, frames=5, views=2, seed=7)
+    assert calls == [(3, 2, 7)] and seconds is not None and path.is_file()
+    again, seconds = scene_frames_file(path, SETTINGS, frames=5, views=2, seed=7)
+    assert len(calls) == 1 and seconds is None
+    np.testing.assert_array_equal(again.states, first.states)
 
 
 def test_bad_counts_are_refused():

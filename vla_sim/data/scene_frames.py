@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import io
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -156,5 +157,20 @@ def load_scene_frames(path: str | Path) -> DemoArrays:
         raise ValueError(f"{path}: not a readable scene frames file ({exc})") from None
 
 
+def scene_frames_file(path: str | Path, settings: CollectConfig, frames: int, views: int = 4,
+                      seed: int = SCENE_BASE_SEED, workers: int = 1
+                      ) -> tuple[DemoArrays, float | None]:
+    """The frames in ``path``, rendered first when the file is missing (at least ``frames`` of
+    them: whole scenes of ``views`` views). Returns them and the seconds spent rendering (None
+    when they were read back), so a resumed run never renders twice."""
+    path = Path(path)
+    if path.is_file():
+        return load_scene_frames(path), None
+    t0 = time.perf_counter()
+    result = render_scene_frames(settings, -(-frames // views), views, seed, workers)
+    save_scene_frames(result, path)
+    return result, time.perf_counter() - t0
+
+
 __all__ = ["SCENE_BASE_SEED", "gripper_places", "load_scene_frames", "render_scene_frames",
-           "save_scene_frames"]
+           "save_scene_frames", "scene_frames_file"]
