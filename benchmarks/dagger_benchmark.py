@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         f"bc.num_threads={args.threads}", f"bc.aux_weight={args.aux_weight}",
         f"bc.instruction_aug={args.instruction_aug}", f"bc.policy.cameras=[{','.join(cameras)}]",
         "bc.checkpoint_every_grad_steps=1000000", "bc.progress=false", *args.overrides])
+    cfg.check_scene_frames()
 
     work = Path(args.work)
     tag = "_".join([args.env, str(args.episodes), f"n{args.noise}", "+".join(cameras),

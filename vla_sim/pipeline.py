@@ -37,7 +37,9 @@ class QuickstartConfig:
     The stages are the real configs of ``vla-sim collect``, ``train bc``, ``train dagger``,
     ``train ppo`` and ``eval`` (every field and default defined once, there). The top-level fields are the ones
     the stages must agree on; the quickstart writes them into every stage (env, robot,
-    randomization, image size, cameras, seed), so a stage's own copy of them is ignored.
+    randomization, image size, cameras, seed), so a stage's own copy of them is ignored. The
+    one exception is ``dagger.seed``: DAgger's rollouts (and the scene frames) must not
+    replay the demonstrations' scenes, so it keeps its own.
     """
 
     env: str = "vla_sim/Reach-v0"
@@ -201,30 +203,35 @@ def run_quickstart(cfg: QuickstartConfig, out: Path) -> dict[str, Any]:
     # 2. scene frames (with dagger.scene_frames): rendered once, for BC and DAgger ----------
     scene, scene_key = None, ""
     if cfg.dagger.scene_frames:
-        from vla_sim.data.scene_frames import SCENE_BASE_SEED, scene_frames_file
+        from vla_sim.data.scene_frames import (SCENE_BASE_SEED, load_scene_frames,
+                                               scene_frames_file)
 
         scene_dir = out / "scene_frames"
         scene_key = stage_key("scene_frames", cfg.dagger.scene_frames, cfg.dagger.scene_views,
                               cfg.dagger.seed, data_key)
         t0 = time.perf_counter()
-        done = _finished(stages / "scene_frames", scene_key)
-        if done:
-            _log(f"scene frames: complete, reading them back ({scene_dir})")
-        else:
+        frames_path = scene_dir / "frames.npz"
+        scene = None
+        if _finished(stages / "scene_frames", scene_key):
+            try:
+                scene = load_scene_frames(frames_path)
+                _log(f"scene frames: complete, skipping ({scene_dir})")
+            except ValueError as exc:  # missing or damaged: render them again
+                _log(f"scene frames: {exc}; rendering them again")
+        if scene is None:
             _fresh(scene_dir)
             scene_dir.mkdir(parents=True)
             _log(f"scene frames: rendering {cfg.dagger.scene_frames} labelled frames")
-        scene, _ = scene_frames_file(scene_dir / "frames.npz", data_cfg, cfg.dagger.scene_frames,
-                                     cfg.dagger.scene_views, SCENE_BASE_SEED + cfg.dagger.seed,
-                                     cfg.data.workers)
-        if not done:
+            scene, _ = scene_frames_file(frames_path, data_cfg, cfg.dagger.scene_frames,
+                                         cfg.dagger.scene_views,
+                                         SCENE_BASE_SEED + cfg.dagger.seed, cfg.data.workers)
             _mark_done(stages / "scene_frames", scene_key, {"frames": len(scene.states)})
         timings["scene_frames_s"] = time.perf_counter() - t0
 
     # 3. behaviour cloning ------------------------------------------------------------------
     bc_dir = out / "bc"
     bc_cfg = dataclasses.replace(cfg.bc, device=device)
-    bc_key = stage_key("bc", bc_cfg, data_key, scene_key)
+    bc_key = stage_key("bc", bc_cfg, data_key, *([scene_key] if scene_key else []))
     t0 = time.perf_counter()
     if _finished(stages / "bc", bc_key):
         _log(f"bc: complete, skipping ({bc_dir})")

@@ -182,8 +182,9 @@ class DAggerConfig:
     scene_frames: int = 0
     """Labelled frames without actions (vla_sim.data.scene_frames: fresh scenes of the
     rollouts' env, the gripper teleported to ``scene_views`` random places each) rendered once
-    before the first BC and given to every BC run (``bc.scene_batch`` per step, for the
-    goal-state and grounding losses). 0 = none."""
+    before the first BC (or handed in: the quickstart renders them for its BC stage) and given
+    to every BC run (``bc.scene_batch`` per step, for the goal-state and grounding losses).
+    0 = none."""
     scene_views: int = 4
     """Gripper places per scene of the scene frames."""
     bc: BCConfig = field(default_factory=BCConfig)

@@ -372,7 +372,8 @@ def _train(data_dir: Path, run_dir: Path, bc: BCConfig, eval_fn: Callable | None
 def _scene_frames(out: Path, settings: CollectConfig, cfg: DAggerConfig, state: dict,
                   given: Any = None) -> Any:
     """The run's scene frames (None without ``scene_frames``): ``given`` ones or rendered,
-    saved once into ``out/scene_frames.npz`` and read back on resume."""
+    saved once into ``out/scene_frames.npz``. When that file exists (a resume) it wins: the
+    frames a run trained on never change under it."""
     if not cfg.scene_frames:
         return None
     from vla_sim.data.scene_frames import SCENE_BASE_SEED, save_scene_frames, scene_frames_file
@@ -380,17 +381,19 @@ def _scene_frames(out: Path, settings: CollectConfig, cfg: DAggerConfig, state: 
     path = out / SCENE_FRAMES_FILE
     if given is not None and not path.is_file():
         save_scene_frames(given, path)
-    local = replace(settings, backend="process", ray_address="")
-    frames, seconds = scene_frames_file(path, local, cfg.scene_frames, cfg.scene_views,
-                                        SCENE_BASE_SEED + cfg.seed, cfg.workers)
+        frames, source, seconds = given, "given", 0.0
+    else:
+        local = replace(settings, backend="process", ray_address="")
+        frames, spent = scene_frames_file(path, local, cfg.scene_frames, cfg.scene_views,
+                                          SCENE_BASE_SEED + cfg.seed, cfg.workers)
+        source, seconds = ("file", 0.0) if spent is None else ("rendered", spent)
     if "scene_frames" not in state:
         state["scene_frames"] = {"frames": len(frames.states),
                                  "scenes": int(frames.episode_index.max()) + 1,
-                                 "seconds": round(seconds or 0.0, 2),
-                                 "given": given is not None}
+                                 "source": source, "seconds": round(seconds, 2)}
         atomic_write_json(out / STATE_FILE, state)
-        log.info("dagger: %d scene frames (%s)", len(frames.states),
-                 "given" if given is not None else f"rendered in {seconds:.1f} s")
+    log.info("dagger: %d scene frames (%s%s)", len(frames.states), source,
+             f" in {seconds:.1f} s" if source == "rendered" else "")
     return frames
 
 

@@ -268,7 +268,7 @@ def test_given_scene_frames_are_trained_on_and_saved_instead_of_rendering(
     saved = scene_frames.load_scene_frames(tmp_path / "run" / dagger.SCENE_FRAMES_FILE)
     np.testing.assert_array_equal(saved.env_states, given.env_states)
     state = json.loads((tmp_path / "run" / "dagger_state.json").read_text())
-    assert state["scene_frames"]["given"] is True
+    assert state["scene_frames"]["source"] == "given"
     with pytest.raises(ValueError, match="scene_frames is 0"):
         train_dagger(demos, tmp_path / "other", tiny(**{"bc.aux_weight": 1.0}),
                      scene_frames=given)

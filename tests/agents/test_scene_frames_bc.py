@@ -158,12 +158,15 @@ def test_scene_frame_settings_that_cannot_work_are_refused(tmp_path, encoder):
         config(scene_batch=-1)
     with pytest.raises(ValueError, match="scene_frames"):
         load_config(DAggerConfig, overrides=["scene_frames=-1"])
-    # checked when DAgger starts (the quickstart fills in its BC settings after loading)
+    # checked when DAgger starts, not when loading (the quickstart fills in its BC settings
+    # after loading its dagger section)
+    no_loss = load_config(DAggerConfig, overrides=["scene_frames=100"])
     with pytest.raises(ValueError, match="bc.aux_weight > 0"):
-        load_config(DAggerConfig, overrides=["scene_frames=100"]).check_scene_frames()
+        no_loss.check_scene_frames()
+    no_room = load_config(DAggerConfig, overrides=["scene_frames=100", "bc.aux_weight=1.0",
+                                                   "bc.scene_batch=0"])
     with pytest.raises(ValueError, match="scene_batch"):
-        load_config(DAggerConfig, overrides=["scene_frames=100", "bc.aux_weight=1.0",
-                                             "bc.scene_batch=0"]).check_scene_frames()
+        no_room.check_scene_frames()
     with pytest.raises(ValueError, match="scene_views"):
         load_config(DAggerConfig, overrides=["scene_views=0"])
 

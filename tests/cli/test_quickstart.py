@@ -28,7 +28,18 @@ def test_packaged_config_loads_and_rejects_unknown_keys(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow  # end to end: the whole quickstart, several times
-def test_quickstart_tiny_runs_end_to_end_and_skips_finished_stages(tmp_path: Path, capsys) -> None:
+def test_quickstart_tiny_runs_end_to_end_and_skips_finished_stages(tmp_path: Path, capsys,
+                                                                  monkeypatch) -> None:
+    from vla_sim.agents.training import bc
+
+    bc_frames = []
+    real_train_bc = bc.train_bc
+
+    def spy(*args, **kwargs):  # the BC stage's call (DAgger's rounds hold their own reference)
+        bc_frames.append(kwargs.get("scene_frames"))
+        return real_train_bc(*args, **kwargs)
+
+    monkeypatch.setattr(bc, "train_bc", spy)
     out = tmp_path / "run"
     assert main(["quickstart", "--preset", "tiny", "--out", str(out), *TINY]) == 0
     printed = capsys.readouterr().out
@@ -53,10 +64,11 @@ def test_quickstart_tiny_runs_end_to_end_and_skips_finished_stages(tmp_path: Pat
     assert dagger_data["total_episodes"] == 2 + 2
     # the scene frames were rendered once, for BC and DAgger alike
     assert "scene frames: rendering 16" in printed
+    assert len(bc_frames) == 1 and len(bc_frames[0].states) == 16
     assert (out / "dagger" / "scene_frames.npz").read_bytes() == \
         (out / "scene_frames" / "frames.npz").read_bytes()
     assert json.loads((out / "dagger" / "dagger_state.json").read_text())[
-        "scene_frames"]["given"] is True
+        "scene_frames"]["source"] == "given"
     videos = summary["results"]["ppo"]["videos"]
     assert videos, "the final policy's evaluation records a video"
     frames = iio.imread(videos[0])
@@ -67,6 +79,12 @@ def test_quickstart_tiny_runs_end_to_end_and_skips_finished_stages(tmp_path: Pat
     for stage in ("data", "bc", "dagger", "ppo"):
         assert f"{stage}: complete, skipping" in again
     assert "scene frames: complete" in again
+    # frames lost after they finished: rendered again, the stages trained on them kept
+    (out / "scene_frames" / "frames.npz").unlink()
+    assert main(["quickstart", "--preset", "tiny", "--out", str(out), *TINY]) == 0
+    again = capsys.readouterr().out
+    assert "no scene frames file; rendering them again" in again
+    assert "bc: complete, skipping" in again and (out / "scene_frames" / "frames.npz").is_file()
 
 
 @pytest.mark.slow  # end to end: the whole quickstart, several times
@@ -117,6 +135,12 @@ def test_a_rerun_with_changed_settings_reruns_the_stages_they_affect(tmp_path: P
     printed = capsys.readouterr().out
     assert "data: complete, skipping" in printed
     assert "bc: settings changed" in printed and "bc: training" in printed
+    # more scene frames: they are rendered again and BC trains again on them
+    assert main(["quickstart", "--preset", "tiny", "--out", str(out), *no_ppo,
+                 "eval.episodes=3", "bc.lr=0.001", "dagger.scene_frames=24"]) == 0
+    printed = capsys.readouterr().out
+    assert "scene_frames: settings changed" in printed and "scene frames: rendering 24" in printed
+    assert "bc: settings changed" in printed and "data: complete, skipping" in printed
     # the env changed: everything runs again and the table names the new env's results
     assert main(["quickstart", "--preset", "tiny", "--out", str(out), *no_ppo,
                  "eval.episodes=3", "bc.lr=0.001", "env=vla_sim/Push-v0"]) == 0
