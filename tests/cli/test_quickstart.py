@@ -35,7 +35,7 @@ def test_quickstart_tiny_runs_end_to_end_and_skips_finished_stages(tmp_path: Pat
     bc_frames = []
     real_train_bc = bc.train_bc
 
-    def spy(*args, **kwargs):  # the BC stage's call (DAgger's rounds hold their own reference)
+    def spy(*args, **kwargs):  # the BC stage's call, then each DAgger round's
         bc_frames.append(kwargs.get("scene_frames"))
         return real_train_bc(*args, **kwargs)
 
@@ -64,7 +64,8 @@ def test_quickstart_tiny_runs_end_to_end_and_skips_finished_stages(tmp_path: Pat
     assert dagger_data["total_episodes"] == 2 + 2
     # the scene frames were rendered once, for BC and DAgger alike
     assert "scene frames: rendering 16" in printed
-    assert len(bc_frames) == 1 and len(bc_frames[0].states) == 16
+    assert len(bc_frames) == 2  # the BC stage and the one DAgger round
+    assert all(f is not None and len(f.states) == 16 for f in bc_frames)
     assert (out / "dagger" / "scene_frames.npz").read_bytes() == \
         (out / "scene_frames" / "frames.npz").read_bytes()
     assert json.loads((out / "dagger" / "dagger_state.json").read_text())[
