@@ -211,7 +211,6 @@ def run_quickstart(cfg: QuickstartConfig, out: Path) -> dict[str, Any]:
                               cfg.dagger.seed, data_key)
         t0 = time.perf_counter()
         frames_path = scene_dir / "frames.npz"
-        scene = None
         if _finished(stages / "scene_frames", scene_key):
             try:
                 scene = load_scene_frames(frames_path)
