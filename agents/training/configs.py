@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, field
 
 from vla_sim.agents.policies.config import VLAPolicyConfig
+from vla_sim.envs.registration import EPISODE_STEPS
 from vla_sim.envs.wrappers.language_reward import REWARD_MODES
 from vla_sim.utils.seeding import DAGGER_BASE_SEED, EVAL_BASE_SEED
 from vla_sim.utils.workers import check_backend
@@ -187,6 +188,10 @@ class DAggerConfig:
     0 = none."""
     scene_views: int = 4
     """Gripper places per scene of the scene frames."""
+    task_weights: dict[str, float] = field(default_factory=dict)
+    """Multi-task rollouts: each task's relative share of a round (task name -> weight; a
+    task not named keeps weight 1, 0 leaves it out). Empty: every seed draws its own task.
+    The counts are exact, in a seeded order, e.g. ``task_weights.stack=2``."""
     bc: BCConfig = field(default_factory=BCConfig)
 
     def __post_init__(self) -> None:
@@ -204,6 +209,13 @@ class DAggerConfig:
             raise ValueError(f"scene_frames must be >= 0 (0: none), got {self.scene_frames}")
         if self.mixing not in MIXING:
             raise ValueError(f"mixing must be one of {MIXING}, got {self.mixing!r}")
+        self.task_weights = {str(k): float(v) for k, v in dict(self.task_weights).items()}
+        for task, weight in self.task_weights.items():
+            if task not in EPISODE_STEPS:
+                raise ValueError(f"task_weights.{task}: unknown task; tasks are "
+                                 f"{sorted(EPISODE_STEPS)}")
+            if not (math.isfinite(weight) and weight >= 0):
+                raise ValueError(f"task_weights.{task} must be finite and >= 0, got {weight}")
         check_backend(self.backend, self.ray_address)
         if self.bc.steps_this_run:
             raise ValueError(f"bc.steps_this_run must be 0 for DAgger (a round's BC run must "

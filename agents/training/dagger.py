@@ -64,6 +64,7 @@ from vla_sim.data.collect import (
     rollout_episode,
 )
 from vla_sim.data.writer import EncodedEpisode, LeRobotDatasetWriter, encode_episode
+from vla_sim.envs.registration import ENV_IDS, EPISODE_STEPS, resolve_env_id
 from vla_sim.evaluation.evaluator import CHECKPOINT_SUFFIXES
 from vla_sim.utils.io import atomic_write_json
 from vla_sim.utils.seeding import DAGGER_BASE_SEED, episode_seed
@@ -76,6 +77,7 @@ SCENE_FRAMES_FILE = "scene_frames.npz"
 # Keys that may change when resuming (they change speed, logging or how far to go, not the maths).
 DAGGER_RESUMABLE = ("rounds", "workers", "backend", "ray_address")
 _MIX_STREAM = 0xDA66E5  # second seed word of the mixing generator (independent of the env's)
+_TASK_STREAM = 0x7A5C  # third seed word of a round's task plan
 
 
 @dataclass
@@ -140,14 +142,17 @@ class MixedControl(gym.Wrapper):
 
 def dagger_rollout(env: gym.Env, expert: Any, learner: Any, seed: int, beta: float,
                    cameras: tuple[str, ...] = ("front",), mixing: str = "step",
-                   round_index: int = 0, index: int = 0, attempt_index: int = 0):
+                   round_index: int = 0, index: int = 0, attempt_index: int = 0,
+                   task: str | None = None):
     """One episode from ``env.reset(seed)`` under the beta-mixture, recorded like ``collect``
     records (obs, the expert's action as the label, reward, done, goal state, roles) plus
     metadata marking it relabelled: ``relabelled``, ``dagger_round``, ``dagger_index``,
     ``beta``, ``mixing``, ``expert_steps`` and ``executed_actions`` (what ran; replaying them
-    from ``seed`` reproduces the episode)."""
+    from ``seed`` under the recorded task reproduces the episode). ``task``: the task a
+    multi-task env plays (None: the one the seed draws)."""
     mixed = MixedControl(env, learner, beta, mixing)
-    ep = rollout_episode(mixed, expert, seed, cameras=cameras, attempt_index=attempt_index)
+    ep = rollout_episode(mixed, expert, seed, cameras=cameras, attempt_index=attempt_index,
+                         task=task)
     ep.metadata.update(relabelled=True, dagger_round=int(round_index), dagger_index=int(index),
                        beta=float(beta), mixing=mixing, expert_steps=int(mixed.expert_steps),
                        executed_actions=[[float(x) for x in a] for a in mixed.executed])
@@ -168,9 +173,14 @@ class _RolloutJob:
     policy: ShippedFolder | None = None
     """``policy_dir`` as the workers see it (None: read ``policy_dir``); a Ray worker may be
     on another machine."""
+    tasks: tuple[str, ...] | None = None
+    """Rollout i plays ``tasks[i]`` (None: the task its seed draws); see :func:`task_plan`."""
 
     def attempt(self, index: int) -> int:
         return self.round_index * self.episodes_per_round + index
+
+    def task(self, index: int) -> str | None:
+        return None if self.tasks is None else self.tasks[index]
 
 
 # One worker's state: its env and expert for the whole run (the rollout settings are the same
@@ -202,7 +212,7 @@ def _run_rollout(job: _RolloutJob, index: int) -> tuple[int, EncodedEpisode]:
     attempt = job.attempt(index)
     ep = dagger_rollout(env, _WORKER["expert"], _learner(job),
                         episode_seed(job.seed, attempt), job.beta, job.settings.cameras,
-                        job.mixing, job.round_index, index, attempt)
+                        job.mixing, job.round_index, index, attempt, job.task(index))
     return index, encode_episode(ep, int(env.unwrapped.metadata.get("render_fps", 20)))
 
 
@@ -264,6 +274,53 @@ def task_success(rows: Iterable[dict[str, Any]]) -> dict[str, float]:
 def task_counts(rows: Iterable[dict[str, Any]]) -> dict[str, int]:
     """Rollouts per task over episodes-parquet rows (the keys of :func:`task_success`)."""
     return {t: len(v) for t, v in _outcomes(rows).items()}
+
+
+# ------------------------------------------------------------------------- task-weighted rounds
+def env_tasks(env: str) -> tuple[str, ...]:
+    """The tasks an env of ours plays (``MultiTask``: all of them)."""
+    task = ENV_IDS[resolve_env_id(env)]["task"]
+    return tuple(EPISODE_STEPS) if task == "multitask" else (task,)
+
+
+def rollout_weights(cfg: DAggerConfig, env: str) -> dict[str, float] | None:
+    """Each task's share of a round (normalised), from ``cfg.task_weights`` over the tasks of
+    ``env`` (a task not named keeps weight 1); None when no weights are set. Raises
+    ValueError naming the problem: weights for a single-task env, tasks it does not play,
+    all weights 0."""
+    if not cfg.task_weights:
+        return None
+    tasks = env_tasks(env) if resolve_env_id(env) in ENV_IDS else ()
+    if len(tasks) < 2:
+        raise ValueError(f"task_weights needs a multi-task env (MultiTask); {env!r} plays "
+                         f"{list(tasks) or 'tasks unknown here'}")
+    raw = {t: cfg.task_weights.get(t, 1.0) for t in tasks}
+    total = sum(raw.values())
+    if total <= 0:
+        raise ValueError(f"task_weights leave no task to roll out: {cfg.task_weights}")
+    return {t: w / total for t, w in raw.items() if w > 0}
+
+
+def task_plan(weights: dict[str, float], n: int, rng: np.random.Generator) -> tuple[str, ...]:
+    """``n`` task names in the proportions ``weights`` (largest remainder, so the counts are
+    exact, not a multinomial draw) in an order shuffled by ``rng``."""
+    names = sorted(weights)
+    exact = np.array([weights[t] * n for t in names])
+    counts = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - counts), kind="stable")[: n - int(counts.sum())]:
+        counts[i] += 1
+    plan = np.repeat(np.array(names, dtype=object), counts)
+    return tuple(str(t) for t in rng.permutation(plan))
+
+
+def round_tasks(cfg: DAggerConfig, weights: dict[str, float] | None, r: int
+                ) -> tuple[str, ...] | None:
+    """The tasks of round ``r``'s rollouts (None: each seed draws its own); the same plan for
+    the same seed and round, so a resumed round plays what it would have played."""
+    if weights is None:
+        return None
+    return task_plan(weights, cfg.episodes_per_round,
+                     np.random.default_rng([cfg.seed, r, _TASK_STREAM]))
 
 
 # ---------------------------------------------------------------------------------- the dataset
@@ -450,11 +507,15 @@ def train_dagger(demos: str | Path, out: str | Path, config: DAggerConfig | None
         raise ValueError("scene frames were given but scene_frames is 0: set scene_frames to "
                          "their count")
     out, demos = Path(out), Path(demos)
+    if cfg.task_weights:  # refuse weights the env cannot use before the run folder is written
+        source = out / "data" if (out / "data").exists() else demos
+        rollout_weights(cfg, _rollout_settings(source, cfg).env)
     state = _prepare(out, cfg, resume)
     data_dir = out / "data"
     if not data_dir.exists():
         _copy_demos(demos, data_dir)
     settings = _rollout_settings(data_dir, cfg)
+    weights = rollout_weights(cfg, settings.env)
     writer = _open_writer(data_dir)
     if "demo_episodes" not in writer.info.get("vla_sim", {}).get("dagger", {}):
         writer.set_extra_info(dagger={"source": str(demos), "demo_episodes": writer.num_episodes,
@@ -502,6 +563,7 @@ def train_dagger(demos: str | Path, out: str | Path, config: DAggerConfig | None
             job = _RolloutJob(settings=settings, policy_dir=str(current), beta=beta,
                               mixing=cfg.mixing, round_index=r, seed=cfg.seed,
                               episodes_per_round=cfg.episodes_per_round,
+                              tasks=round_tasks(cfg, weights, r),
                               policy=ship_folder(current, cfg.backend, cfg.ray_address,
                                                  suffixes=CHECKPOINT_SUFFIXES)
                               if todo and cfg.backend == "ray" else None)
@@ -567,5 +629,5 @@ def relabelled_episodes(rows: Iterable[dict[str, Any]]) -> list[int]:
 
 
 __all__ = ["DAGGER_BASE_SEED", "DAggerConfig", "DAggerResult", "MixedControl", "dagger_rollout",
-           "episode_metadata", "policy_dir", "relabelled_episodes", "task_counts",
-           "task_success", "train_dagger"]
+           "env_tasks", "episode_metadata", "policy_dir", "relabelled_episodes", "round_tasks",
+           "rollout_weights", "task_counts", "task_plan", "task_success", "train_dagger"]

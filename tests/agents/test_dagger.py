@@ -24,7 +24,10 @@ from vla_sim.agents.training.dagger import (
     episode_metadata,
     policy_dir,
     relabelled_episodes,
+    round_tasks,
+    rollout_weights,
     task_counts,
+    task_plan,
     task_success,
     train_dagger,
 )
@@ -281,7 +284,8 @@ def test_given_scene_frames_are_trained_on_and_saved_instead_of_rendering(
 @pytest.mark.parametrize("key,value", [
     ("rounds", -1), ("episodes_per_round", 0), ("round_steps", 0), ("workers", 0),
     ("beta0", 1.5), ("beta_decay", -0.1), ("mixing", "coin"), ("seed", EVAL_BASE_SEED),
-    ("bc.steps_this_run", 5)])
+    ("bc.steps_this_run", 5), ("task_weights.stack", -1.0), ("task_weights.lift", 1.0),
+    ("task_weights.push", "nan")])
 def test_bad_config_values_are_refused_by_name(key, value):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         load_config(DAggerConfig, overrides=[f"{key}={value}"])
@@ -315,18 +319,61 @@ def test_every_round_reads_instruction_features_from_one_cache_of_the_run_datase
 
 
 # ------------------------------------------------------------------------------ per-task records
-def test_multitask_rounds_record_rollouts_and_success_per_task(tmp_path):
+def test_weighted_multitask_rounds_play_the_planned_tasks_and_record_them(tmp_path):
     demos = tmp_path / "multi"
     collect(CollectConfig(out=str(demos), env="MultiTask", episodes=4, image_size=16,
                           progress=False))
-    result = train_dagger(demos, tmp_path / "run", tiny(episodes_per_round=6))
+    cfg = tiny(episodes_per_round=6, **{"task_weights.stack": 2.0, "task_weights.reach": 0.0})
+    result = train_dagger(demos, tmp_path / "run", cfg)
     (record,) = result.history
-    played = [e["vla_sim/task"] for e in DatasetReader(tmp_path / "run" / "data").episodes
-              if episode_metadata(e).get("dagger_round") == 0]
+    rows = sorted((episode_metadata(e)["dagger_index"], e["vla_sim/task"])
+                  for e in DatasetReader(tmp_path / "run" / "data").episodes
+                  if episode_metadata(e).get("dagger_round") == 0)
+    played = [t for _, t in rows]
+    assert tuple(played) == round_tasks(cfg, rollout_weights(cfg, "MultiTask"), 0)
+    assert played.count("stack") == 3 and "reach" not in played and len(played) == 6
     assert record["task_counts"] == {t: played.count(t) for t in set(played)}
-    assert set(record["task_success"]) == set(played) and len(played) == 6
+    assert set(record["task_success"]) == set(played)
     rows = [{"vla_sim/task": "push", "vla_sim/success": True},
             {"vla_sim/task": "push", "vla_sim/success": False},
             {"vla_sim/task": "stack", "vla_sim/success": False}]
     assert task_success(rows) == {"push": 0.5, "stack": 0.0}
     assert task_counts(rows + [{"vla_sim/success": True}]) == {"": 1, "push": 2, "stack": 1}
+
+
+def test_task_plan_has_exact_counts_in_a_seeded_order():
+    weights = {"reach": 0.1, "push": 0.5, "stack": 0.4}
+    plan = task_plan(weights, 7, np.random.default_rng(1))
+    assert {t: plan.count(t) for t in weights} == {"reach": 1, "push": 3, "stack": 3}
+    assert plan == task_plan(weights, 7, np.random.default_rng(1))
+    assert plan != task_plan(weights, 7, np.random.default_rng(2)) or len(set(plan)) == 1
+
+
+def test_task_weights_fill_unnamed_tasks_with_one_and_need_a_multitask_env():
+    cfg = load_config(DAggerConfig, overrides=["task_weights.stack=3", "task_weights.push=0"])
+    weights = rollout_weights(cfg, "MultiTask")
+    assert weights == pytest.approx({"reach": 0.2, "pick_place": 0.2, "stack": 0.6})
+    assert rollout_weights(load_config(DAggerConfig), "MultiTask") is None
+    assert round_tasks(load_config(DAggerConfig), None, 0) is None
+    with pytest.raises(ValueError, match="multi-task env"):
+        rollout_weights(cfg, "Reach")
+    none_left = load_config(DAggerConfig, overrides=[f"task_weights.{t}=0" for t in
+                                                     ("reach", "push", "pick_place", "stack")])
+    with pytest.raises(ValueError, match="no task"):
+        rollout_weights(none_left, "MultiTask")
+
+
+def test_task_weights_on_a_single_task_env_are_refused_before_anything_is_written(demos,
+                                                                                  tmp_path):
+    with pytest.raises(ValueError, match="multi-task env"):
+        train_dagger(demos, tmp_path / "run", tiny(**{"task_weights.stack": 2.0}))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_rollout_told_its_task_plays_it_and_records_it():
+    env = gym.make("vla_sim/MultiTask-v0", image_size=16)
+    expert = make_expert(env)
+    for task in ("stack", "push"):
+        ep = dagger_rollout(env, expert, ConstantLearner(), seed=21, beta=0.5, task=task)
+        assert ep.metadata["task"] == task
+    env.close()

@@ -126,7 +126,8 @@ def obs_image_key(camera: str, position: int) -> str:
 
 
 def rollout_episode(env, expert, seed: int, cameras: tuple[str, ...] = ("front",), noise: float = 0.0,
-                    randomization: dict | None = None, attempt_index: int = 0) -> Episode:
+                    randomization: dict | None = None, attempt_index: int = 0,
+                    task: str | None = None) -> Episode:
     """Run the expert for one episode from ``env.reset(seed)`` and record it.
 
     Records obs (images, state) at step t, the expert's action for it, the reward after it and
@@ -134,10 +135,15 @@ def rollout_episode(env, expert, seed: int, cameras: tuple[str, ...] = ("front",
     plus N(0, noise) (DART, Laskey et al. 2017): the demonstrations visit the off-course states a
     learned policy drifts into, labelled with the expert's correction. The executed actions are
     recomputed exactly by :func:`executed_actions` (the noise stream is seeded by the episode). ``randomization`` replays
-    a recorded sample through ``reset(options=...)``.
+    a recorded sample through ``reset(options=...)``; ``task`` names the task a multi-task env
+    plays (None: the one the seed draws).
     """
-    options = {"randomization": randomization} if randomization is not None else None
-    obs, info = env.reset(seed=int(seed), options=options)
+    options: dict[str, Any] = {}
+    if randomization is not None:
+        options["randomization"] = randomization
+    if task is not None:
+        options["task"] = task
+    obs, info = env.reset(seed=int(seed), options=options or None)
     if hasattr(expert, "reset"):
         expert.reset()
     noise_rng = np.random.default_rng([int(seed), 0x5EED])  # independent of the env's generator
