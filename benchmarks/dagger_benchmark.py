@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-envs", default=None,
                     help="comma-separated envs to evaluate on (default: --env; for MultiTask, "
                          "each of its four tasks, with their pooled mean)")
+    ap.add_argument("--sample-actions", action="store_true",
+                    help="evaluate with actions sampled from the policy (seeded per episode) "
+                         "instead of its mode")
     ap.add_argument("--work", default="/tmp/vla_sim_dagger_benchmark")
     ap.add_argument("--resume", action="store_true", help="continue the DAgger run in --work")
     ap.add_argument("overrides", nargs="*", help="extra DAggerConfig overrides key=value "
@@ -123,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ecfg = dict(env_ids=eval_ids, robot=args.robot, episodes=args.eval_episodes,
                 splits=["train", "heldout"], randomization=[args.randomization],
-                image_size=64, cameras=list(cameras), workers=args.workers)
+                image_size=64, cameras=list(cameras), workers=args.workers,
+                sample_actions=args.sample_actions)
     rows, t_eval = [], time.perf_counter()
     last = dagger.rounds_completed
     curve = args.eval_episodes if args.curve_episodes is None else args.curve_episodes
@@ -145,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{'+'.join(cameras)}): {args.episodes} demos, BC {args.steps} steps, then "
           f"{dagger.rounds_completed} rounds x {args.episodes_per_round} rollouts "
           f"({args.mixing} mixing), {args.round_steps} BC steps each; success on "
-          f"{args.eval_episodes} eval episodes per split (95% Wilson CI)")
+          f"{args.eval_episodes} eval episodes per split (95% Wilson CI"
+          f"{', actions sampled' if args.sample_actions else ''})")
     head = (f"{'round':>5} {'beta':>6} {'rollout ok':>10} {'learner%':>8} {'frames':>7} "
             f"{'val loss':>9} {'train split':>20} {'heldout split':>20} {'min':>5}")
     print(head)

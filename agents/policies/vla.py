@@ -578,8 +578,14 @@ class GaussianDistribution:
     def mode(self) -> torch.Tensor:
         return self.dist.mean
 
-    def sample(self) -> torch.Tensor:
-        return self.dist.rsample()
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A reparameterised sample; from ``generator`` when given (seeded evaluation)."""
+        if generator is None:
+            return self.dist.rsample()
+        mean = self.dist.mean
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype,
+                            device=mean.device)
+        return mean + self.dist.stddev * noise
 
     def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
         return self.dist.log_prob(actions).sum(-1)
@@ -598,8 +604,13 @@ class DiscreteDistribution:
     def mode(self) -> torch.Tensor:
         return self.head.bin_centers[self.dist.logits.argmax(-1)]
 
-    def sample(self) -> torch.Tensor:
-        return self.head.bin_centers[self.dist.sample()]
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Bin centres drawn per dimension; from ``generator`` when given (seeded evaluation)."""
+        if generator is None:
+            return self.head.bin_centers[self.dist.sample()]
+        probs = self.dist.probs
+        bins = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
+        return self.head.bin_centers[bins.view(probs.shape[:-1])]
 
     def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
         return self.dist.log_prob(self.head.to_bins(actions)).sum(-1)
@@ -630,6 +641,17 @@ class VLAPolicy(nn.Module):
         self.aux_head = AuxHead(f, self.config.aux_dim) if self.config.aux_dim else None
         self.ground_head = GroundingHead(f, self.config) if self.config.grounding else None
         self.text_encoder: Any = None  # lazily the shared TextEncoder; tests may inject one
+        self._sampler: torch.Generator | None = None  # act(deterministic=False)'s, see reset
+
+    def reset(self, seed: int | None = None) -> None:
+        """Start an episode: seeds the samples of ``act(obs, deterministic=False)`` (the
+        evaluator calls this per episode, so sampled evaluations repeat); None: torch's global
+        generator."""
+        if seed is None:
+            self._sampler = None
+            return
+        device = next(self.parameters()).device
+        self._sampler = torch.Generator(device=device).manual_seed(int(seed) % 2**63)
 
     # --- normalisation ----------------------------------------------------------------------
     def set_normalization(self, state_mean, state_std, action_mean=None, action_std=None) -> None:
@@ -805,7 +827,7 @@ class VLAPolicy(nn.Module):
         try:
             batch, single = self.prepare_obs(obs)
             dist = self.distribution(batch)
-            action = dist.mode() if deterministic else dist.sample()
+            action = dist.mode() if deterministic else dist.sample(self._sampler)
         finally:
             if was_training:
                 self.train(True)

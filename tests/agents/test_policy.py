@@ -112,6 +112,22 @@ def test_stochastic_actions_vary_and_deterministic_do_not():
                               policy.act(obs, deterministic=False))
 
 
+@pytest.mark.parametrize("head", ["gaussian", "discrete"])
+def test_sampled_actions_repeat_after_a_reset_with_the_same_seed(head):
+    policy = make_policy(head=head)
+    obs = raw_obs(np.random.default_rng(4))
+
+    def episode(seed):
+        policy.reset(seed=seed)
+        return np.stack([policy.act(obs, deterministic=False) for _ in range(3)])
+
+    first = episode(5)
+    assert np.array_equal(first, episode(5))
+    assert not np.array_equal(first, episode(6))
+    assert not np.array_equal(first[0], first[1])  # a fresh draw every step
+    assert np.array_equal(policy.act(obs), policy.act(obs))  # the mode is untouched
+
+
 def test_a_checkpoint_of_a_retired_option_is_refused_by_name_and_defaults_still_load(tmp_path):
     policy = make_policy()
     save_policy(policy, tmp_path / "ckpt")

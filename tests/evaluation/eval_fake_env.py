@@ -128,6 +128,28 @@ def make_language_blind_policy(env):
     return LanguageBlindPolicy(env)
 
 
+class StallingPolicy:
+    """Its mode holds still (a stall); its samples head for the target at a random speed drawn
+    from the generator ``reset(seed)`` seeds: what ``sample_actions`` changes."""
+
+    def __init__(self, env):
+        self.env = env.unwrapped
+        self.rng = np.random.default_rng(0)
+
+    def reset(self, seed=None):
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, obs, deterministic=True):
+        if deterministic:
+            return np.array([0, 0, 0, 1], np.float32)
+        delta = (self.env.target - self.env.ee) / 0.025 * self.rng.uniform(0.3, 1.0)
+        return np.append(np.clip(delta, -1, 1), 1.0).astype(np.float32)
+
+
+def make_stalling_policy(env):
+    return StallingPolicy(env)
+
+
 class NoProbeReachEnv(FakeReachEnv):
     """Ignores reset options: an env that does not support the swap probe."""
 
@@ -160,3 +182,4 @@ NO_PROBE_ID = f"{__name__}:vla_sim_fake/NoProbeReach-v0"
 FAKE_EXPERT = f"{__name__}:make_fake_expert"
 WRONG_POLICY = f"{__name__}:make_wrong_space_policy"
 BLIND_POLICY = f"{__name__}:make_language_blind_policy"
+STALLING_POLICY = f"{__name__}:make_stalling_policy"

@@ -3,7 +3,7 @@ import json
 import eval_fake_env
 import numpy as np
 import pytest
-from eval_fake_env import WRONG_POLICY
+from eval_fake_env import STALLING_POLICY, WRONG_POLICY
 
 from vla_sim.evaluation.evaluator import EvalConfig, evaluate, randomization_hash
 from vla_sim.evaluation.policies import PolicySpec, RandomPolicy, parse_policy
@@ -125,3 +125,17 @@ class _ShortActions:
 
 def short_action_policy(env):
     return _ShortActions()
+
+
+def test_sampled_actions_leave_a_stall_and_repeat_for_the_same_seeds(fake_config, tmp_path):
+    mode = evaluate(PolicySpec("import", STALLING_POLICY), fake_config(episodes=4))
+    assert mode.cells[0].successes == 0  # the mode holds still
+    cfg = fake_config(episodes=4, sample_actions=True)
+    runs = [evaluate(PolicySpec("import", STALLING_POLICY), cfg) for _ in range(2)]
+    assert runs[0].cells[0].successes == 4
+    lengths = [[r.length for r in run.episodes] for run in runs]
+    assert lengths[0] == lengths[1] and len(set(lengths[0])) > 1  # seeded per episode
+    write_report(runs[0], tmp_path / "sampled")
+    write_report(mode, tmp_path / "mode")
+    assert "actions: sampled" in (tmp_path / "sampled" / "report.md").read_text()
+    assert "actions: the policy's mode" in (tmp_path / "mode" / "report.md").read_text()

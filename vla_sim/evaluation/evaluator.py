@@ -86,6 +86,11 @@ class EvalConfig:
     fps: int = 20
     # --- Probes ---
     probe: Optional[str] = None  # "swap": also run each episode with the instruction swapped
+    # --- Actions ---
+    sample_actions: bool = False
+    """Sample actions from the policy's distribution (seeded per episode), not its mode.
+    The same seeds give the same episodes. Where a policy's mean action is ~0 it holds still
+    for good; a sample moves on."""
 
     def __post_init__(self) -> None:
         if isinstance(self.env_ids, str):
@@ -348,9 +353,10 @@ def _alignment(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 def run_episode(env: gym.Env, policy: Any, seed: int, *, expert: Any = None,
                 record: bool = False, max_steps: int = 10_000,
-                options: Optional[dict[str, Any]] = None
+                options: Optional[dict[str, Any]] = None, deterministic: bool = True
                 ) -> tuple[dict[str, Any], list[np.ndarray], np.ndarray]:
-    """Roll out one episode from ``reset(seed=seed, options=options)``.
+    """Roll out one episode from ``reset(seed=seed, options=options)``; the policy acts with
+    ``act(obs, deterministic=deterministic)`` (False: sampled, seeded by ``reset_policy``).
 
     Returns (record fields, rendered frames or [] when not recording, first policy image).
     When the env reports ``info["original_task"]`` (a swapped instruction), the fields carry
@@ -369,7 +375,7 @@ def run_episode(env: gym.Env, policy: Any, seed: int, *, expert: Any = None,
     ep_return, length, tts = 0.0, 0, None
     cos_sum, sign_sum = 0.0, 0.0
     for _ in range(max_steps):
-        action = np.asarray(policy.act(obs, deterministic=True), dtype=np.float32)
+        action = np.asarray(policy.act(obs, deterministic=deterministic), dtype=np.float32)
         if expert is not None:
             c, s = _alignment(action, expert.act(obs, deterministic=True))
             cos_sum, sign_sum = cos_sum + c, sign_sum + s
@@ -449,7 +455,8 @@ def _run_job(job: _Job) -> list[tuple[EpisodeRecord, Optional[bytes]]]:
         expert = _try_expert(config, env) if has_expert else None
         ep_policy = _build_policy(job.factory, env, config) if rebuild else policy
         fields, frames, first_image = run_episode(env, ep_policy, seed, expert=expert,
-                                                  record=job.record)
+                                                  record=job.record,
+                                                  deterministic=not config.sample_actions)
         video = None
         preview = None
         if job.record and config.video_dir is not None:
@@ -461,7 +468,8 @@ def _run_job(job: _Job) -> list[tuple[EpisodeRecord, Optional[bytes]]]:
             preview = png_bytes(first_image)
         if config.probe is not None and job.probe:
             probe_policy = _build_policy(job.factory, env, config) if rebuild else policy
-            fields.update(_probe_fields(env, probe_policy, seed, fields, (job.env_id, index)))
+            fields.update(_probe_fields(env, probe_policy, seed, fields, (job.env_id, index),
+                                        deterministic=not config.sample_actions))
         fields.pop("original_success", None)
         out.append((EpisodeRecord(env_id=job.env_id, split=job.split, level=job.level,
                                   index=index, seed=seed, video=video,
@@ -470,10 +478,11 @@ def _run_job(job: _Job) -> list[tuple[EpisodeRecord, Optional[bytes]]]:
 
 
 def _probe_fields(env: gym.Env, policy: Any, seed: int, plain: dict[str, Any],
-                  where: tuple[str, int]) -> dict[str, Any]:
+                  where: tuple[str, int], deterministic: bool = True) -> dict[str, Any]:
     """Run the swap probe's episode of ``seed`` and check it showed the same scene as ``plain``
     (the unswapped episode's fields)."""
-    fields, _, _ = run_episode(env, policy, seed, options=SWAP_OPTIONS)
+    fields, _, _ = run_episode(env, policy, seed, options=SWAP_OPTIONS,
+                               deterministic=deterministic)
     if "original_success" not in fields:
         raise ValueError(f"{where[0]} does not support the swap probe: its reset ignores the "
                          f"{list(SWAP_OPTIONS)} option (no info['original_task'])")

@@ -173,6 +173,13 @@ def training_curves(report: dict[str, Any]) -> Path | None:
     return None
 
 
+def actions_note(report: dict[str, Any]) -> str:
+    """How the policy chose its actions in ``report`` (older reports: the mode)."""
+    if (report.get("config") or {}).get("sample_actions"):
+        return "sampled from the policy's distribution (seeded per episode)"
+    return "the policy's mode (deterministic)"
+
+
 def render_markdown(report: dict[str, Any], out_dir: Path | None = None) -> str:
     headers = cell_headers(report["cells"])
     ep_cols = episode_columns(report)
@@ -180,7 +187,8 @@ def render_markdown(report: dict[str, Any], out_dir: Path | None = None) -> str:
              f"{report['policy'].get('target') or ''}".rstrip(), "",
              f"Base seed {report['env_config']['base_seed']}, "
              f"{report['env_config']['episodes']} episodes per cell, robot "
-             f"{report['env_config']['robot']}, image {report['env_config']['image_size']} px.", "",
+             f"{report['env_config']['robot']}, image {report['env_config']['image_size']} px, "
+             f"actions: {actions_note(report)}.", "",
              "## Success rates", "", md_table(headers, cell_rows(report["cells"])), ""]
     if has_probe(report["cells"]):
         parts += [PROBE_NOTE, ""]
