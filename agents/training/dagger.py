@@ -66,6 +66,7 @@ from vla_sim.data.collect import (
 from vla_sim.data.writer import EncodedEpisode, LeRobotDatasetWriter, encode_episode
 from vla_sim.envs.registration import ENV_IDS, EPISODE_STEPS, resolve_env_id
 from vla_sim.evaluation.evaluator import CHECKPOINT_SUFFIXES
+from vla_sim.evaluation.policies import reset_policy
 from vla_sim.utils.io import atomic_write_json
 from vla_sim.utils.seeding import DAGGER_BASE_SEED, episode_seed
 from vla_sim.utils.workers import ShippedFolder, WorkerPool, ship_folder
@@ -99,13 +100,16 @@ class MixedControl(gym.Wrapper):
     """Executes the action it is given (the expert's, from :func:`rollout_episode`) with
     probability ``beta``, else the learner's on the current observation, and remembers what
     ran. Wrapping the env lets collection's recorder store the expert's label at every state
-    the mixture visits, in exactly the format ``collect`` writes."""
+    the mixture visits, in exactly the format ``collect`` writes. ``sample``: the learner's
+    actions are drawn from its distribution (seeded by the episode), not its mode."""
 
-    def __init__(self, env: gym.Env, learner: Any, beta: float, mixing: str = "step"):
+    def __init__(self, env: gym.Env, learner: Any, beta: float, mixing: str = "step",
+                 sample: bool = False):
         super().__init__(env)
         if mixing not in MIXING:
             raise ValueError(f"mixing must be one of {MIXING}, got {mixing!r}")
         self.learner, self.beta, self.mixing = learner, float(beta), mixing
+        self.sample = bool(sample)
         self.executed: list[np.ndarray] = []
         self.expert_steps = 0
         self._obs: Any = None
@@ -118,8 +122,12 @@ class MixedControl(gym.Wrapper):
         self._rng = np.random.default_rng([0 if seed is None else int(seed), _MIX_STREAM])
         self._expert_episode = bool(self._rng.random() < self.beta)
         self._obs, self.executed, self.expert_steps = obs, [], 0
-        if self._learner_needed() and hasattr(self.learner, "reset"):
-            self.learner.reset()
+        if self._learner_needed():
+            if self.sample:
+                words = [0 if seed is None else int(seed), _MIX_STREAM, 1]
+                reset_policy(self.learner, int(np.random.SeedSequence(words).generate_state(1)[0]))
+            elif hasattr(self.learner, "reset"):
+                self.learner.reset()
         return obs, info
 
     def _learner_needed(self) -> bool:
@@ -129,8 +137,8 @@ class MixedControl(gym.Wrapper):
     def step(self, action):
         expert = (bool(self._rng.random() < self.beta) if self.mixing == "step"
                   else self._expert_episode)
-        learner_action = (np.asarray(self.learner.act(self._obs, deterministic=True), np.float32)
-                          if self._learner_needed() else None)
+        learner_action = (np.asarray(self.learner.act(self._obs, deterministic=not self.sample),
+                                     np.float32) if self._learner_needed() else None)
         executed = np.asarray(action, np.float32) if expert else learner_action
         executed = np.clip(executed, -1.0, 1.0).astype(np.float32)
         self.executed.append(executed)
@@ -143,14 +151,15 @@ class MixedControl(gym.Wrapper):
 def dagger_rollout(env: gym.Env, expert: Any, learner: Any, seed: int, beta: float,
                    cameras: tuple[str, ...] = ("front",), mixing: str = "step",
                    round_index: int = 0, index: int = 0, attempt_index: int = 0,
-                   task: str | None = None):
+                   task: str | None = None, sample: bool = False):
     """One episode from ``env.reset(seed)`` under the beta-mixture, recorded like ``collect``
     records (obs, the expert's action as the label, reward, done, goal state, roles) plus
     metadata marking it relabelled: ``relabelled``, ``dagger_round``, ``dagger_index``,
     ``beta``, ``mixing``, ``expert_steps`` and ``executed_actions`` (what ran; replaying them
     from ``seed`` under the recorded task reproduces the episode). ``task``: the task a
-    multi-task env plays (None: the one the seed draws)."""
-    mixed = MixedControl(env, learner, beta, mixing)
+    multi-task env plays (None: the one the seed draws). ``sample``: the learner acts with
+    samples from its distribution (seeded by the episode), as ``sample_learner`` asks."""
+    mixed = MixedControl(env, learner, beta, mixing, sample=sample)
     ep = rollout_episode(mixed, expert, seed, cameras=cameras, attempt_index=attempt_index,
                          task=task)
     ep.metadata.update(relabelled=True, dagger_round=int(round_index), dagger_index=int(index),
@@ -175,6 +184,8 @@ class _RolloutJob:
     on another machine."""
     tasks: tuple[str, ...] | None = None
     """Rollout i plays ``tasks[i]`` (None: the task its seed draws); see :func:`task_plan`."""
+    sample: bool = False
+    """The learner acts with samples from its distribution (``DAggerConfig.sample_learner``)."""
 
     def attempt(self, index: int) -> int:
         return self.round_index * self.episodes_per_round + index
@@ -212,7 +223,8 @@ def _run_rollout(job: _RolloutJob, index: int) -> tuple[int, EncodedEpisode]:
     attempt = job.attempt(index)
     ep = dagger_rollout(env, _WORKER["expert"], _learner(job),
                         episode_seed(job.seed, attempt), job.beta, job.settings.cameras,
-                        job.mixing, job.round_index, index, attempt, job.task(index))
+                        job.mixing, job.round_index, index, attempt, job.task(index),
+                        job.sample)
     return index, encode_episode(ep, int(env.unwrapped.metadata.get("render_fps", 20)))
 
 
@@ -563,7 +575,7 @@ def train_dagger(demos: str | Path, out: str | Path, config: DAggerConfig | None
             job = _RolloutJob(settings=settings, policy_dir=str(current), beta=beta,
                               mixing=cfg.mixing, round_index=r, seed=cfg.seed,
                               episodes_per_round=cfg.episodes_per_round,
-                              tasks=round_tasks(cfg, weights, r),
+                              tasks=round_tasks(cfg, weights, r), sample=cfg.sample_learner,
                               policy=ship_folder(current, cfg.backend, cfg.ray_address,
                                                  suffixes=CHECKPOINT_SUFFIXES)
                               if todo and cfg.backend == "ray" else None)
