@@ -298,8 +298,7 @@ def env_tasks(env: str) -> tuple[str, ...]:
 def rollout_weights(cfg: DAggerConfig, env: str) -> dict[str, float] | None:
     """Each task's share of a round (normalised), from ``cfg.task_weights`` over the tasks of
     ``env`` (a task not named keeps weight 1); None when no weights are set. Raises
-    ValueError naming the problem: weights for a single-task env, tasks it does not play,
-    all weights 0."""
+    ValueError naming the problem: weights for a single-task env, or all weights 0."""
     if not cfg.task_weights:
         return None
     tasks = env_tasks(env) if resolve_env_id(env) in ENV_IDS else ()
