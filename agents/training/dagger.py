@@ -122,12 +122,9 @@ class MixedControl(gym.Wrapper):
         self._rng = np.random.default_rng([0 if seed is None else int(seed), _MIX_STREAM])
         self._expert_episode = bool(self._rng.random() < self.beta)
         self._obs, self.executed, self.expert_steps = obs, [], 0
-        if self._learner_needed():
-            if self.sample:
-                words = [0 if seed is None else int(seed), _MIX_STREAM, 1]
-                reset_policy(self.learner, int(np.random.SeedSequence(words).generate_state(1)[0]))
-            elif hasattr(self.learner, "reset"):
-                self.learner.reset()
+        if self._learner_needed():  # seeded by the episode: a sampling learner's draws repeat
+            words = [0 if seed is None else int(seed), _MIX_STREAM, 1]
+            reset_policy(self.learner, int(np.random.SeedSequence(words).generate_state(1)[0]))
         return obs, info
 
     def _learner_needed(self) -> bool:
@@ -518,15 +515,15 @@ def train_dagger(demos: str | Path, out: str | Path, config: DAggerConfig | None
         raise ValueError("scene frames were given but scene_frames is 0: set scene_frames to "
                          "their count")
     out, demos = Path(out), Path(demos)
+    weights = None
     if cfg.task_weights:  # refuse weights the env cannot use before the run folder is written
         source = out / "data" if (out / "data").exists() else demos
-        rollout_weights(cfg, _rollout_settings(source, cfg).env)
+        weights = rollout_weights(cfg, _rollout_settings(source, cfg).env)
     state = _prepare(out, cfg, resume)
     data_dir = out / "data"
     if not data_dir.exists():
         _copy_demos(demos, data_dir)
     settings = _rollout_settings(data_dir, cfg)
-    weights = rollout_weights(cfg, settings.env)
     writer = _open_writer(data_dir)
     if "demo_episodes" not in writer.info.get("vla_sim", {}).get("dagger", {}):
         writer.set_extra_info(dagger={"source": str(demos), "demo_episodes": writer.num_episodes,
