@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from vla_sim.envs.cameras import CAMERA_KEYS
 
 VISION_ENCODERS = ("cnn", "resnet")
-ACTION_HEADS = ("gaussian", "discrete", "mixture")
+ACTION_HEADS = ("gaussian", "discrete")
 
 
 # Options removed after they measured worse (README, issue notes), with the value that means
@@ -93,13 +93,8 @@ class VLAPolicyConfig:
     """Trunk MLP sizes; the last one is the features size that the action and value heads read."""
     head: str = "gaussian"
     """``gaussian``: mean + state-independent learned log-std; ``discrete``: ``num_bins``
-    uniform bins per action dimension over [-1, 1] (RT-2 style), cross-entropy in BC;
-    ``mixture``: ``num_modes`` diagonal Gaussians with state-dependent weights, means and stds
-    (robomimic's GMM head), negative log-likelihood in BC; it acts with the likeliest mode's
-    mean, so labels that go two ways from nearly the same image are not averaged into a stall."""
+    uniform bins per action dimension over [-1, 1] (RT-2 style), cross-entropy in BC."""
     num_bins: int = 256
-    num_modes: int = 5
-    """Mixture components of the ``mixture`` head."""
     action_chunk: int = 1
     """Actions predicted per step (ACT-style chunking, gaussian head): BC regresses the next
     ``action_chunk`` expert actions; the policy acts with the current one (PPO and REINFORCE
@@ -181,8 +176,6 @@ class VLAPolicyConfig:
         if self.spatial_lang and self.spatial_queries < 3:
             raise ValueError(f"spatial_queries must be >= 3 with spatial_lang (object, "
                              f"destination, current target), got {self.spatial_queries}")
-        if self.num_modes < 1:
-            raise ValueError(f"num_modes must be >= 1, got {self.num_modes}")
         if self.num_bins < 2:
             raise ValueError(f"num_bins must be >= 2, got {self.num_bins}")
 

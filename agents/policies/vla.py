@@ -446,56 +446,6 @@ class DiscreteHead(nn.Module):
         return DiscreteDistribution(self(features), self)
 
 
-class MixtureHead(nn.Module):
-    """Features -> a mixture of ``num_modes`` diagonal Gaussians over actions in env units
-    (robomimic's GMM head), trained by negative log-likelihood.
-
-    Weights, means and stds all depend on the state. Where nearly the same image is labelled
-    two ways (Push: push on, or go round behind the object), a single Gaussian's mean averages
-    the labels into a stall; here each way keeps a component and the policy acts with the
-    likeliest component's mean. Means and stds are predicted in normalised units and mapped to
-    env units by the dataset statistics, as in :class:`GaussianHead`.
-    """
-
-    MIN_STD = 0.01
-    """Floor of each component's std (normalised units): keeps the likelihood bounded."""
-
-    def __init__(self, features_dim: int, config: VLAPolicyConfig):
-        super().__init__()
-        self.action_dim, self.num_modes = config.action_dim, config.num_modes
-        # Default (random) init on purpose: identical components get identical gradients and
-        # would never separate.
-        self.out = nn.Linear(features_dim, config.num_modes * (1 + 2 * config.action_dim))
-        self.register_buffer("action_mean", torch.zeros(config.action_dim))
-        self.register_buffer("action_std", torch.ones(config.action_dim))
-
-    def normalized(self, features: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(logits (B, K), means (B, K, A), stds (B, K, A)), normalised units."""
-        k, a = self.num_modes, self.action_dim
-        out = self.out(features)
-        means = out[:, k:k + k * a].reshape(-1, k, a)
-        stds = nn.functional.softplus(out[:, k + k * a:].reshape(-1, k, a)) + self.MIN_STD
-        return out[:, :k], means, stds
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """The likeliest component's mean (B, A), env units."""
-        return self.distribution(features).mode()
-
-    def distribution(self, features: torch.Tensor) -> "MixtureDistribution":
-        logits, means, stds = self.normalized(features)
-        return MixtureDistribution(logits, means * self.action_std + self.action_mean,
-                                   stds * self.action_std)
-
-    def nll(self, features: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Mean negative log-likelihood per action dimension of ``actions`` (B, A), env units,
-        measured in normalised units (so its scale does not depend on the action ranges)."""
-        logits, means, stds = self.normalized(features)
-        target = (actions - self.action_mean) / self.action_std
-        dist = MixtureDistribution(logits, means, stds)
-        return -dist.log_prob(target).mean() / self.action_dim
-
-
 def build_value_head(features_dim: int, config: VLAPolicyConfig) -> nn.Module:
     """The critic: linear (``value_hidden=0``) or a two-layer tanh MLP, as SB3's default, on the
     trunk features; or, with ``critic_privileged_dim``, the asymmetric :class:`PrivilegedCritic`."""
@@ -669,42 +619,6 @@ class DiscreteDistribution:
         return self.dist.entropy().sum(-1)
 
 
-class MixtureDistribution:
-    """A mixture of diagonal Gaussians: ``logits`` (B, K), ``means``/``stds`` (B, K, A).
-    ``log_prob`` is summed over action dimensions; the mode is the likeliest component's mean
-    (not the density's exact maximum, which has no closed form)."""
-
-    def __init__(self, logits: torch.Tensor, means: torch.Tensor, stds: torch.Tensor):
-        self.logits, self.means, self.stds = logits, means, stds
-
-    def mode(self) -> torch.Tensor:
-        best = self.logits.argmax(-1)
-        return self.means[torch.arange(len(best), device=best.device), best]
-
-    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """A component drawn by weight, then a Gaussian sample of it; from ``generator`` when
-        given (seeded evaluation)."""
-        probs = torch.softmax(self.logits, -1)
-        pick = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-        rows = torch.arange(len(pick), device=pick.device)
-        mean, std = self.means[rows, pick], self.stds[rows, pick]
-        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype,
-                            device=mean.device)
-        return mean + std * noise
-
-    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
-        comp = torch.distributions.Normal(self.means, self.stds).log_prob(actions[:, None])
-        return torch.logsumexp(torch.log_softmax(self.logits, -1) + comp.sum(-1), dim=-1)
-
-    def entropy(self) -> torch.Tensor:
-        raise NotImplementedError("a Gaussian mixture has no closed-form entropy; RL "
-                                  "fine-tuning needs head='gaussian'")
-
-
-ACTION_HEAD_TYPES: dict[str, type[nn.Module]] = {
-    "gaussian": GaussianHead, "discrete": DiscreteHead, "mixture": MixtureHead}
-"""``VLAPolicyConfig.head`` -> its head class."""
-
 class VLAPolicy(nn.Module):
     """Features extractor + action head + value head, with ``act`` for raw env observations.
 
@@ -721,7 +635,8 @@ class VLAPolicy(nn.Module):
         self.observation_space = build_observation_space(self.config)
         self.extractor = VLAFeaturesExtractor(self.observation_space, self.config)
         f = self.extractor.features_dim
-        self.action_head = ACTION_HEAD_TYPES[self.config.head](f, self.config)
+        self.action_head = (GaussianHead(f, self.config) if self.config.head == "gaussian"
+                            else DiscreteHead(f, self.config))
         self.value_head = build_value_head(f, self.config) if self.config.value_head else None
         self.aux_head = AuxHead(f, self.config.aux_dim) if self.config.aux_dim else None
         self.ground_head = GroundingHead(f, self.config) if self.config.grounding else None
@@ -746,7 +661,7 @@ class VLAPolicy(nn.Module):
 
         self.extractor.state_mean.copy_(t(state_mean))
         self.extractor.state_std.copy_(t(state_std).clamp(min=STATE_STD_FLOOR))
-        if isinstance(self.action_head, (GaussianHead, MixtureHead)) and action_mean is not None:
+        if isinstance(self.action_head, GaussianHead) and action_mean is not None:
             self.action_head.action_mean.copy_(t(action_mean))
             self.action_head.action_std.copy_(t(action_std).clamp(min=ACTION_STD_FLOOR))
 
@@ -761,7 +676,7 @@ class VLAPolicy(nn.Module):
     def normalization(self) -> dict[str, list[float]]:
         out = {"state_mean": self.extractor.state_mean.tolist(),
                "state_std": self.extractor.state_std.tolist()}
-        if isinstance(self.action_head, (GaussianHead, MixtureHead)):
+        if isinstance(self.action_head, GaussianHead):
             out["action_mean"] = self.action_head.action_mean.tolist()
             out["action_std"] = self.action_head.action_std.tolist()
         return out
@@ -814,8 +729,7 @@ class VLAPolicy(nn.Module):
                 ground_target: Mapping[str, torch.Tensor] | None = None,
                 ground_weight: float = 0.0) -> torch.Tensor:
         """Behaviour-cloning loss: MSE in normalised action units (gaussian) or bin
-        cross-entropy averaged over dimensions (discrete) or negative log-likelihood per dimension
-        (mixture); plus ``aux_weight`` times the
+        cross-entropy averaged over dimensions (discrete); plus ``aux_weight`` times the
         auxiliary head's normalised MSE to ``aux_target`` when both are given; plus
         ``ground_weight`` times the grounding head's summed terms (:meth:`GroundingHead.loss`)
         against ``ground_target`` when both are given.
@@ -842,8 +756,6 @@ class VLAPolicy(nn.Module):
         elif isinstance(head, GaussianHead):
             target = (actions - head.action_mean) / head.action_std
             loss = torch.nn.functional.mse_loss(head.normalized_mean(features), target)
-        elif isinstance(head, MixtureHead):
-            loss = head.nll(features, actions)
         else:
             logits = head(features)
             loss = torch.nn.functional.cross_entropy(

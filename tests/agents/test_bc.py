@@ -267,21 +267,6 @@ def test_action_chunking_bc_trains_and_reloads(tmp_path, demos, encoder):
     assert policy.action_head.mean.weight.shape[0] == 16
 
 
-def test_mixture_head_bc_learns_the_instructed_action_and_reloads(tmp_path, demos, encoder):
-    result = train_bc(demos, tmp_path / "run", config(steps=120, val_every_grad_steps=60,
-                                                      policy={**POLICY, "head": "mixture"}),
-                      encoder=encoder)
-    assert np.mean(result.train_losses[-5:]) < np.mean(result.train_losses[:5]) - 1.0
-    policy = load_policy(tmp_path / "run" / "last")
-    policy.text_encoder = encoder
-    assert policy.config.head == "mixture"
-    steps = np.flatnonzero(np.isin(demos.episode_index, [0, 1]))
-    obs = {"image": demos.images["image"][steps], "state": demos.states[steps],
-           "instruction": [INSTRUCTIONS[e % 2] for e in demos.episode_index[steps]]}
-    x = policy.act(obs)[:, 0]
-    np.testing.assert_allclose(x, demos.actions[steps, 0], atol=0.3)  # +-0.8 by instruction
-
-
 def test_ctrl_c_inside_an_update_saves_after_it_and_resumes_exactly(tmp_path, demos, encoder,
                                                                     monkeypatch):
     """SIGINT that lands mid-update is held until the update finishes; the checkpoint then

@@ -40,19 +40,16 @@ def raw_obs(rng, batch=None, size=16, instruction="reach the red cube"):
     return obs
 
 
-@pytest.mark.parametrize("head", ["gaussian", "discrete", "mixture"])
+@pytest.mark.parametrize("head", ["gaussian", "discrete"])
 @pytest.mark.parametrize("vision", ["cnn", "resnet"])
 def test_forward_shapes(head, vision):
     policy = make_policy(head=head, vision=vision)
     batch, _ = policy.prepare_obs(raw_obs(np.random.default_rng(0), batch=5))
     out, value = policy(batch)
-    assert out.shape == ((5, 4, 256) if head == "discrete" else (5, 4))
+    assert out.shape == ((5, 4) if head == "gaussian" else (5, 4, 256))
     assert value.shape == (5,)
-    if head == "mixture":  # no closed-form entropy: RL needs the gaussian head
-        assert policy.distribution(batch).log_prob(torch.zeros(5, 4)).shape == (5,)
-    else:
-        logp, ent, v = policy.evaluate_actions(batch, torch.zeros(5, 4))
-        assert logp.shape == ent.shape == v.shape == (5,)
+    logp, ent, v = policy.evaluate_actions(batch, torch.zeros(5, 4))
+    assert logp.shape == ent.shape == v.shape == (5,)
     loss = policy.bc_loss(batch, torch.zeros(5, 4))
     loss.backward()
     assert all(p.grad is not None for p in policy.action_head.parameters() if p.requires_grad
@@ -115,7 +112,7 @@ def test_stochastic_actions_vary_and_deterministic_do_not():
                               policy.act(obs, deterministic=False))
 
 
-@pytest.mark.parametrize("head", ["gaussian", "discrete", "mixture"])
+@pytest.mark.parametrize("head", ["gaussian", "discrete"])
 def test_sampled_actions_repeat_after_a_reset_with_the_same_seed(head):
     policy = make_policy(head=head)
     obs = raw_obs(np.random.default_rng(4))
@@ -129,33 +126,6 @@ def test_sampled_actions_repeat_after_a_reset_with_the_same_seed(head):
     assert not np.array_equal(first, episode(6))
     assert not np.array_equal(first[0], first[1])  # a fresh draw every step
     assert np.array_equal(policy.act(obs), policy.act(obs))  # the mode is untouched
-
-
-def test_mixture_head_fit_to_two_way_labels_acts_with_one_of_them_not_their_average():
-    """The same features labelled +0.8 half the time and -0.8 the other half (Push's "push on"
-    or "go round"): the gaussian head's mean learns the stall (0), the mixture's mode a label."""
-    from vla_sim.agents.policies.vla import GaussianHead, MixtureHead
-
-    config = VLAPolicyConfig(**{**SMALL, "num_modes": 3})
-    torch.manual_seed(0)
-    features = torch.ones(64, 8)
-    labels = torch.full((64, 4), 0.8)
-    labels[::2] = -0.8
-    fitted = {}
-    for kind in (GaussianHead, MixtureHead):
-        head = kind(8, config)
-        opt = torch.optim.Adam(head.parameters(), lr=0.01)
-        for _ in range(300):
-            if kind is GaussianHead:
-                loss = torch.nn.functional.mse_loss(head.normalized_mean(features), labels)
-            else:
-                loss = head.nll(features, labels)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        fitted[kind] = head(features[:1]).detach()[0]
-    assert fitted[GaussianHead].abs().max() < 0.1
-    assert torch.allclose(fitted[MixtureHead].abs(), torch.full((4,), 0.8), atol=0.05)
 
 
 def test_a_checkpoint_of_a_retired_option_is_refused_by_name_and_defaults_still_load(tmp_path):
@@ -173,7 +143,7 @@ def test_a_checkpoint_of_a_retired_option_is_refused_by_name_and_defaults_still_
         load_policy(tmp_path / "ckpt")
 
 
-@pytest.mark.parametrize("head", ["gaussian", "discrete", "mixture"])
+@pytest.mark.parametrize("head", ["gaussian", "discrete"])
 def test_checkpoint_reloads_to_identical_actions(tmp_path, head):
     policy = make_policy(head=head)
     obs = raw_obs(np.random.default_rng(5), batch=4)
@@ -209,7 +179,6 @@ def test_checkpoint_config_with_unknown_key_is_rejected(tmp_path):
 @pytest.mark.parametrize("bad, message", [
     (dict(vision="vit"), "vision must be one of"),
     (dict(head="mdn"), "head must be one of"),
-    (dict(head="mixture", num_modes=0), "num_modes must be >= 1"),
     (dict(cameras=["top"]), "unknown cameras"),
     (dict(image_size=18), "image_size 18"),
     (dict(attn_dim=10, attn_heads=4), "attn_dim"),
