@@ -1,12 +1,18 @@
-"""Where a policy's PickPlace / Reach episodes fail: the furthest phase each episode reached.
+"""Where a policy's PickPlace / Reach / Push episodes fail: the furthest phase each reached.
 
     python benchmarks/bc_diagnose.py --policy RUN/last --env PickPlace --episodes 30
+    python benchmarks/bc_diagnose.py --policy RUN/last --env Push --episodes 50 --sample-actions
 
 Phases (PickPlace): ``approached`` (gripper within 2 cm in xy of the instructed object, at most
 6 cm above it), ``grasped`` (holding it), ``lifted`` (held 4 cm above the table), ``over_goal``
 (held within the destination's xy footprint), ``success``. Also counts episodes whose closest
 approach was to a *different* object (a grounding error). Reach: ``closest`` distance histogram
-and wrong-object counts. Uses privileged simulator state, never shown to the policy.
+and wrong-object counts. Push: how each failure ended (``under_way``: the object still moving
+toward the zone at the time limit; ``overshot``: it passed within the tolerance band's reach and
+left; ``untouched``; ``stalled``), how far short it stopped, and, on every step, the expert's
+label for the visited state beside the policy's action (their cosine and sizes, split by whether
+the expert is pushing or repositioning there), so a slow learner and a wrong one read apart.
+Uses privileged simulator state, never shown to the policy.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--episodes", type=int, default=30)
     ap.add_argument("--split", default="train")
     ap.add_argument("--randomization", default="low")
+    ap.add_argument("--sample-actions", action="store_true",
+                    help="act with a sample of the policy's distribution (seeded per episode)")
     args = ap.parse_args(argv)
     import gymnasium as gym
     import torch
@@ -38,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     cams = tuple(policy.config.cameras)
     env = gym.make(resolve_env_id(args.env), image_size=policy.config.image_size, cameras=cams,
                    randomization=args.randomization, instruction_split=args.split)
+    if list(env.unwrapped.task_names) == ["push"]:
+        return diagnose_push(env, policy, args)
     phases, wrong = Counter(), 0
     for i in range(args.episodes):
         obs, info = env.reset(seed=episode_seed(EVAL_BASE_SEED, i))
@@ -74,6 +84,88 @@ def main(argv: list[str] | None = None) -> int:
     print(f"furthest phase over {args.episodes} episodes: {dict(phases)}")
     print(f"failed episodes spent mostly nearest a different object: {wrong}")
     return 0
+
+
+def diagnose_push(env, policy, args) -> int:
+    """Push failures by how they ended, and the policy's actions against the expert's labels."""
+    from vla_sim.agents.experts import make_expert
+    from vla_sim.utils.seeding import EVAL_BASE_SEED, episode_seed
+
+    expert = make_expert(env)
+    endings, short = Counter(), []
+    per_phase = {"push": [], "reposition": []}  # (cosine, |policy xyz|, |expert xyz|)
+    successes = 0
+    for i in range(args.episodes):
+        seed = episode_seed(EVAL_BASE_SEED, i)
+        obs, info = env.reset(seed=seed)
+        policy.reset(seed if args.sample_actions else None)
+        task = env.unwrapped.task
+        s = task.privileged_state()
+        name, zone_name = s["roles"]["object"], s["roles"]["destination"]
+        start = np.asarray(s["objects"][name]["position"][:2])
+        zone = np.asarray(s["objects"][zone_name]["position"][:2])
+        dists, others_moved, done = [], False, False
+        others0 = {n: np.asarray(o["position"][:2]) for n, o in s["objects"].items()
+                   if n not in (name, zone_name)}
+        while not done:
+            label = expert.act(obs)
+            action = policy.act(obs, deterministic=not args.sample_actions)
+            a, e = action[:3], label[:3]
+            cos = float(a @ e / (np.linalg.norm(a) * np.linalg.norm(e) + 1e-8))
+            per_phase["push" if pushing(s) else "reposition"].append(
+                (cos, float(np.linalg.norm(a)), float(np.linalg.norm(e))))
+            obs, _, term, trunc, info = env.step(action)
+            done = term or trunc
+            s = task.privileged_state()
+            obj = np.asarray(s["objects"][name]["position"][:2])
+            dists.append(float(np.linalg.norm(obj - zone)))
+            others_moved |= any(np.linalg.norm(np.asarray(s["objects"][n]["position"][:2]) - p)
+                                > 0.02 for n, p in others0.items())
+        if info.get("is_success"):
+            successes += 1
+            continue
+        endings[push_ending(dists, float(np.linalg.norm(obj - start)))] += 1
+        endings["also moved another object"] += int(others_moved)
+        short.append(dists[-1] - 0.04)
+    n = args.episodes
+    print(f"push: {successes}/{n} successful; failures by ending: {dict(endings)}")
+    if short:
+        print(f"failures stopped {np.median(short) * 100:.1f} cm (median) outside the tolerance "
+              f"(range {min(short) * 100:.1f}-{max(short) * 100:.1f} cm)")
+    for phase, rows in per_phase.items():
+        if rows:
+            r = np.asarray(rows)
+            print(f"{phase:>10} steps: {len(r)}; cosine(policy, expert) median {np.median(r[:, 0]):.2f}"
+                  f"; |policy xyz| mean {r[:, 1].mean():.2f} vs expert {r[:, 2].mean():.2f}; "
+                  f"policy near zero (|a| < 0.15) on {np.mean(r[:, 1] < 0.15):.0%}")
+    return 0
+
+
+def push_ending(dists: list[float], moved: float, tolerance: float = 0.04) -> str:
+    """How a failed push ended, from the object's distance to the zone after every step and how
+    far the object moved in all: ``untouched`` (< 1 cm), ``overshot`` (came within 2 cm of the
+    tolerance and left by 2 cm more), ``under_way`` (still closing in over the last 10 steps, by
+    at least 5 mm), else ``stalled``."""
+    if moved < 0.01:
+        return "untouched"
+    if min(dists) < tolerance + 0.02 and dists[-1] > min(dists) + 0.02:
+        return "overshot"
+    if len(dists) > 10 and dists[-1] < dists[-11] - 0.005:
+        return "under_way"
+    return "stalled"
+
+
+def pushing(s: dict) -> bool:
+    """Whether the push expert is pushing at this privileged state (end effector low, behind the
+    object on the object->zone line), rather than repositioning or approaching."""
+    ee = np.asarray(s["ee_position"])
+    obj = np.asarray(s["objects"][s["roles"]["object"]]["position"])
+    zone = np.asarray(s["objects"][s["roles"]["destination"]]["position"])
+    d = zone[:2] - obj[:2]
+    u = d / max(float(np.linalg.norm(d)), 1e-6)
+    rel = ee[:2] - obj[:2]
+    along, lateral = float(rel @ u), float(rel[0] * u[1] - rel[1] * u[0])
+    return abs(lateral) < 0.02 and along < -0.02 and ee[2] < 0.045
 
 
 if __name__ == "__main__":
