@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 def diagnose_push(env, policy, args) -> int:
     """Push failures by how they ended, and the policy's actions against the expert's labels."""
     from vla_sim.agents.experts import make_expert
+    from vla_sim.envs.tasks.push import TOLERANCE
     from vla_sim.utils.seeding import EVAL_BASE_SEED, episode_seed
 
     expert = make_expert(env)
@@ -124,9 +125,9 @@ def diagnose_push(env, policy, args) -> int:
         if info.get("is_success"):
             successes += 1
             continue
-        endings[push_ending(dists, float(np.linalg.norm(obj - start)))] += 1
+        endings[push_ending(dists, float(np.linalg.norm(obj - start)), TOLERANCE)] += 1
         endings["also moved another object"] += int(others_moved)
-        short.append(dists[-1] - 0.04)
+        short.append(dists[-1] - TOLERANCE)
     n = args.episodes
     print(f"push: {successes}/{n} successful; failures by ending: {dict(endings)}")
     if short:
@@ -135,17 +136,18 @@ def diagnose_push(env, policy, args) -> int:
     for phase, rows in per_phase.items():
         if rows:
             r = np.asarray(rows)
-            print(f"{phase:>10} steps: {len(r)}; cosine(policy, expert) median {np.median(r[:, 0]):.2f}"
-                  f"; |policy xyz| mean {r[:, 1].mean():.2f} vs expert {r[:, 2].mean():.2f}; "
+            print(f"{phase:>10} steps: {len(r)}; cosine(policy, expert) median "
+                  f"{np.median(r[:, 0]):.2f}; |policy xyz| mean {r[:, 1].mean():.2f} vs expert {r[:, 2].mean():.2f}; "
                   f"policy near zero (|a| < 0.15) on {np.mean(r[:, 1] < 0.15):.0%}")
     return 0
 
 
-def push_ending(dists: list[float], moved: float, tolerance: float = 0.04) -> str:
-    """How a failed push ended, from the object's distance to the zone after every step and how
-    far the object moved in all: ``untouched`` (< 1 cm), ``overshot`` (came within 2 cm of the
-    tolerance and left by 2 cm more), ``under_way`` (still closing in over the last 10 steps, by
-    at least 5 mm), else ``stalled``."""
+def push_ending(dists: list[float], moved: float, tolerance: float) -> str:
+    """How a failed push ended, from the object's distance to the zone after every step, how far
+    the object moved in all and the task's success distance ``tolerance``: ``untouched``
+    (moved < 1 cm), ``overshot`` (came within 2 cm of the tolerance and left by 2 cm more),
+    ``under_way`` (still closing in over the last 10 steps, by at least 5 mm), else
+    ``stalled``."""
     if moved < 0.01:
         return "untouched"
     if min(dists) < tolerance + 0.02 and dists[-1] > min(dists) + 0.02:

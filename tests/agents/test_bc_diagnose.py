@@ -8,6 +8,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from bc_diagnose import push_ending, pushing
 
+from vla_sim.envs.tasks.push import TOLERANCE
+
 
 def _state(ee_xy, ee_z=0.018, obj=(0.5, 0.0), zone=(0.6, 0.0)):
     return {"ee_position": [*ee_xy, ee_z], "roles": {"object": "cube", "destination": "zone"},
@@ -15,22 +17,22 @@ def _state(ee_xy, ee_z=0.018, obj=(0.5, 0.0), zone=(0.6, 0.0)):
 
 
 def test_an_object_that_never_moved_is_untouched():
-    assert push_ending([0.2] * 100, moved=0.005) == "untouched"
+    assert push_ending([0.2] * 100, moved=0.005, tolerance=TOLERANCE) == "untouched"
 
 
 def test_an_object_that_came_close_and_left_overshot():
     dists = [0.2 - 0.004 * i for i in range(40)] + [0.05 + 0.003 * i for i in range(60)]
-    assert push_ending(dists, moved=0.3) == "overshot"
+    assert push_ending(dists, moved=0.3, tolerance=TOLERANCE) == "overshot"
 
 
 def test_an_object_still_closing_in_at_the_limit_is_under_way():
     dists = [0.3 - 0.002 * i for i in range(100)]
-    assert push_ending(dists, moved=0.2) == "under_way"
+    assert push_ending(dists, moved=0.2, tolerance=TOLERANCE) == "under_way"
 
 
 def test_an_object_left_short_and_still_is_stalled():
     dists = [0.3 - 0.004 * i for i in range(40)] + [0.14] * 60
-    assert push_ending(dists, moved=0.16) == "stalled"
+    assert push_ending(dists, moved=0.16, tolerance=TOLERANCE) == "stalled"
 
 
 def test_pushing_means_low_and_behind_the_object_on_the_zone_line():
