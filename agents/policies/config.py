@@ -121,14 +121,6 @@ class VLAPolicyConfig:
     first ``aux_dim`` values of the demonstration's goal state (``observation.environment_state``;
     BC sets 6: the instructed object's and destination's positions) when
     ``BCConfig.aux_weight > 0``. Never used to act. 0 = none."""
-    controller_hidden: list[int] = field(default_factory=list)
-    """Hidden sizes of a controller MLP ("learning by cheating", Chen et al. 2019): it maps the
-    goal-state estimate (the auxiliary head's prediction, detached, so perception is trained by
-    the goal-state loss alone) and the normalised proprioception to features the action head
-    reads beside the trunk's. The estimate -> action map is thus learned on its own, and BC
-    feeds it the true goal state (plus noise) on a share of its samples
-    (``BCConfig.controller_teacher``). Needs ``aux_dim`` > 0 (BC sets it), the gaussian head
-    and ``action_chunk`` 1; RL fine-tuning does not take such a policy. [] = none."""
     grounding: bool = False
     """Build the grounding head that BC trains from the simulator's image-plane labels when
     ``BCConfig.ground_weight > 0`` (which sets it): per camera, where the instructed object, the
@@ -140,7 +132,6 @@ class VLAPolicyConfig:
         self.cameras = list(self.cameras)
         self.channels = [int(c) for c in self.channels]
         self.trunk_hidden = [int(h) for h in self.trunk_hidden]
-        self.controller_hidden = [int(h) for h in self.controller_hidden]
         if self.vision not in VISION_ENCODERS:
             raise ValueError(f"vision must be one of {VISION_ENCODERS}, got {self.vision!r}")
         if self.head not in ACTION_HEADS:
@@ -172,12 +163,6 @@ class VLAPolicyConfig:
             raise ValueError("action_chunk > 1 needs head='gaussian'")
         if self.aux_dim < 0:
             raise ValueError(f"aux_dim must be >= 0, got {self.aux_dim}")
-        if self.controller_hidden:
-            if min(self.controller_hidden) < 1:
-                raise ValueError(f"controller_hidden must be positive ints, got "
-                                 f"{self.controller_hidden}")
-            if self.head != "gaussian" or self.action_chunk != 1:
-                raise ValueError("controller_hidden needs head='gaussian' and action_chunk=1")
         if self.value_hidden < 0:
             raise ValueError(f"value_hidden must be >= 0, got {self.value_hidden}")
         if self.critic_privileged_dim < 0:

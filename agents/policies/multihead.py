@@ -41,8 +41,6 @@ class MultiHeadVLAPolicy(VLAPolicy):
         super().__init__(config)
         if self.config.head != "gaussian":
             raise ValueError(f"per-task heads support head='gaussian' only, got {self.config.head!r}")
-        if self.config.controller_hidden:
-            raise ValueError("per-task heads do not take a controller (policy.controller_hidden)")
         if not tasks or len(set(tasks)) != len(tasks):
             raise ValueError(f"tasks must be a non-empty list without repeats, got {list(tasks)}")
         self.tasks = list(tasks)

@@ -42,9 +42,6 @@ class VLAActorCriticPolicy(ActorCriticPolicy):
         self.log_std_lr_scale = None if log_std_lr_scale is None else float(log_std_lr_scale)
         if self.vla_config.head != "gaussian":
             raise ValueError(f"PPO needs a gaussian head, got {self.vla_config.head!r}")
-        if self.vla_config.controller_hidden:
-            raise ValueError("SB3's PPO does not take a policy with a controller "
-                             "(policy.controller_hidden)")
         kwargs.update(features_extractor_class=VLAFeaturesExtractor,
                       features_extractor_kwargs={"config": self.vla_config}, net_arch=[],
                       ortho_init=False, share_features_extractor=True)

@@ -503,11 +503,8 @@ class AuxHead(nn.Module):
         self.register_buffer("target_std", torch.ones(aux_dim))
 
     def loss(self, features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.mse_loss(self.linear(features), self.normalize(target))
-
-    def normalize(self, target: torch.Tensor) -> torch.Tensor:
-        """Goal-state values (B, aux_dim) in metres -> the head's normalised units."""
-        return (target - self.target_mean) / self.target_std
+        return torch.nn.functional.mse_loss(
+            self.linear(features), (target - self.target_mean) / self.target_std)
 
 
 GROUND_SLOTS = ("object", "destination", "target")
@@ -638,29 +635,13 @@ class VLAPolicy(nn.Module):
         self.observation_space = build_observation_space(self.config)
         self.extractor = VLAFeaturesExtractor(self.observation_space, self.config)
         f = self.extractor.features_dim
-        self.controller = self._build_controller()
-        head_in = f + (self.config.controller_hidden[-1] if self.controller is not None else 0)
-        self.action_head = (GaussianHead(head_in, self.config) if self.config.head == "gaussian"
-                            else DiscreteHead(head_in, self.config))
+        self.action_head = (GaussianHead(f, self.config) if self.config.head == "gaussian"
+                            else DiscreteHead(f, self.config))
         self.value_head = build_value_head(f, self.config) if self.config.value_head else None
         self.aux_head = AuxHead(f, self.config.aux_dim) if self.config.aux_dim else None
         self.ground_head = GroundingHead(f, self.config) if self.config.grounding else None
         self.text_encoder: Any = None  # lazily the shared TextEncoder; tests may inject one
         self._sampler: torch.Generator | None = None  # act(deterministic=False)'s, see reset
-
-    def _build_controller(self) -> nn.Module | None:
-        cfg = self.config
-        if not cfg.controller_hidden:
-            return None
-        if not cfg.aux_dim:
-            raise ValueError("policy.controller_hidden reads the goal-state estimate: it needs "
-                             "aux_dim > 0 (BC sets it with aux_weight > 0)")
-        layers: list[nn.Module] = []
-        n_in = cfg.aux_dim + cfg.state_dim
-        for h in cfg.controller_hidden:
-            layers += [nn.Linear(n_in, h), nn.ReLU()]
-            n_in = h
-        return nn.Sequential(*layers)
 
     def reset(self, seed: int | None = None) -> None:
         """Start an episode: seeds the samples of ``act(obs, deterministic=False)`` (the
@@ -705,33 +686,7 @@ class VLAPolicy(nn.Module):
         """(mean action (B,A) in env units, or logits (B,A,bins); value (B,) or None: no critic,
         or an asymmetric one and no ``privileged`` observation)."""
         features = self.extractor(obs)
-        return (self.action_head(self.actor_features(obs, features)),
-                self._value_if_readable(obs, features))
-
-    def actor_features(self, obs: Mapping[str, torch.Tensor], features: torch.Tensor,
-                       goal: torch.Tensor | None = None) -> torch.Tensor:
-        """What the action head reads: the trunk ``features``, and with a controller its output
-        on ``goal`` (normalised goal state (B, aux_dim); default: the auxiliary head's
-        estimate, detached) and the normalised proprioception."""
-        if self.controller is None:
-            return features
-        if goal is None:
-            goal = self.aux_head.linear(features).detach()
-        state = self.extractor.normalized_state(obs)
-        return torch.cat([features, self.controller(torch.cat([goal, state], dim=-1))], dim=-1)
-
-    def controller_goal(self, features: torch.Tensor, aux_target: torch.Tensor,
-                        teacher: float, noise: float,
-                        generator: torch.Generator | None = None) -> torch.Tensor:
-        """BC's controller input (B, aux_dim), normalised: on a ``teacher`` share of the rows
-        the true goal state ``aux_target`` (m) plus Gaussian noise of std ``noise`` (m), on the
-        others the auxiliary head's estimate (detached)."""
-        estimate = self.aux_head.linear(features).detach()
-        true = aux_target + noise * torch.randn(aux_target.shape, generator=generator,
-                                                device=aux_target.device)
-        pick = torch.rand(len(aux_target), 1, generator=generator,
-                          device=aux_target.device) < teacher
-        return torch.where(pick, self.aux_head.normalize(true), estimate)
+        return self.action_head(features), self._value_if_readable(obs, features)
 
     @property
     def asymmetric_critic(self) -> bool:
@@ -759,21 +714,20 @@ class VLAPolicy(nn.Module):
         return self.value(obs, features)
 
     def distribution(self, obs: Mapping[str, torch.Tensor]):
-        return self.action_head.distribution(self.actor_features(obs, self.extractor(obs)))
+        return self.action_head.distribution(self.extractor(obs))
 
     def evaluate_actions(self, obs: Mapping[str, torch.Tensor], actions: torch.Tensor
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(log_prob (B,), entropy (B,), value (B,) or None) of ``actions`` in env units."""
         features = self.extractor(obs)
-        dist = self.action_head.distribution(self.actor_features(obs, features))
+        dist = self.action_head.distribution(features)
         return dist.log_prob(actions), dist.entropy(), self._value_if_readable(obs, features)
 
     def bc_loss(self, obs: Mapping[str, torch.Tensor], actions: torch.Tensor,
                 aux_target: torch.Tensor | None = None, aux_weight: float = 0.0,
                 action_mask: torch.Tensor | None = None,
                 ground_target: Mapping[str, torch.Tensor] | None = None,
-                ground_weight: float = 0.0,
-                teacher: tuple[float, float] | None = None) -> torch.Tensor:
+                ground_weight: float = 0.0) -> torch.Tensor:
         """Behaviour-cloning loss: MSE in normalised action units (gaussian) or bin
         cross-entropy averaged over dimensions (discrete); plus ``aux_weight`` times the
         auxiliary head's normalised MSE to ``aux_target`` when both are given; plus
@@ -781,29 +735,15 @@ class VLAPolicy(nn.Module):
         against ``ground_target`` when both are given.
 
         ``actions`` is (B, A), or (B, chunk, A) for a chunking policy with ``action_mask``
-        (B, chunk) marking real (not past-the-episode) steps. With a controller, ``teacher``
-        (share, noise in m) feeds it the true goal state on that share of the rows
-        (:meth:`controller_goal`; needs ``aux_target``)."""
+        (B, chunk) marking real (not past-the-episode) steps."""
         features, spatial = self.extractor.forward_with_spatial(obs)
-        action = self.action_loss(features, actions, action_mask, obs, aux_target, teacher)
         return self.perception_loss(features, spatial, aux_target, aux_weight, ground_target,
-                                    ground_weight, action)
+                                    ground_weight, self.action_loss(features, actions,
+                                                                    action_mask))
 
     def action_loss(self, features: torch.Tensor, actions: torch.Tensor,
-                    action_mask: torch.Tensor | None = None,
-                    obs: Mapping[str, torch.Tensor] | None = None,
-                    aux_target: torch.Tensor | None = None,
-                    teacher: tuple[float, float] | None = None) -> torch.Tensor:
-        """The action term of :meth:`bc_loss` on the extractor's features (a controller also
-        reads ``obs``'s proprioception, and the goal state per ``teacher``)."""
-        if self.controller is not None:
-            if obs is None:
-                raise ValueError("a controller policy's action loss needs the observations")
-            goal = None
-            if teacher is not None and aux_target is not None and teacher[0] > 0:
-                goal = self.controller_goal(features, aux_target[:, :self.config.aux_dim],
-                                            *teacher)
-            features = self.actor_features(obs, features, goal)
+                    action_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The action term of :meth:`bc_loss` on the extractor's features."""
         head = self.action_head
         if isinstance(head, GaussianHead) and actions.dim() == 3:
             if actions.shape[1] != head.chunk:

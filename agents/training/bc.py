@@ -356,16 +356,13 @@ def loss_function(policy: VLAPolicy, cfg: BCConfig, device: torch.device,
     loss. Scene frames (the batch's last item) add their goal-state and grounding terms."""
     dist = dist or distributed.Distributed()
 
-    teacher = ((cfg.controller_teacher, cfg.controller_noise)
-               if policy.controller is not None else None)
-
     def loss(batch: tuple) -> torch.Tensor:
         obs, actions, env_state, mask, ground, scene = batch
         with dist.gathered(policy.extractor, "forward_with_spatial"), autocast(cfg, device):
             if scene is None:
                 return policy.bc_loss(obs, actions, env_state, cfg.aux_weight, mask,
-                                      ground_target=ground, ground_weight=cfg.ground_weight,
-                                      teacher=teacher).float()
+                                      ground_target=ground,
+                                      ground_weight=cfg.ground_weight).float()
             s_obs, s_aux, s_ground = scene
             if dist.active or not _stackable(obs, s_obs):
                 features, spatial = policy.extractor.forward_with_spatial(obs)
@@ -380,8 +377,7 @@ def loss_function(policy: VLAPolicy, cfg: BCConfig, device: torch.device,
                                        {k: v[n:] for k, v in both_spatial.items()}))
             value = policy.perception_loss(features, spatial, env_state, cfg.aux_weight, ground,
                                            cfg.ground_weight,
-                                           policy.action_loss(features, actions, mask, obs,
-                                                              env_state, teacher))
+                                           policy.action_loss(features, actions, mask))
             return policy.perception_loss(s_features, s_spatial, s_aux, cfg.aux_weight,
                                           s_ground, cfg.ground_weight, value).float()
 

@@ -61,12 +61,6 @@ class BCConfig:
     destination after), masked where the label is outside the image, plus a heatmap term on
     the spatial queries' attention (``policy.spatial_lang``) and the holding flag's
     cross-entropy. Needs a dataset collected with those labels; sets ``policy.grounding``."""
-    controller_teacher: float = 0.5
-    """With ``policy.controller_hidden``: the share of samples whose controller reads the true
-    goal state (plus ``controller_noise``) instead of the policy's estimate of it."""
-    controller_noise: float = 0.01
-    """Std (m) of the Gaussian noise added to the true goal state fed to the controller, so it
-    learns to act from estimates a centimetre or so off."""
     scene_batch: int = 32
     """Scene frames (vla_sim.data.scene_frames) per step when ``train_bc`` is given some: a
     second batch, with the same augmentation, that trains only the goal-state and grounding
@@ -135,12 +129,6 @@ class BCConfig:
             raise ValueError(f"aux_weight must be >= 0, got {self.aux_weight}")
         if self.ground_weight < 0:
             raise ValueError(f"ground_weight must be >= 0, got {self.ground_weight}")
-        if not 0.0 <= self.controller_teacher <= 1.0:
-            raise ValueError(f"controller_teacher must be in [0, 1], got "
-                             f"{self.controller_teacher}")
-        if not 0.0 <= self.controller_noise < math.inf:
-            raise ValueError(f"controller_noise must be a finite number >= 0, got "
-                             f"{self.controller_noise}")
         if not 0.0 <= self.color_jitter < 1.0:
             raise ValueError(f"color_jitter must be in [0, 1), got {self.color_jitter}")
         if not 0 < self.lr < math.inf:

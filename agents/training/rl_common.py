@@ -49,10 +49,6 @@ def load_warm_start(init: str | Path | None, policy_config: VLAPolicyConfig | No
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             policy = VLAPolicy(policy_config or VLAPolicyConfig())
-    if policy.config.controller_hidden:
-        raise ValueError("RL fine-tuning does not take a policy with a controller "
-                         "(policy.controller_hidden): its SB3, REINFORCE and RLPD paths read "
-                         "the action head on the trunk features alone")
     if policy.config.head != "gaussian":
         raise ValueError(f"RL fine-tuning needs a gaussian action head, the policy has "
                          f"head={policy.config.head!r}")
