@@ -490,9 +490,22 @@ class PPOConfig(RLConfig):
     max_minutes: float = 0.0
     """Wall-clock budget of this run's training in minutes (checked every env step; the final
     evaluation and save follow); 0 = none, ``total_env_steps`` alone ends the run."""
+    perception_weight: float = 0.0
+    """Weight of the policy's own perception losses (goal-state and grounding heads, as in BC)
+    on the frames of every PPO minibatch, labelled from the training env's privileged state:
+    the fine-tuning envs' scenes (e.g. ``medium`` randomization: textures, distractors, other
+    cameras) are ones BC's perception never saw, and the policy gradient alone is a slow
+    teacher of where things are. Needs ``asymmetric_critic`` (the envs then carry the labels)
+    and a policy trained with those heads. 0 = off."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not 0 <= self.perception_weight < math.inf:
+            raise ValueError(f"perception_weight must be a finite number >= 0, got "
+                             f"{self.perception_weight}")
+        if self.perception_weight > 0 and not self.asymmetric_critic:
+            raise ValueError("perception_weight > 0 needs asymmetric_critic=true: the labels "
+                             "come from the envs' privileged state, which only it adds")
         for name in ("n_steps", "batch_size", "n_epochs", "sil_batches", "sil_buffer_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -12,7 +12,9 @@ features); a KL(pi || pi_BC) penalty toward the frozen BC policy whose weight de
 a small initial exploration noise (``init_log_std``).
 
 With ``asymmetric_critic`` the value head is a :class:`PrivilegedCritic` that reads the env's
-privileged state (the training envs add ``obs["privileged"]``); the actor is unchanged. Each run
+privileged state (the training envs add ``obs["privileged"]``); the actor is unchanged. With
+``perception_weight`` the same privileged state labels every minibatch's frames for the
+policy's goal-state and grounding heads (:func:`perception_targets`). Each run
 logs env steps/s, time per update and the wall-clock split, writes ``summary.json``, and draws
 its success curve (``curve.csv``, ``curves.png``) at every in-training evaluation.
 """
@@ -43,9 +45,12 @@ from vla_sim.agents.policies import (
 )
 from vla_sim.agents.policies.sb3 import VLAActorCriticPolicy
 from vla_sim.config import config_to_dict
+from vla_sim.envs.goal_state import GOAL_STATE_LAYOUT
+from vla_sim.envs.wrappers.privileged_state import PRIVILEGED_KEY, PRIVILEGED_LAYOUT, workspace_box
 from vla_sim.language.encoder import get_text_encoder
 from vla_sim.utils.seeding import TRAIN_BASE_SEED
 
+from .bc import grounding_targets
 from .common import config_defaults, load_trainer_state, prepare_run, save_training_checkpoint
 from .configs import PPOConfig
 from .rl_common import (
@@ -67,6 +72,24 @@ BC_MEAN_KEY = "_bc_mean"
 
 
 # ----------------------------------------------------------------------------------- algorithm
+def perception_targets(policy: VLAPolicy, privileged: torch.Tensor
+                       ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor] | None]:
+    """(goal-state target, grounding targets) of a batch of privileged vectors, in BC's units:
+    the goal state's xyz fields mapped back from [-1, 1] to metres (see
+    ``privileged_vector``), its first ``aux_dim`` values for the goal-state head, and its
+    camera fields for the grounding head; None for a head the policy lacks."""
+    goal = privileged[:, PRIVILEGED_LAYOUT["goal"]].float().clone()
+    centre, half = (torch.as_tensor(v, dtype=goal.dtype, device=goal.device)
+                    for v in workspace_box())
+    for name in ("object_xyz", "destination_xyz"):
+        goal[:, GOAL_STATE_LAYOUT[name]] = goal[:, GOAL_STATE_LAYOUT[name]] * half + centre
+    cfg = policy.config
+    aux = goal[:, :cfg.aux_dim] if policy.aux_head is not None else None
+    ground = (grounding_targets(goal, cfg.cameras, cfg.image_size)
+              if policy.ground_head is not None else None)
+    return aux, ground
+
+
 class WarmStartPPO(PPO):
     """SB3 PPO with a value-only warm-up and a decaying KL penalty toward a frozen BC policy.
 
@@ -83,8 +106,10 @@ class WarmStartPPO(PPO):
                  bc_decay_env_steps: int = 0, bc_anchor: str = "kl",
                  value_warmup_rollouts: int = 0,
                  critic_detach: bool = False, sil_coef: float = 0.0, sil_batches: int = 0,
-                 sil_buffer: "SuccessBuffer | None" = None, **kwargs: Any):
+                 sil_buffer: "SuccessBuffer | None" = None, perception_weight: float = 0.0,
+                 **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.perception_weight = float(perception_weight)
         self.sil_coef, self.sil_batches, self.sil_buffer = float(sil_coef), int(sil_batches), sil_buffer
         self.critic_detach = bool(critic_detach)
         self.bc_policy = bc_policy
@@ -180,6 +205,8 @@ class WarmStartPPO(PPO):
         warmup = self.rollouts_trained < self.value_warmup_rollouts  # warm start
         bc_weight = 0.0 if (warmup or self.bc_policy is None) else self.bc_weight()
         entropy_losses, pg_losses, value_losses, clip_fractions, kl_bc = [], [], [], [], []
+        perception_losses: list[float] = []
+        perceive = self.perception_weight > 0 and not warmup  # warm start
         if bc_weight > 0:
             self._store_bc_means()  # warm start
         approx_kl_divs: list[float] = []
@@ -190,7 +217,12 @@ class WarmStartPPO(PPO):
                 bc_mean = rollout_data.observations.pop(BC_MEAN_KEY, None)  # warm start
                 actions = rollout_data.actions
                 # evaluate_actions, unrolled so the critic can read detached features (warm start)
-                features = self.policy.extract_features(rollout_data.observations)
+                if perceive:  # warm start: the spatial outputs feed the grounding loss
+                    features, spatial = self.policy.vla.extractor.forward_with_spatial(
+                        preprocess_obs(rollout_data.observations, self.observation_space,
+                                       normalize_images=self.policy.normalize_images))
+                else:
+                    features = self.policy.extract_features(rollout_data.observations)
                 dist = self.policy._get_action_dist_from_latent(features)
                 log_prob, entropy = dist.log_prob(actions), dist.entropy()
                 detach = warmup or self.critic_detach  # warm start
@@ -217,6 +249,13 @@ class WarmStartPPO(PPO):
                         kl = self._kl_to_bc(rollout_data.observations, dist, bc_mean)
                         kl_bc.append(kl.item())
                         loss = loss + bc_weight * kl
+                    if perceive:  # warm start
+                        vla = self.policy.vla
+                        aux, ground = perception_targets(
+                            vla, rollout_data.observations[PRIVILEGED_KEY])
+                        perception = vla.perception_loss(features, spatial, aux, 1.0, ground, 1.0)
+                        perception_losses.append(perception.item())
+                        loss = loss + self.perception_weight * perception
                 with torch.no_grad():
                     log_ratio = log_prob - rollout_data.old_log_prob
                     approx_kl_div = torch.mean((torch.exp(log_ratio) - 1) - log_ratio).cpu().numpy()
@@ -247,6 +286,8 @@ class WarmStartPPO(PPO):
             self.logger.record("train/kl_to_bc", float(np.mean(kl_bc)))
         if sil_losses:
             self.logger.record("train/sil_nll", float(np.mean(sil_losses)))
+        if perception_losses:
+            self.logger.record("train/perception_loss", float(np.mean(perception_losses)))
         if self.sil_buffer is not None:
             self.logger.record("train/sil_buffer_steps", len(self.sil_buffer))
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
@@ -312,7 +353,11 @@ def build_ppo(cfg: PPOConfig, init: str | Path | None, env=None, out_dir: Path |
         bc_anchor=cfg.bc_anchor,
         value_warmup_rollouts=cfg.value_warmup_rollouts, critic_detach=cfg.critic_detach,
         sil_coef=cfg.sil_coef, sil_batches=cfg.sil_batches,
-        sil_buffer=SuccessBuffer(cfg.sil_buffer_steps, cfg.seed) if cfg.sil_coef > 0 else None)
+        sil_buffer=SuccessBuffer(cfg.sil_buffer_steps, cfg.seed) if cfg.sil_coef > 0 else None,
+        perception_weight=cfg.perception_weight)
+    if cfg.perception_weight > 0 and bc.aux_head is None and bc.ground_head is None:
+        raise ValueError("perception_weight > 0 needs a policy with a goal-state or grounding "
+                         "head (BC with aux_weight > 0 or ground_weight > 0)")
     if model.tensorboard_log is None:
         # SB3 would otherwise make an empty SB3-<time> folder in the system temp dir per run.
         model.set_logger(Logger(folder=None, output_formats=[]))
