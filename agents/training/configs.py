@@ -497,9 +497,15 @@ class PPOConfig(RLConfig):
     cameras) are ones BC's perception never saw, and the policy gradient alone is a slow
     teacher of where things are. Needs ``asymmetric_critic`` (the envs then carry the labels)
     and a policy trained with those heads. 0 = off."""
+    pg_coef: float = 1.0
+    """Weight of PPO's clipped policy-gradient term. 0 is an ablation, not a learner: the run
+    then trains only what the other terms train (the critic, the pull toward BC, the perception
+    loss), on the same rollouts, so a gain can be split between RL and the rest."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not 0 <= self.pg_coef < math.inf:
+            raise ValueError(f"pg_coef must be a finite number >= 0, got {self.pg_coef}")
         if not 0 <= self.perception_weight < math.inf:
             raise ValueError(f"perception_weight must be a finite number >= 0, got "
                              f"{self.perception_weight}")

@@ -107,8 +107,9 @@ class WarmStartPPO(PPO):
                  value_warmup_rollouts: int = 0,
                  critic_detach: bool = False, sil_coef: float = 0.0, sil_batches: int = 0,
                  sil_buffer: "SuccessBuffer | None" = None, perception_weight: float = 0.0,
-                 **kwargs: Any):
+                 pg_coef: float = 1.0, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.pg_coef = float(pg_coef)
         self.perception_weight = float(perception_weight)
         self.sil_coef, self.sil_batches, self.sil_buffer = float(sil_coef), int(sil_batches), sil_buffer
         self.critic_detach = bool(critic_detach)
@@ -244,7 +245,8 @@ class WarmStartPPO(PPO):
                 if warmup:  # warm start: only the value head learns
                     loss = self.vf_coef * value_loss
                 else:
-                    loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+                    loss = (self.pg_coef * policy_loss + self.ent_coef * entropy_loss
+                            + self.vf_coef * value_loss)
                     if bc_weight > 0:
                         kl = self._kl_to_bc(rollout_data.observations, dist, bc_mean)
                         kl_bc.append(kl.item())
@@ -354,7 +356,7 @@ def build_ppo(cfg: PPOConfig, init: str | Path | None, env=None, out_dir: Path |
         value_warmup_rollouts=cfg.value_warmup_rollouts, critic_detach=cfg.critic_detach,
         sil_coef=cfg.sil_coef, sil_batches=cfg.sil_batches,
         sil_buffer=SuccessBuffer(cfg.sil_buffer_steps, cfg.seed) if cfg.sil_coef > 0 else None,
-        perception_weight=cfg.perception_weight)
+        perception_weight=cfg.perception_weight, pg_coef=cfg.pg_coef)
     if cfg.perception_weight > 0 and bc.aux_head is None and bc.ground_head is None:
         raise ValueError("perception_weight > 0 needs a policy with a goal-state or grounding "
                          "head (BC with aux_weight > 0 or ground_weight > 0)")

@@ -72,3 +72,20 @@ def test_perception_weight_needs_the_privileged_labels_and_a_perceiving_policy(t
     with pytest.raises(ValueError, match="goal-state or grounding head"):
         build_ppo(_cfg(perception_weight=1.0, asymmetric_critic=True),
                   tiny_bc_checkpoint(tmp_path / "plain"))
+
+
+@pytest.mark.parametrize("pg_coef", [0.0, 1.0])
+def test_pg_coef_zero_turns_the_policy_gradient_off(tmp_path, pg_coef):
+    # No anchor, no entropy, no perception loss: only the policy gradient reaches the actor.
+    cfg = _cfg(total_env_steps=64, n_steps=32, batch_size=16, n_epochs=2,
+               value_warmup_rollouts=0, bc_coef=0.0, ent_coef=0.0, pg_coef=pg_coef,
+               target_kl=None)
+    model = build_ppo(cfg, tiny_bc_checkpoint(tmp_path / "bc"))
+    head = model.policy.vla.action_head.mean
+    before = [p.detach().clone() for p in head.parameters()]
+    model.learn(64)
+    model.get_env().close()
+    moved = any(not torch.equal(a, p) for a, p in zip(before, head.parameters()))
+    assert moved == (pg_coef > 0)
+    with pytest.raises(ValueError, match="pg_coef"):
+        _cfg(pg_coef=-0.5)
