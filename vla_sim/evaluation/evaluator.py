@@ -38,12 +38,19 @@ from vla_sim.evaluation.policies import (
 from vla_sim.evaluation.stats import wilson_interval
 from vla_sim.language.instructions import SPLITS
 from vla_sim.randomization.config import LEVELS as RANDOMIZATION_LEVELS
+from vla_sim.randomization.config import resolve_randomization
 from vla_sim.utils.fingerprint import fingerprint
 from vla_sim.utils.io import _json_default
 from vla_sim.utils.seeding import EVAL_BASE_SEED, episode_seed
 from vla_sim.utils.workers import ShippedFolder, WorkerPool, check_backend, ship_folder
 
 LEVELS = tuple(RANDOMIZATION_LEVELS)
+"""Named randomization levels; a cell's level may also be a YAML file of RandomizationConfig
+fields (e.g. ``medium`` with one factor at ``low``'s value: ``benchmarks/randomization_ablation.py``)."""
+
+
+def _is_yaml(level: str) -> bool:
+    return str(level).endswith((".yaml", ".yml"))
 RECORD_MODES = ("none", "first", "failures", "all")
 PROBES = ("swap",)
 SWAP_OPTIONS = {"swap_object": True}  # the env's reset option the swap probe uses
@@ -102,9 +109,15 @@ class EvalConfig:
         bad = [s for s in self.splits if s not in SPLITS]
         if bad or not self.splits:
             raise ValueError(f"splits must be a non-empty subset of {SPLITS}, got {self.splits}")
-        bad = [lv for lv in self.randomization if lv not in LEVELS]
+        bad = [lv for lv in self.randomization if lv not in LEVELS and not _is_yaml(lv)]
         if bad or not self.randomization:
-            raise ValueError(f"randomization levels must come from {LEVELS}, got {self.randomization}")
+            raise ValueError(f"randomization levels must come from {LEVELS} or be YAML files "
+                             f"of RandomizationConfig fields, got {self.randomization}")
+        for lv in self.randomization:
+            if _is_yaml(lv):
+                if not Path(lv).is_file():
+                    raise FileNotFoundError(f"randomization file {lv!r} does not exist")
+                resolve_randomization(lv)  # a bad field fails here, not in a worker
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         check_backend(self.backend, self.ray_address)
