@@ -30,16 +30,20 @@ class VLAActorCriticPolicy(ActorCriticPolicy):
     Args (beyond SB3's): ``vla_config``: the VLAPolicyConfig as a dict; ``value_lr_scale``: the
     critic's learning rate over the actor's (its own Adam parameter group, whose ``lr_scale``
     :meth:`WarmStartPPO._update_learning_rate` keeps); ``log_std_lr_scale``: the same for the
-    head's log-std (None: it trains with the actor). Load BC weights with
+    head's log-std (None: it trains with the actor); ``perception_lr_scale``: the same for the
+    perception modules (:func:`~vla_sim.agents.policies.vla.perception_parameters`). Load BC weights with
     :meth:`load_vla_state`; :attr:`vla` is what ``save_policy`` writes.
     """
 
     def __init__(self, observation_space: spaces.Space, action_space: spaces.Box, lr_schedule,
                  vla_config: dict | None = None, value_lr_scale: float = 1.0,
-                 log_std_lr_scale: float | None = None, **kwargs: Any):
+                 log_std_lr_scale: float | None = None,
+                 perception_lr_scale: float | None = None, **kwargs: Any):
         self.vla_config = VLAPolicyConfig(**(vla_config or {}))
         self.value_lr_scale = float(value_lr_scale)
         self.log_std_lr_scale = None if log_std_lr_scale is None else float(log_std_lr_scale)
+        self.perception_lr_scale = (None if perception_lr_scale is None
+                                    else float(perception_lr_scale))
         if self.vla_config.head != "gaussian":
             raise ValueError(f"PPO needs a gaussian head, got {self.vla_config.head!r}")
         kwargs.update(features_extractor_class=VLAFeaturesExtractor,
@@ -60,7 +64,9 @@ class VLAActorCriticPolicy(ActorCriticPolicy):
         self.optimizer = self.optimizer_class(
             actor_critic_groups(self.vla, base, base * self.value_lr_scale,
                                 None if self.log_std_lr_scale is None
-                                else base * self.log_std_lr_scale), lr=base,
+                                else base * self.log_std_lr_scale,
+                                None if self.perception_lr_scale is None
+                                else base * self.perception_lr_scale), lr=base,
             **{**fused(self.parameters()), **self.optimizer_kwargs})
 
     def critic_values(self, obs: dict[str, torch.Tensor], features: torch.Tensor,
@@ -99,7 +105,9 @@ class VLAActorCriticPolicy(ActorCriticPolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(vla_config=config_to_dict(self.vla_config), value_lr_scale=self.value_lr_scale)
+        data.update(vla_config=config_to_dict(self.vla_config), value_lr_scale=self.value_lr_scale,
+                    log_std_lr_scale=self.log_std_lr_scale,
+                    perception_lr_scale=self.perception_lr_scale)
         for key in ("features_extractor_class", "features_extractor_kwargs", "net_arch",
                     "ortho_init", "share_features_extractor"):
             data.pop(key, None)

@@ -846,12 +846,23 @@ def fused(params: Iterable[torch.Tensor]) -> dict[str, bool]:
     return {"fused": True} if ok else {}
 
 
+def perception_parameters(policy: VLAPolicy) -> list[torch.nn.Parameter]:
+    """The weights that see: the camera encoders, the language-over-space read, and the
+    goal-state and grounding heads (what the perception losses train)."""
+    modules = [policy.extractor.vision, policy.extractor.spatial, policy.aux_head,
+               policy.ground_head]
+    return [p for m in modules if m is not None for p in m.parameters()]
+
+
 def actor_critic_groups(policy: VLAPolicy, lr: float, value_lr: float,
-                        log_std_lr: float | None = None) -> list[dict[str, Any]]:
+                        log_std_lr: float | None = None,
+                        perception_lr: float | None = None) -> list[dict[str, Any]]:
     """Optimizer parameter groups: the actor (every weight but the critic's) at ``lr``, the
     critic at ``value_lr``; ``lr_scale`` (group rate / actor rate) lets a schedule keep it.
     With ``log_std_lr``, the Gaussian head's state-independent log-std gets its own group (at
-    the actor's small fine-tuning rate Adam moves it by at most ``lr`` per step)."""
+    the actor's small fine-tuning rate Adam moves it by at most ``lr`` per step). With
+    ``perception_lr``, :func:`perception_parameters` get theirs: a perception loss on new
+    scenes can then teach at BC's rate while the action head moves at the small RL rate."""
     critic = list(policy.value_head.parameters())
     own = {id(p) for p in critic}
     std: list[torch.nn.Parameter] = []
@@ -861,9 +872,15 @@ def actor_critic_groups(policy: VLAPolicy, lr: float, value_lr: float,
             raise ValueError("log_std_lr needs a gaussian action head with a log_std parameter")
         std = [log_std]
         own.add(id(log_std))
+    seeing: list[torch.nn.Parameter] = []
+    if perception_lr is not None:
+        seeing = [p for p in perception_parameters(policy) if id(p) not in own]
+        own.update(id(p) for p in seeing)
     actor = [p for p in policy.parameters() if id(p) not in own]
     groups = [{"params": actor, "lr": lr, "lr_scale": 1.0},
               {"params": critic, "lr": value_lr, "lr_scale": value_lr / lr}]
     if std:
         groups.append({"params": std, "lr": log_std_lr, "lr_scale": log_std_lr / lr})
+    if seeing:
+        groups.append({"params": seeing, "lr": perception_lr, "lr_scale": perception_lr / lr})
     return groups

@@ -497,6 +497,13 @@ class PPOConfig(RLConfig):
     cameras) are ones BC's perception never saw, and the policy gradient alone is a slow
     teacher of where things are. Needs ``asymmetric_critic`` (the envs then carry the labels)
     and a policy trained with those heads. 0 = off."""
+    perception_lr: float | None = None
+    """Learning rate of the perception modules (camera encoders, the language-over-space read,
+    the goal-state and grounding heads; their own Adam group, with ``lr``'s schedule) while
+    ``perception_weight`` > 0. PPO's ``lr`` is kept small so the action head stays near BC;
+    at that rate the perception loss on new scenes falls slowly (PickPlace at ``medium``,
+    60 minutes at lr 1e-4: 1.32 -> 1.12, against 0.59 for the BC policy on its own scenes).
+    None = ``lr``."""
     pg_coef: float = 1.0
     """Weight of PPO's clipped policy-gradient term. 0 is an ablation, not a learner: the run
     then trains only what the other terms train (the critic, the pull toward BC, the perception
@@ -509,6 +516,13 @@ class PPOConfig(RLConfig):
         if not 0 <= self.perception_weight < math.inf:
             raise ValueError(f"perception_weight must be a finite number >= 0, got "
                              f"{self.perception_weight}")
+        if self.perception_lr is not None:
+            if not 0 < self.perception_lr < math.inf:
+                raise ValueError(f"perception_lr must be a finite number > 0 (or null), got "
+                                 f"{self.perception_lr}")
+            if self.perception_weight <= 0:
+                raise ValueError("perception_lr is the rate of the perception loss's modules: "
+                                 "it needs perception_weight > 0")
         if self.perception_weight > 0 and not self.asymmetric_critic:
             raise ValueError("perception_weight > 0 needs asymmetric_critic=true: the labels "
                              "come from the envs' privileged state, which only it adds")

@@ -349,7 +349,9 @@ def build_ppo(cfg: PPOConfig, init: str | Path | None, env=None, out_dir: Path |
         policy_kwargs={"vla_config": config_to_dict(bc.config),
                        "value_lr_scale": cfg.value_lr / cfg.lr,
                        "log_std_lr_scale": (None if cfg.log_std_lr is None
-                                            else cfg.log_std_lr / cfg.lr)}, seed=cfg.seed,
+                                            else cfg.log_std_lr / cfg.lr),
+                       "perception_lr_scale": (None if cfg.perception_lr is None
+                                               else cfg.perception_lr / cfg.lr)}, seed=cfg.seed,
         device=cfg.device, verbose=0,
         bc_policy=copy.deepcopy(bc), bc_coef=cfg.bc_coef, bc_decay_env_steps=cfg.bc_decay_env_steps,
         bc_anchor=cfg.bc_anchor,

@@ -9,6 +9,7 @@ from test_ppo import TINY, _cfg, tiny_bc_checkpoint
 
 import vla_sim  # noqa: F401
 from vla_sim.agents.policies import VLAPolicy, VLAPolicyConfig, save_policy
+from vla_sim.agents.policies.vla import perception_parameters
 from vla_sim.agents.training.bc import grounding_targets
 from vla_sim.agents.training.ppo import build_ppo, perception_targets
 from vla_sim.envs.goal_state import GOAL_XYZ_DIM
@@ -89,3 +90,30 @@ def test_pg_coef_zero_turns_the_policy_gradient_off(tmp_path, pg_coef):
     assert moved == (pg_coef > 0)
     with pytest.raises(ValueError, match="pg_coef"):
         _cfg(pg_coef=-0.5)
+
+
+def test_perception_lr_gives_the_seeing_modules_their_own_rate_under_the_schedule(tmp_path):
+    ckpt = _perceiving_checkpoint(tmp_path / "bc")
+    cfg = _cfg(total_env_steps=64, n_steps=32, batch_size=16, n_epochs=1, lr=1e-4,
+               value_warmup_rollouts=0, asymmetric_critic=True, perception_weight=1.0,
+               perception_lr=3e-4)
+    model = build_ppo(cfg, ckpt)
+    vla = model.policy.vla
+    groups = model.policy.optimizer.param_groups
+    seeing = {id(p) for p in perception_parameters(vla)}
+    assert seeing >= {id(p) for p in vla.extractor.vision.parameters()}
+    assert seeing >= {id(p) for p in vla.ground_head.parameters()}
+    assert {id(p) for p in groups[-1]["params"]} == seeing
+    assert not seeing & {id(p) for p in groups[0]["params"]}  # not also in the actor's
+    assert {id(p) for p in vla.action_head.parameters()} <= {id(p) for p in groups[0]["params"]}
+    model.learn(64)
+    model.get_env().close()
+    assert groups[-1]["lr"] == pytest.approx(3 * groups[0]["lr"])
+    assert groups[0]["lr"] == pytest.approx(1e-4)
+
+
+def test_perception_lr_without_a_perception_loss_is_refused():
+    with pytest.raises(ValueError, match="perception_weight"):
+        _cfg(perception_lr=3e-4, asymmetric_critic=True)
+    with pytest.raises(ValueError, match="perception_lr"):
+        _cfg(perception_lr=0.0, perception_weight=1.0, asymmetric_critic=True)
