@@ -36,16 +36,23 @@ FACTOR_GROUPS: dict[str, tuple[str, ...]] = {
 and lighting: the group that removes them is the one that may close the gap)."""
 
 
-def ablation_configs(base: str, reference: str) -> dict[str, dict]:
+def ablation_configs(base: str, reference: str,
+                     groups: list[str] | None = None) -> dict[str, dict]:
     """Group name -> the ``base`` level's fields with that group's set to ``reference``'s;
-    only groups that differ between the two levels."""
+    only groups that differ between the two levels (and, given ``groups``, only those)."""
     from vla_sim.randomization.config import LEVELS
 
     if base not in LEVELS or reference not in LEVELS:
         raise ValueError(f"--base and --reference must be levels of {list(LEVELS)}")
+    unknown = sorted(set(groups or ()) - set(FACTOR_GROUPS))
+    if unknown:
+        raise ValueError(f"unknown factor group(s) {unknown}; the groups are "
+                         f"{list(FACTOR_GROUPS)}")
     hi, lo = dataclasses.asdict(LEVELS[base]), dataclasses.asdict(LEVELS[reference])
     out = {}
     for group, fields in FACTOR_GROUPS.items():
+        if groups is not None and group not in groups:
+            continue
         if all(hi[f] == lo[f] for f in fields):
             continue
         cfg = dict(hi, name=f"{base}-{group}@{reference}")
@@ -64,6 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--reference", default="low", help="the level the policy does well at")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--sample-actions", action="store_true")
+    p.add_argument("--groups", nargs="+", choices=list(FACTOR_GROUPS), default=None,
+                   help="only these factor groups (default: every group the levels differ in)")
     p.add_argument("--out", default="runs/randomization_ablation")
     args = p.parse_args(argv)
 
@@ -72,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     files = {}
-    for group, cfg in ablation_configs(args.base, args.reference).items():
+    for group, cfg in ablation_configs(args.base, args.reference, args.groups).items():
         path = out / f"{args.base}_{group}_at_{args.reference}.yaml"
         path.write_text(yaml.safe_dump(cfg, sort_keys=True))
         files[group] = str(path)

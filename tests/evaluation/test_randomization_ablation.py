@@ -59,3 +59,9 @@ def test_the_benchmark_evaluates_every_config_on_the_same_seeds(tmp_path, capsys
     assert len(rows) == 2 + len(ablation_configs("medium", "low"))
     assert all("100%" in row for row in rows)  # the scripted expert reaches on every level
     assert (tmp_path / "medium_textures_at_low.yaml").is_file()
+
+
+def test_groups_limit_the_configs_and_an_unknown_group_is_named():
+    assert set(ablation_configs("medium", "low", ["textures", "poses"])) == {"textures", "poses"}
+    with pytest.raises(ValueError, match="glitter"):
+        ablation_configs("medium", "low", ["glitter"])
