@@ -188,6 +188,11 @@ class DAggerConfig:
     0 = none."""
     scene_views: int = 4
     """Gripper places per scene of the scene frames."""
+    scene_randomization: str = ""
+    """Randomization level (or YAML file of RandomizationConfig fields) of the scene frames;
+    empty = the rollouts'. Harder scenes than the demonstrations' (``medium``: textured
+    tables) teach perception to look past what the demonstrations never show, at the cost of
+    rendering only (no expert, no episode)."""
     task_weights: dict[str, float] = field(default_factory=dict)
     """Multi-task rollouts: each task's relative share of a round (task name -> weight; a
     task not named keeps weight 1, 0 leaves it out). Empty: every seed draws its own task.
@@ -210,6 +215,13 @@ class DAggerConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.scene_frames < 0:
             raise ValueError(f"scene_frames must be >= 0 (0: none), got {self.scene_frames}")
+        if self.scene_randomization:
+            from vla_sim.randomization.config import resolve_randomization
+
+            try:
+                resolve_randomization(self.scene_randomization)
+            except (ValueError, TypeError, OSError) as exc:
+                raise ValueError(f"scene_randomization: {exc}") from None
         if self.mixing not in MIXING:
             raise ValueError(f"mixing must be one of {MIXING}, got {self.mixing!r}")
         self.task_weights = {str(k): float(v) for k, v in dict(self.task_weights).items()}

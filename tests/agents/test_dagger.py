@@ -411,3 +411,27 @@ def test_a_sampling_learner_acts_with_samples_seeded_by_the_episode():
     dagger_rollout(env, expert, learner, seed=31, beta=0.0)
     assert all(learner.flags)  # by default the learner acts with its mode
     env.close()
+
+
+@pytest.mark.parametrize("level", ["", "medium"])
+def test_scene_frames_are_rendered_at_scene_randomization_or_the_rollouts_level(
+        demos, tmp_path, monkeypatch, level):
+    import vla_sim.data.scene_frames as scene_frames
+
+    settings = dagger._rollout_settings(Path(demos), tiny())
+    real, used = scene_frames.render_scene_frames, []
+
+    def render(settings, *args, **kwargs):
+        used.append(settings.randomization)
+        return real(settings, *args, **kwargs)
+
+    monkeypatch.setattr(scene_frames, "render_scene_frames", render)
+    cfg = tiny(scene_frames=2, scene_views=2, **({"scene_randomization": level} if level else {}))
+    (tmp_path / "run").mkdir()
+    frames = dagger._scene_frames(tmp_path / "run", settings, cfg, {})
+    assert used == [level or settings.randomization] and len(frames.states) == 2
+
+
+def test_an_unknown_scene_randomization_is_named():
+    with pytest.raises(ValueError, match="scene_randomization.*extreme"):
+        tiny(scene_randomization="extreme")
