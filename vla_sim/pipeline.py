@@ -223,9 +223,8 @@ def run_quickstart(cfg: QuickstartConfig, out: Path) -> dict[str, Any]:
             _fresh(scene_dir)
             scene_dir.mkdir(parents=True)
             _log(f"scene frames: rendering {cfg.dagger.scene_frames} labelled frames")
-            scene_cfg = dataclasses.replace(
-                data_cfg, randomization=cfg.dagger.scene_randomization or data_cfg.randomization)
-            scene, _ = scene_frames_file(frames_path, scene_cfg, cfg.dagger.scene_frames,
+            scene, _ = scene_frames_file(frames_path, cfg.dagger.scene_settings(data_cfg),
+                                         cfg.dagger.scene_frames,
                                          cfg.dagger.scene_views,
                                          SCENE_BASE_SEED + cfg.dagger.seed, cfg.data.workers)
             _mark_done(stages / "scene_frames", scene_key, {"frames": len(scene.states)})

@@ -14,13 +14,17 @@ config file can be checked before any training code loads.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from vla_sim.agents.policies.config import VLAPolicyConfig
 from vla_sim.envs.registration import EPISODE_STEPS
 from vla_sim.envs.wrappers.language_reward import REWARD_MODES
 from vla_sim.utils.seeding import DAGGER_BASE_SEED, EVAL_BASE_SEED
 from vla_sim.utils.workers import check_backend
+
+if TYPE_CHECKING:
+    from vla_sim.data.collect import CollectConfig
 
 TEXT_SOURCES = ("instruction", "description", "both")
 """What VL pre-training pairs each frame with."""
@@ -238,6 +242,11 @@ class DAggerConfig:
         if self.seed < 0 or self.seed == EVAL_BASE_SEED:
             raise ValueError(f"seed must be >= 0 and not the evaluation base seed "
                              f"{EVAL_BASE_SEED}, got {self.seed}")
+
+    def scene_settings(self, settings: CollectConfig) -> CollectConfig:
+        """The collection settings the scene frames are rendered with: ``settings`` at
+        ``scene_randomization`` when set, else unchanged."""
+        return replace(settings, randomization=self.scene_randomization or settings.randomization)
 
     def check_scene_frames(self) -> None:
         """Scene frames need a loss to train and room in the batch. Checked when DAgger starts

@@ -448,8 +448,7 @@ def _scene_frames(out: Path, settings: CollectConfig, cfg: DAggerConfig, state: 
         save_scene_frames(given, path)
         frames, source, seconds = given, "given", 0.0
     else:
-        local = replace(settings, backend="process", ray_address="",
-                        randomization=cfg.scene_randomization or settings.randomization)
+        local = replace(cfg.scene_settings(settings), backend="process", ray_address="")
         frames, spent = scene_frames_file(path, local, cfg.scene_frames, cfg.scene_views,
                                           SCENE_BASE_SEED + cfg.seed, cfg.workers)
         source, seconds = ("file", 0.0) if spent is None else ("rendered", spent)
