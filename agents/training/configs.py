@@ -525,6 +525,18 @@ class PPOConfig(RLConfig):
     at that rate the perception loss on new scenes falls slowly (PickPlace at ``medium``,
     60 minutes at lr 1e-4: 1.32 -> 1.12, against 0.59 for the BC policy on its own scenes).
     None = ``lr``."""
+    scene_frames: int = 0
+    """Labelled frames rendered at this run's randomization before PPO starts (fresh scenes of
+    the train split, the gripper teleported anywhere; rendering only, no expert: see
+    :mod:`vla_sim.data.scene_frames`); ``scene_batch`` of them per minibatch add their
+    perception losses, weighted by ``perception_weight``. The rollouts show a new scene only
+    every episode (~1 per 80 env steps); scene frames show thousands within a minute of
+    rendering, which is where BC's perception learned what it knows. Saved in the run folder
+    (a resumed run reads them back); the rendering counts in ``max_minutes``. 0 = off."""
+    scene_batch: int = 16
+    """Scene frames per PPO minibatch (with ``scene_frames``)."""
+    scene_views: int = 4
+    """Gripper places (frames) per rendered scene."""
     pg_coef: float = 1.0
     """Weight of PPO's clipped policy-gradient term. 0 is an ablation, not a learner: the run
     then trains only what the other terms train (the critic, the pull toward BC, the perception
@@ -544,6 +556,15 @@ class PPOConfig(RLConfig):
             if self.perception_weight <= 0:
                 raise ValueError("perception_lr is the rate of the perception loss's modules: "
                                  "it needs perception_weight > 0")
+        if self.scene_frames < 0:
+            raise ValueError(f"scene_frames must be >= 0, got {self.scene_frames}")
+        if self.scene_frames > 0:
+            if self.perception_weight <= 0:
+                raise ValueError("scene_frames train the perception loss: they need "
+                                 "perception_weight > 0")
+            if self.scene_batch < 1 or self.scene_views < 1:
+                raise ValueError(f"scene_batch and scene_views must be >= 1, got "
+                                 f"{self.scene_batch} and {self.scene_views}")
         if self.perception_weight > 0 and not self.asymmetric_critic:
             raise ValueError("perception_weight > 0 needs asymmetric_critic=true: the labels "
                              "come from the envs' privileged state, which only it adds")

@@ -14,7 +14,9 @@ a small initial exploration noise (``init_log_std``).
 With ``asymmetric_critic`` the value head is a :class:`PrivilegedCritic` that reads the env's
 privileged state (the training envs add ``obs["privileged"]``); the actor is unchanged. With
 ``perception_weight`` the same privileged state labels every minibatch's frames for the
-policy's goal-state and grounding heads (:func:`perception_targets`). Each run
+policy's goal-state and grounding heads (:func:`perception_targets`), and with
+``scene_frames`` rendered scene frames at the run's randomization add theirs
+(:class:`ScenePerception`). Each run
 logs env steps/s, time per update and the wall-clock split, writes ``summary.json``, and draws
 its success curve (``curve.csv``, ``curves.png``) at every in-training evaluation.
 """
@@ -50,7 +52,7 @@ from vla_sim.envs.wrappers.privileged_state import PRIVILEGED_KEY, PRIVILEGED_LA
 from vla_sim.language.encoder import get_text_encoder
 from vla_sim.utils.seeding import TRAIN_BASE_SEED
 
-from .bc import grounding_targets
+from .bc import _Batches, grounding_targets, instruction_features
 from .common import config_defaults, load_trainer_state, prepare_run, save_training_checkpoint
 from .configs import PPOConfig
 from .rl_common import (
@@ -90,6 +92,32 @@ def perception_targets(policy: VLAPolicy, privileged: torch.Tensor
     return aux, ground
 
 
+class ScenePerception:
+    """The perception loss of ``batch`` random scene frames per call (goal-state and grounding
+    heads, the frames' own labels; :mod:`vla_sim.data.scene_frames`): many fresh scenes of the
+    fine-tuning envs' randomization, where the rollouts bring one per episode."""
+
+    def __init__(self, frames: Any, policy: VLAPolicy, encoder: Any, batch: int, seed: int,
+                 device: torch.device | str = "cpu"):
+        text = instruction_features(encoder, list(frames.instructions), policy.config)
+        self.frames = _Batches(frames, text, policy.config, torch.device(device))
+        self.batch, self.rng = int(batch), np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.frames.states)
+
+    def loss(self, policy: VLAPolicy) -> torch.Tensor:
+        ids = self.rng.integers(0, len(self), self.batch)
+        obs, _ = self.frames.get(ids)
+        aux = self.frames.env_state(ids) if policy.aux_head is not None else None
+        ground = None
+        if policy.ground_head is not None:
+            ground = self.frames.grounding(ids)
+            ground.pop("holding")  # a teleported gripper's contacts are never simulated
+        features, spatial = policy.extractor.forward_with_spatial(obs)
+        return policy.perception_loss(features, spatial, aux, 1.0, ground, 1.0)
+
+
 class WarmStartPPO(PPO):
     """SB3 PPO with a value-only warm-up and a decaying KL penalty toward a frozen BC policy.
 
@@ -107,9 +135,10 @@ class WarmStartPPO(PPO):
                  value_warmup_rollouts: int = 0,
                  critic_detach: bool = False, sil_coef: float = 0.0, sil_batches: int = 0,
                  sil_buffer: "SuccessBuffer | None" = None, perception_weight: float = 0.0,
-                 pg_coef: float = 1.0, **kwargs: Any):
+                 pg_coef: float = 1.0, scene: ScenePerception | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.pg_coef = float(pg_coef)
+        self.scene = scene
         self.perception_weight = float(perception_weight)
         self.sil_coef, self.sil_batches, self.sil_buffer = float(sil_coef), int(sil_batches), sil_buffer
         self.critic_detach = bool(critic_detach)
@@ -207,6 +236,7 @@ class WarmStartPPO(PPO):
         bc_weight = 0.0 if (warmup or self.bc_policy is None) else self.bc_weight()
         entropy_losses, pg_losses, value_losses, clip_fractions, kl_bc = [], [], [], [], []
         perception_losses: list[float] = []
+        scene_losses: list[float] = []
         perceive = self.perception_weight > 0 and not warmup  # warm start
         if bc_weight > 0:
             self._store_bc_means()  # warm start
@@ -258,6 +288,10 @@ class WarmStartPPO(PPO):
                         perception = vla.perception_loss(features, spatial, aux, 1.0, ground, 1.0)
                         perception_losses.append(perception.item())
                         loss = loss + self.perception_weight * perception
+                        if self.scene is not None:
+                            scene = self.scene.loss(vla)
+                            scene_losses.append(scene.item())
+                            loss = loss + self.perception_weight * scene
                 with torch.no_grad():
                     log_ratio = log_prob - rollout_data.old_log_prob
                     approx_kl_div = torch.mean((torch.exp(log_ratio) - 1) - log_ratio).cpu().numpy()
@@ -290,6 +324,8 @@ class WarmStartPPO(PPO):
             self.logger.record("train/sil_nll", float(np.mean(sil_losses)))
         if perception_losses:
             self.logger.record("train/perception_loss", float(np.mean(perception_losses)))
+        if scene_losses:
+            self.logger.record("train/scene_perception_loss", float(np.mean(scene_losses)))
         if self.sil_buffer is not None:
             self.logger.record("train/sil_buffer_steps", len(self.sil_buffer))
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
@@ -370,6 +406,31 @@ def build_ppo(cfg: PPOConfig, init: str | Path | None, env=None, out_dir: Path |
         freeze_vision(model.policy.vla)
     model.policy.vla.text_encoder = get_text_encoder(cfg.text_encoder)
     return model
+
+
+SCENE_SEED_OFFSET = 1_000
+"""PPO's scene frames use base seed ``SCENE_BASE_SEED + SCENE_SEED_OFFSET + seed``: other
+scenes than BC's and DAgger's (``SCENE_BASE_SEED + seed``)."""
+
+
+def attach_scene_frames(model: WarmStartPPO, cfg: PPOConfig, path: Path) -> float | None:
+    """Give ``model`` its scene frames (``cfg.scene_frames`` of them, at ``cfg.randomization``,
+    with the policy's cameras and image size), rendered on ``n_envs`` processes into ``path``
+    or read back from it (a resume); returns the seconds spent rendering (None: read back)."""
+    from vla_sim.data.collect import CollectConfig
+    from vla_sim.data.scene_frames import SCENE_BASE_SEED, scene_frames_file
+
+    vla = model.policy.vla
+    settings = CollectConfig(env=cfg.env_id, robot=cfg.robot, randomization=cfg.randomization,
+                             cameras=tuple(vla.config.cameras), image_size=vla.config.image_size,
+                             workers=cfg.n_envs, progress=False)
+    frames, spent = scene_frames_file(path, settings, cfg.scene_frames, cfg.scene_views,
+                                      SCENE_BASE_SEED + SCENE_SEED_OFFSET + cfg.seed, cfg.n_envs)
+    model.scene = ScenePerception(frames, vla, vla.text_encoder, cfg.scene_batch, cfg.seed,
+                                  model.device)
+    log.info("PPO: %d scene frames at %s (%s)", len(frames.states), cfg.randomization,
+             "read back" if spent is None else f"rendered in {spent:.1f} s")
+    return spent
 
 
 class _EvalCallback(BaseCallback):
@@ -570,6 +631,8 @@ def train_ppo(cfg: PPOConfig, out_dir: str | Path, init: str | Path | None = Non
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     model = build_ppo(cfg, init, out_dir=out)
+    render_s = (attach_scene_frames(model, cfg, out / "scene_frames.npz") or 0.0
+                if cfg.scene_frames else 0.0)
     model.run_stats = RunStats(out, f"PPO {cfg.env_id} reward={cfg.reward} n_envs={cfg.n_envs}")
     meta = {"trainer": "ppo", "init": str(init), "reward": cfg.reward, "env_id": cfg.env_id}
     callback = _EvalCallback(cfg, out, meta, cfg.eval_every_env_steps)
@@ -587,7 +650,9 @@ def train_ppo(cfg: PPOConfig, out_dir: str | Path, init: str | Path | None = Non
     callbacks: list[BaseCallback] = [callback, ckpt]
     if model.sil_buffer is not None:
         callbacks.append(_SuccessCollector(model.sil_buffer))
-    limit = _WallClockLimit(cfg.max_minutes) if cfg.max_minutes > 0 else None
+    # the rendering of the scene frames is part of the budget
+    limit = (_WallClockLimit(cfg.max_minutes - render_s / 60.0) if cfg.max_minutes > 0
+             else None)
     if limit is not None:
         callbacks.append(limit)
     callbacks.append(_RolloutTimer())  # last: see its docstring
@@ -606,10 +671,10 @@ def train_ppo(cfg: PPOConfig, out_dir: str | Path, init: str | Path | None = Non
     summary = model.run_stats.finish(int(model.num_timesteps), {
         "trainer": "ppo", "n_envs": cfg.n_envs, "n_steps": cfg.n_steps,
         "asymmetric_critic": cfg.asymmetric_critic, "freeze_vision": cfg.freeze_vision,
-        "best_success": callback.best})
+        "best_success": callback.best, "scene_frames_render_s": round(render_s, 2)})
     return RLResult(out, int(model.num_timesteps), wall, callback.history, callback.best,
                     summary)
 
 
-__all__ = ["PPOConfig", "RLResult", "SuccessBuffer", "VLAActorCriticPolicy", "WarmStartPPO",
+__all__ = ["PPOConfig", "RLResult", "ScenePerception", "SuccessBuffer", "VLAActorCriticPolicy", "WarmStartPPO",
            "build_ppo", "make_vec_env", "train_ppo"]

@@ -117,3 +117,76 @@ def test_perception_lr_without_a_perception_loss_is_refused():
         _cfg(perception_lr=3e-4, asymmetric_critic=True)
     with pytest.raises(ValueError, match="perception_lr"):
         _cfg(perception_lr=0.0, perception_weight=1.0, asymmetric_critic=True)
+
+
+def test_scene_frames_are_rendered_at_the_runs_level_once_and_read_back_on_resume(tmp_path):
+    from vla_sim.agents.training.ppo import attach_scene_frames
+    from vla_sim.data.scene_frames import load_scene_frames
+
+    ckpt = _perceiving_checkpoint(tmp_path / "bc")
+    cfg = _cfg(asymmetric_critic=True, perception_weight=1.0, scene_frames=4, scene_views=2,
+               randomization="medium", n_envs=1)
+    model = build_ppo(cfg, ckpt)
+    path = tmp_path / "run" / "scene_frames.npz"
+    path.parent.mkdir()
+    assert attach_scene_frames(model, cfg, path) is not None  # rendered
+    first = load_scene_frames(path)
+    key = model.policy.vla.config.image_keys[0]
+    assert len(model.scene) == 4 and first.images[key].shape[1:3] == (32, 32)
+    assert attach_scene_frames(model, cfg, path) is None  # read back, not rendered again
+    assert np.array_equal(load_scene_frames(path).images[key], first.images[key])
+    low = tmp_path / "low.npz"
+    attach_scene_frames(model, _cfg(asymmetric_critic=True, perception_weight=1.0,
+                                    scene_frames=4, scene_views=2, n_envs=1), low)
+    # the same scenes at another randomization level look different
+    assert not np.array_equal(load_scene_frames(low).images[key], first.images[key])
+    model.get_env().close()
+
+
+def test_scene_frames_add_their_perception_loss_to_every_minibatch(tmp_path):
+    from vla_sim.agents.training.ppo import attach_scene_frames
+
+    ckpt = _perceiving_checkpoint(tmp_path / "bc")
+    cfg = _cfg(total_env_steps=64, n_steps=32, batch_size=16, n_epochs=2,
+               value_warmup_rollouts=0, asymmetric_critic=True, perception_weight=1.0,
+               scene_frames=4, scene_views=2, n_envs=1)
+    model = build_ppo(cfg, ckpt)
+    attach_scene_frames(model, cfg, tmp_path / "scene.npz")
+    calls = []
+    loss = model.scene.loss
+    model.scene.loss = lambda policy: calls.append(1) or loss(policy)
+    model.learn(64)
+    model.get_env().close()
+    assert len(calls) == 2 * 2 * (32 // 16)  # updates x epochs x minibatches
+
+
+def test_the_scene_loss_is_the_heads_error_on_the_frames_own_labels(tmp_path):
+    from vla_sim.agents.training.ppo import ScenePerception
+    from vla_sim.data.collect import CollectConfig
+    from vla_sim.data.scene_frames import render_scene_frames
+    from vla_sim.language.encoder import get_text_encoder
+
+    torch.manual_seed(0)
+    policy = VLAPolicy(VLAPolicyConfig(**PERCEIVING))
+    frames = render_scene_frames(CollectConfig(env="Reach", cameras=("front", "wrist"),
+                                               image_size=32, progress=False), 3, 2)
+    scene = ScenePerception(frames, policy, get_text_encoder("hashing"), 6, 0)
+    opt = torch.optim.Adam(policy.parameters(), 3e-3)
+    losses = []
+    for _ in range(40):  # the same six frames every step: the heads can fit their labels
+        scene.rng = np.random.default_rng(0)
+        value = scene.loss(policy)
+        losses.append(value.item())
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+    assert np.isfinite(losses).all() and losses[-1] < 0.5 * losses[0]
+
+
+def test_scene_frames_need_the_perception_loss():
+    with pytest.raises(ValueError, match="perception_weight"):
+        _cfg(scene_frames=100, asymmetric_critic=True)
+    with pytest.raises(ValueError, match="scene_frames"):
+        _cfg(scene_frames=-1)
+    with pytest.raises(ValueError, match="scene_batch"):
+        _cfg(scene_frames=100, scene_batch=0, perception_weight=1.0, asymmetric_critic=True)
