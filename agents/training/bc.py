@@ -309,6 +309,18 @@ def _fits_on(device: torch.device, tensors: Sequence[torch.Tensor | None]) -> bo
     return need <= free // 2
 
 
+def scene_labels(scene: _Batches, ids: np.ndarray, moved: Sequence[np.ndarray | None] | None,
+                 aux: bool, ground: bool) -> tuple[torch.Tensor | None, dict | None]:
+    """(goal-state, grounding) targets of scene frames ``ids``, None where not wanted. A
+    teleported gripper's contacts are never simulated, so scene frames have no "holding"
+    label."""
+    targets = None
+    if ground:
+        targets = scene.grounding(ids, moved)
+        targets.pop("holding")
+    return (scene.env_state(ids) if aux else None), targets
+
+
 # ----------------------------------------------------------------------------------- training
 def batch_sampler(batches: _Batches, train_ids: np.ndarray, cfg: BCConfig,
                   rows: slice | None = None, scene: _Batches | None = None,
@@ -326,12 +338,8 @@ def batch_sampler(batches: _Batches, train_ids: np.ndarray, cfg: BCConfig,
         ids = rng.integers(0, len(scene.states), cfg.scene_batch)
         obs, _actions, moved = scene.get_with_shifts(ids, rng, cfg.shift_pad, cfg.color_jitter,
                                                      scene_rows)
-        ground = None
-        if cfg.ground_weight > 0:
-            ground = scene.grounding(ids, moved)
-            # a teleported gripper's contacts are never simulated: no "holding" label
-            ground.pop("holding")
-        return obs, scene.env_state(ids) if cfg.aux_weight > 0 else None, ground
+        return (obs, *scene_labels(scene, ids, moved, cfg.aux_weight > 0,
+                                   cfg.ground_weight > 0))
 
     def sample(rng: np.random.Generator) -> tuple:
         ids = train_ids[rng.integers(0, len(train_ids), cfg.batch_size)]

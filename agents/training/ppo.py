@@ -52,7 +52,7 @@ from vla_sim.envs.wrappers.privileged_state import PRIVILEGED_KEY, PRIVILEGED_LA
 from vla_sim.language.encoder import get_text_encoder
 from vla_sim.utils.seeding import TRAIN_BASE_SEED
 
-from .bc import _Batches, grounding_targets, instruction_features
+from .bc import _Batches, grounding_targets, instruction_features, scene_labels
 from .common import config_defaults, load_trainer_state, prepare_run, save_training_checkpoint
 from .configs import PPOConfig
 from .rl_common import (
@@ -109,11 +109,8 @@ class ScenePerception:
     def loss(self, policy: VLAPolicy) -> torch.Tensor:
         ids = self.rng.integers(0, len(self), self.batch)
         obs, _ = self.frames.get(ids)
-        aux = self.frames.env_state(ids) if policy.aux_head is not None else None
-        ground = None
-        if policy.ground_head is not None:
-            ground = self.frames.grounding(ids)
-            ground.pop("holding")  # a teleported gripper's contacts are never simulated
+        aux, ground = scene_labels(self.frames, ids, None, policy.aux_head is not None,
+                                   policy.ground_head is not None)
         features, spatial = policy.extractor.forward_with_spatial(obs)
         return policy.perception_loss(features, spatial, aux, 1.0, ground, 1.0)
 
@@ -676,5 +673,5 @@ def train_ppo(cfg: PPOConfig, out_dir: str | Path, init: str | Path | None = Non
                     summary)
 
 
-__all__ = ["PPOConfig", "RLResult", "ScenePerception", "SuccessBuffer", "VLAActorCriticPolicy", "WarmStartPPO",
-           "build_ppo", "make_vec_env", "train_ppo"]
+__all__ = ["PPOConfig", "RLResult", "ScenePerception", "SuccessBuffer", "VLAActorCriticPolicy",
+           "WarmStartPPO", "attach_scene_frames", "build_ppo", "make_vec_env", "train_ppo"]
