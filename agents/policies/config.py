@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from vla_sim.envs.cameras import CAMERA_KEYS
 
 VISION_ENCODERS = ("cnn", "resnet")
-ACTION_HEADS = ("gaussian", "discrete")
+ACTION_HEADS = ("gaussian", "discrete", "flow")
 
 
 # Options removed after they measured worse (README, issue notes), with the value that means
@@ -35,7 +35,7 @@ def upgrade_policy_dict(data: dict) -> dict:
 @dataclass
 class VLAPolicyConfig:
     """Vision-language-action policy: conv image encoder with language FiLM, state MLP, MLP trunk,
-    Gaussian or discretised action head and a value head."""
+    Gaussian, discretised or flow-matching action head and a value head."""
 
     # --- Input / output structure -------------------------------------------------------------
     image_size: int = 64
@@ -93,8 +93,19 @@ class VLAPolicyConfig:
     """Trunk MLP sizes; the last one is the features size that the action and value heads read."""
     head: str = "gaussian"
     """``gaussian``: mean + state-independent learned log-std; ``discrete``: ``num_bins``
-    uniform bins per action dimension over [-1, 1] (RT-2 style), cross-entropy in BC."""
+    uniform bins per action dimension over [-1, 1] (RT-2 style), cross-entropy in BC;
+    ``flow``: a conditional flow-matching head (pi0's action expert, in small): an MLP velocity
+    field over normalised actions, integrated from noise in ``flow_steps`` Euler steps, so one
+    state can map to several distinct actions instead of their average (BC only)."""
     num_bins: int = 256
+    flow_hidden: list[int] = field(default_factory=lambda: [256, 256])
+    """Hidden sizes of the flow head's velocity MLP (it reads the noisy action, the flow time
+    and the trunk features)."""
+    flow_steps: int = 10
+    """Euler steps from noise to action when the flow head acts."""
+    flow_samples: int = 4
+    """(noise, time) draws per training sample in each BC step: the head is cheap next to the
+    extractor, whose one pass they share."""
     action_chunk: int = 1
     """Actions predicted per step (ACT-style chunking, gaussian head): BC regresses the next
     ``action_chunk`` expert actions; the policy acts with the current one (PPO and REINFORCE
@@ -132,6 +143,7 @@ class VLAPolicyConfig:
         self.cameras = list(self.cameras)
         self.channels = [int(c) for c in self.channels]
         self.trunk_hidden = [int(h) for h in self.trunk_hidden]
+        self.flow_hidden = [int(h) for h in self.flow_hidden]
         if self.vision not in VISION_ENCODERS:
             raise ValueError(f"vision must be one of {VISION_ENCODERS}, got {self.vision!r}")
         if self.head not in ACTION_HEADS:
@@ -157,6 +169,11 @@ class VLAPolicyConfig:
         if self.attn_dim % self.attn_heads:
             raise ValueError(
                 f"attn_dim ({self.attn_dim}) must be divisible by attn_heads ({self.attn_heads})")
+        if not self.flow_hidden or min(self.flow_hidden) < 1:
+            raise ValueError(f"flow_hidden must be non-empty positive ints, got {self.flow_hidden}")
+        for name in ("flow_steps", "flow_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.action_chunk < 1:
             raise ValueError(f"action_chunk must be >= 1, got {self.action_chunk}")
         if self.action_chunk > 1 and self.head != "gaussian":

@@ -19,6 +19,8 @@ Two pieces, separable on purpose:
     action_head.mean.{weight,bias}, action_head.log_std,
     action_head.action_mean, action_head.action_std   (gaussian; mean is in normalised units)
     action_head.logits.{weight,bias}, action_head.bin_centers   (discrete)
+    action_head.{from_features,from_noisy,velocity_net}.*, action_head.frequencies,
+    action_head.action_mean, action_head.action_std   (flow)
     value_head.{weight,bias}                          (if config.value_head, value_hidden=0)
     value_head.{0,2,4}.{weight,bias}                  (if config.value_head, value_hidden>0)
     value_head.net.{0,1,3,4,6}.*                      (critic_privileged_dim > 0: asymmetric)
@@ -446,6 +448,76 @@ class DiscreteHead(nn.Module):
         return DiscreteDistribution(self(features), self)
 
 
+class FlowHead(nn.Module):
+    """Features -> actions by conditional flow matching (Lipman et al. 2023; the action expert of
+    pi0, here a small MLP on the trunk features).
+
+    Why: where the expert's action at one state depends on things the policy sees only roughly
+    (Push: which side to go round the object, when to start pushing), a regression head learns
+    the average of the candidate actions, which can be near zero, and the arm stalls. A flow
+    head learns the whole conditional distribution: BC trains the velocity field ``v(x_t, t |
+    features)`` to carry noise ``x_0 ~ N(0, I)`` to the normalised expert action ``x_1`` along
+    the straight path ``x_t = (1 - t) x_0 + t x_1`` (target ``x_1 - x_0``); acting integrates it
+    in ``flow_steps`` Euler steps. Its mode starts from ``x_0 = 0``, a sample from fresh noise.
+    """
+
+    TIME_FREQUENCIES = 8
+
+    def __init__(self, features_dim: int, config: VLAPolicyConfig):
+        super().__init__()
+        a, hidden = config.action_dim, config.flow_hidden
+        self.action_dim, self.steps, self.samples = a, config.flow_steps, config.flow_samples
+        # The first layer is split so the features' share is computed once per integration.
+        self.from_features = nn.Linear(features_dim, hidden[0])
+        self.from_noisy = nn.Linear(a + 2 * self.TIME_FREQUENCIES, hidden[0], bias=False)
+        layers: list[nn.Module] = []
+        for width_in, width in zip(hidden, hidden[1:]):
+            layers += [nn.SiLU(), nn.Linear(width_in, width)]
+        layers += [nn.SiLU(), nn.Linear(hidden[-1], a)]
+        self.velocity_net = nn.Sequential(*layers)
+        self.register_buffer("frequencies",
+                             math.pi * 2.0 ** torch.arange(self.TIME_FREQUENCIES).float())
+        self.register_buffer("action_mean", torch.zeros(a))
+        self.register_buffer("action_std", torch.ones(a))
+
+    def velocity(self, conditioning: torch.Tensor, x: torch.Tensor, t: torch.Tensor
+                 ) -> torch.Tensor:
+        """``v(x, t)`` (B, A) from ``conditioning = from_features(features)`` (B, H)."""
+        angles = t[:, None] * self.frequencies
+        noisy = torch.cat([x, angles.sin(), angles.cos()], dim=-1)
+        return self.velocity_net(conditioning + self.from_noisy(noisy))
+
+    def integrate(self, features: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """Normalised actions (B, A): Euler integration of the velocity field from ``x0``."""
+        conditioning, x = self.from_features(features), x0
+        dt = 1.0 / self.steps
+        for k in range(self.steps):
+            t = torch.full((len(x),), k * dt, dtype=x.dtype, device=x.device)
+            x = x + dt * self.velocity(conditioning, x, t)
+        return x
+
+    def to_env(self, normalized: torch.Tensor) -> torch.Tensor:
+        return normalized * self.action_std + self.action_mean
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """The mode's action (B, A) in env units: the flow from ``x_0 = 0``."""
+        return self.to_env(self.integrate(features, features.new_zeros(len(features),
+                                                                       self.action_dim)))
+
+    def loss(self, features: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Flow-matching loss (mean squared velocity error, normalised units), ``samples`` draws
+        of (noise, time) per row. Draws come from torch's global generator."""
+        target = ((actions - self.action_mean) / self.action_std).repeat(self.samples, 1)
+        conditioning = self.from_features(features).repeat(self.samples, 1)
+        x0 = torch.randn_like(target)
+        t = torch.rand(len(target), dtype=target.dtype, device=target.device)
+        xt = (1.0 - t[:, None]) * x0 + t[:, None] * target
+        return torch.nn.functional.mse_loss(self.velocity(conditioning, xt, t), target - x0)
+
+    def distribution(self, features: torch.Tensor) -> "FlowDistribution":
+        return FlowDistribution(self, features)
+
+
 def build_value_head(features_dim: int, config: VLAPolicyConfig) -> nn.Module:
     """The critic: linear (``value_hidden=0``) or a two-layer tanh MLP, as SB3's default, on the
     trunk features; or, with ``critic_privileged_dim``, the asymmetric :class:`PrivilegedCritic`."""
@@ -619,6 +691,32 @@ class DiscreteDistribution:
         return self.dist.entropy().sum(-1)
 
 
+class FlowDistribution:
+    """The flow head's action distribution: mode and seeded samples; no likelihood (PPO and
+    REINFORCE need ``head='gaussian'``)."""
+
+    def __init__(self, head: FlowHead, features: torch.Tensor):
+        self.head, self.features = head, features
+
+    def mode(self) -> torch.Tensor:
+        return self.head(self.features)
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The flow from fresh noise; from ``generator`` when given (seeded evaluation)."""
+        f = self.features
+        x0 = torch.randn((len(f), self.head.action_dim), generator=generator, dtype=f.dtype,
+                         device=f.device)
+        return self.head.to_env(self.head.integrate(f, x0))
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError("the flow head has no closed-form log-likelihood; policy-"
+                                  "gradient fine-tuning needs policy.head='gaussian'")
+
+    def entropy(self) -> torch.Tensor:
+        raise NotImplementedError("the flow head has no closed-form entropy; policy-gradient "
+                                  "fine-tuning needs policy.head='gaussian'")
+
+
 class VLAPolicy(nn.Module):
     """Features extractor + action head + value head, with ``act`` for raw env observations.
 
@@ -635,8 +733,8 @@ class VLAPolicy(nn.Module):
         self.observation_space = build_observation_space(self.config)
         self.extractor = VLAFeaturesExtractor(self.observation_space, self.config)
         f = self.extractor.features_dim
-        self.action_head = (GaussianHead(f, self.config) if self.config.head == "gaussian"
-                            else DiscreteHead(f, self.config))
+        heads = {"gaussian": GaussianHead, "discrete": DiscreteHead, "flow": FlowHead}
+        self.action_head = heads[self.config.head](f, self.config)
         self.value_head = build_value_head(f, self.config) if self.config.value_head else None
         self.aux_head = AuxHead(f, self.config.aux_dim) if self.config.aux_dim else None
         self.ground_head = GroundingHead(f, self.config) if self.config.grounding else None
@@ -661,7 +759,7 @@ class VLAPolicy(nn.Module):
 
         self.extractor.state_mean.copy_(t(state_mean))
         self.extractor.state_std.copy_(t(state_std).clamp(min=STATE_STD_FLOOR))
-        if isinstance(self.action_head, GaussianHead) and action_mean is not None:
+        if isinstance(self.action_head, (GaussianHead, FlowHead)) and action_mean is not None:
             self.action_head.action_mean.copy_(t(action_mean))
             self.action_head.action_std.copy_(t(action_std).clamp(min=ACTION_STD_FLOOR))
 
@@ -676,7 +774,7 @@ class VLAPolicy(nn.Module):
     def normalization(self) -> dict[str, list[float]]:
         out = {"state_mean": self.extractor.state_mean.tolist(),
                "state_std": self.extractor.state_std.tolist()}
-        if isinstance(self.action_head, GaussianHead):
+        if isinstance(self.action_head, (GaussianHead, FlowHead)):
             out["action_mean"] = self.action_head.action_mean.tolist()
             out["action_std"] = self.action_head.action_std.tolist()
         return out
@@ -728,8 +826,8 @@ class VLAPolicy(nn.Module):
                 action_mask: torch.Tensor | None = None,
                 ground_target: Mapping[str, torch.Tensor] | None = None,
                 ground_weight: float = 0.0) -> torch.Tensor:
-        """Behaviour-cloning loss: MSE in normalised action units (gaussian) or bin
-        cross-entropy averaged over dimensions (discrete); plus ``aux_weight`` times the
+        """Behaviour-cloning loss: MSE in normalised action units (gaussian), bin
+        cross-entropy averaged over dimensions (discrete) or the flow-matching loss (flow); plus ``aux_weight`` times the
         auxiliary head's normalised MSE to ``aux_target`` when both are given; plus
         ``ground_weight`` times the grounding head's summed terms (:meth:`GroundingHead.loss`)
         against ``ground_target`` when both are given.
@@ -756,6 +854,8 @@ class VLAPolicy(nn.Module):
         elif isinstance(head, GaussianHead):
             target = (actions - head.action_mean) / head.action_std
             loss = torch.nn.functional.mse_loss(head.normalized_mean(features), target)
+        elif isinstance(head, FlowHead):
+            loss = head.loss(features, actions)
         else:
             logits = head(features)
             loss = torch.nn.functional.cross_entropy(
