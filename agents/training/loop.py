@@ -78,7 +78,8 @@ class SupervisedLoop:
         params: what gradients are clipped over (the optimiser's parameters).
         optimizer, scheduler: built by the trainer (its schedule is its own choice).
         sample: ``rng -> batch``; every random draw of step ``t`` comes from ``rng``.
-        loss: ``batch -> scalar tensor``.
+        loss: ``batch -> scalar tensor``; torch's generator is seeded from ``(seed, t)`` around
+            it (and restored after), so random draws inside it repeat on resume too.
         seed: the first half of every step's generator seed.
         grad_clip: max global grad norm; <= 0 means no clipping.
         callbacks: called after each update as ``callback(step, loss, grad_norm)``.
@@ -120,7 +121,12 @@ class SupervisedLoop:
         for step in range(start, stop):
             self.in_update = True
             batch = self.sample(np.random.default_rng([self.seed, step]))
-            loss = self.loss(batch)
+            with torch.random.fork_rng(devices=[]):
+                # Draws inside the loss (a flow head's noise and times) come from torch's
+                # generator, seeded per step so that resuming repeats them too.
+                torch.manual_seed(int(np.random.SeedSequence([self.seed, step])
+                                      .generate_state(1)[0]))
+                loss = self.loss(batch)
             if multi:
                 # Backward before the check: every process must reach the all-reduce, and
                 # the decision is taken on the averaged loss (the same on every process).

@@ -31,6 +31,28 @@ def test_the_same_seed_gives_the_same_losses_whatever_the_start():
     assert part + second.run(3, 6) == pytest.approx(all_losses)
 
 
+def test_random_draws_inside_the_loss_repeat_on_resume_and_leave_torch_generator_alone():
+    """A flow head draws noise inside its loss: step t's draws must not depend on the start."""
+    data = torch.randn(32, 3)
+
+    def noisy_loop() -> SupervisedLoop:
+        loop, model = _loop(0.1, data)
+        plain = loop.loss
+        loop.loss = lambda batch: plain(batch) + torch.randn(()) ** 2
+        return loop
+
+    all_losses = noisy_loop().run(0, 6)
+    first = noisy_loop()
+    part = first.run(0, 3)
+    torch.manual_seed(123)
+    expected_next = torch.rand(())
+    torch.manual_seed(123)
+    second = SupervisedLoop(first.params, first.optimizer, first.sample, first.loss, seed=3)
+    rest = second.run(3, 6)
+    assert part + rest == pytest.approx(all_losses)
+    assert torch.rand(()) == expected_next  # the caller's generator state is restored
+
+
 def test_a_nan_in_the_data_stops_training_before_the_weights_change():
     data = torch.randn(32, 3)
     data[:, 2] = float("nan")
