@@ -107,9 +107,13 @@ class VLAPolicyConfig:
     """(noise, time) draws per training sample in each BC step: the head is cheap next to the
     extractor, whose one pass they share."""
     action_chunk: int = 1
-    """Actions predicted per step (ACT-style chunking, gaussian head): BC regresses the next
-    ``action_chunk`` expert actions; the policy acts with the current one (PPO and REINFORCE
-    use only that one). 1 = single-step."""
+    """Actions predicted per step (ACT-style chunking, gaussian or flow head): BC learns the next
+    ``action_chunk`` expert actions; the policy acts with the current one unless
+    ``action_steps > 1`` (PPO and REINFORCE use only that one). 1 = single-step."""
+    action_steps: int = 1
+    """Actions of each planned chunk executed before the policy looks again (receding horizon,
+    as Diffusion Policy's ``n_action_steps``): it commits to one plan for that many steps
+    instead of choosing afresh each step, and reacts later. 1 = re-plan every step."""
     init_log_std: float = -1.0
     """Initial log-std of the Gaussian head in normalised action units (std 0.37); BC leaves
     it alone, PPO/REINFORCE learn it."""
@@ -176,8 +180,11 @@ class VLAPolicyConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.action_chunk < 1:
             raise ValueError(f"action_chunk must be >= 1, got {self.action_chunk}")
-        if self.action_chunk > 1 and self.head != "gaussian":
-            raise ValueError("action_chunk > 1 needs head='gaussian'")
+        if self.action_chunk > 1 and self.head == "discrete":
+            raise ValueError("action_chunk > 1 needs head='gaussian' or 'flow'")
+        if not 1 <= self.action_steps <= self.action_chunk:
+            raise ValueError(f"action_steps must be in 1..action_chunk ({self.action_chunk}), "
+                             f"got {self.action_steps}")
         if self.aux_dim < 0:
             raise ValueError(f"aux_dim must be >= 0, got {self.aux_dim}")
         if self.value_hidden < 0:

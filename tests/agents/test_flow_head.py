@@ -91,7 +91,42 @@ def test_flow_head_has_no_likelihood_for_policy_gradients():
 
 
 @pytest.mark.parametrize("bad", [{"flow_steps": 0}, {"flow_samples": 0}, {"flow_hidden": []},
-                                 {"action_chunk": 2}])
+                                 {"action_chunk": 2, "action_steps": 3}, {"action_steps": 0}])
 def test_flow_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
         VLAPolicyConfig(**{**SMALL, "head": "flow", **bad})
+
+
+def test_flow_chunk_loss_ignores_steps_past_the_episode_end():
+    policy = make_policy(action_chunk=3)
+    features = torch.randn(4, policy.extractor.features_dim)
+    actions = torch.randn(4, 3, 4)
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 1]], dtype=torch.bool)
+    changed = actions.clone()
+    changed[~mask] = 50.0  # padding past the end must not matter
+    torch.manual_seed(0)
+    a = policy.action_head.loss(features, actions, mask)
+    torch.manual_seed(0)
+    b = policy.action_head.loss(features, changed, mask)
+    torch.manual_seed(0)
+    c = policy.action_head.loss(features, changed)
+    assert torch.allclose(a, b) and not torch.allclose(a, c)
+
+
+@pytest.mark.parametrize("head", ["flow", "gaussian"])
+def test_receding_horizon_executes_its_plan_then_plans_again(head, monkeypatch):
+    policy = make_policy(head=head, action_chunk=4, action_steps=3)
+    calls = []
+    real = policy.action_head.plan
+    monkeypatch.setattr(policy.action_head, "plan",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    obs = raw_obs(4)
+    with torch.no_grad():
+        expected = real(policy.extractor(policy.prepare_obs(obs)[0]))[0, :3].numpy()
+    actions = [policy.act(obs) for _ in range(6)]
+    assert len(calls) == 2  # steps 0 and 3
+    np.testing.assert_allclose(np.stack(actions[:3]), np.clip(expected, -1, 1), atol=1e-6)
+    policy.reset(seed=0)  # a new episode drops what is left of the plan
+    policy.act(obs)
+    assert len(calls) == 3
+    assert policy.act(raw_obs(5, batch=2)).shape == (2, 4)  # batches plan every step
