@@ -785,6 +785,15 @@ class VLAPolicy(nn.Module):
         device = next(self.parameters()).device
         self._sampler = torch.Generator(device=device).manual_seed(int(seed) % 2**63)
 
+    def set_action_steps(self, steps: int) -> None:
+        """Execute ``steps`` actions of each planned chunk (1..``action_chunk``); clears the
+        plan. Evaluation can change it without retraining."""
+        if not 1 <= int(steps) <= self.config.action_chunk:
+            raise ValueError(f"action_steps must be in 1..action_chunk "
+                             f"({self.config.action_chunk}), got {steps}")
+        self.config.action_steps = int(steps)
+        self._queue = []
+
     # --- normalisation ----------------------------------------------------------------------
     def set_normalization(self, state_mean, state_std, action_mean=None, action_std=None) -> None:
         """Store dataset statistics (std floored so near-constant dims do not blow up)."""

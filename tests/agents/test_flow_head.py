@@ -130,3 +130,23 @@ def test_receding_horizon_executes_its_plan_then_plans_again(head, monkeypatch):
     policy.act(obs)
     assert len(calls) == 3
     assert policy.act(raw_obs(5, batch=2)).shape == (2, 4)  # batches plan every step
+
+
+def test_evaluation_can_change_how_many_planned_actions_run(monkeypatch):
+    from vla_sim.evaluation.evaluator import EvalConfig, _build_policy
+    from vla_sim.evaluation.policies import RandomPolicy
+
+    policy = make_policy(action_chunk=4)
+    config = EvalConfig(env_ids=["vla_sim/Push-v0"], action_steps=4)
+    assert _build_policy(lambda env: policy, None, config) is policy
+    assert policy.config.action_steps == 4
+    with pytest.raises(ValueError, match="1..action_chunk"):
+        policy.set_action_steps(5)
+
+    class Env:
+        action_space = __import__("gymnasium").spaces.Box(-1, 1, (4,))
+
+    with pytest.raises(ValueError, match="plans action chunks"):
+        _build_policy(lambda env: RandomPolicy(env.action_space), Env(), config)
+    with pytest.raises(ValueError, match="action_steps"):
+        EvalConfig(env_ids=["vla_sim/Push-v0"], action_steps=0)

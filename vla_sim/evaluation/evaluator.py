@@ -98,6 +98,9 @@ class EvalConfig:
     """Sample actions from the policy's distribution (seeded per episode), not its mode.
     The same seeds give the same episodes. Where a policy's mean action is ~0 it holds still
     for good; a sample moves on."""
+    action_steps: Optional[int] = None
+    """Actions of each planned chunk a chunking policy executes before it looks again (its
+    ``policy.action_steps``, 1..``policy.action_chunk``); None: the checkpoint's own."""
 
     def __post_init__(self) -> None:
         if isinstance(self.env_ids, str):
@@ -129,6 +132,8 @@ class EvalConfig:
             raise ValueError(f"max_episode_steps must be >= 1, got {self.max_episode_steps}")
         if self.probe is not None and self.probe not in PROBES:
             raise ValueError(f"probe must be one of {PROBES} or None, got {self.probe!r}")
+        if self.action_steps is not None and self.action_steps < 1:
+            raise ValueError(f"action_steps must be >= 1 or None, got {self.action_steps}")
         if self.image_size < 8 or self.render_size < 8:
             raise ValueError(f"image_size and render_size must be >= 8, got "
                              f"{self.image_size} and {self.render_size}")
@@ -343,8 +348,15 @@ def _build_policy(factory: PolicyFactory, env: gym.Env, config: EvalConfig) -> A
     if isinstance(factory, PolicySpec):
         if factory.kind == "checkpoint" and factory.target in _LOCAL_CHECKPOINTS:
             factory = dataclasses.replace(factory, target=_LOCAL_CHECKPOINTS[factory.target])
-        return factory.build(env, expert_factory=config.expert_factory)
-    return factory(env)
+        policy = factory.build(env, expert_factory=config.expert_factory)
+    else:
+        policy = factory(env)
+    if config.action_steps is not None:
+        if not hasattr(policy, "set_action_steps"):
+            raise ValueError(f"action_steps={config.action_steps} needs a policy that plans "
+                             f"action chunks; {type(policy).__name__} does not")
+        policy.set_action_steps(config.action_steps)
+    return policy
 
 
 def _try_expert(config: EvalConfig, env: gym.Env) -> Any:
