@@ -527,10 +527,14 @@ class FlowHead(nn.Module):
     def loss(self, features: torch.Tensor, actions: torch.Tensor,
              mask: torch.Tensor | None = None) -> torch.Tensor:
         """Flow-matching loss (mean squared velocity error, normalised units), ``samples`` draws
-        of (noise, time) per row. ``actions`` (B, A), or (B, chunk, A) with ``mask`` (B, chunk)
-        marking real (not past-the-episode) steps. Draws come from torch's global generator
+        of (noise, time) per row. ``actions`` (B, chunk, A) with ``mask`` (B, chunk) marking
+        real (not past-the-episode) steps, or (B, A): the current action, scored on the chunk's
+        first step. Draws come from torch's global generator
         (the supervised loop seeds it per step)."""
-        actions = actions[:, None] if actions.dim() == 2 else actions
+        if actions.dim() == 2:  # the current action only (validation): the chunk's first step
+            first = torch.zeros(len(actions), self.chunk, dtype=torch.bool, device=actions.device)
+            first[:, 0] = True
+            actions, mask = actions[:, None].expand(-1, self.chunk, -1), first
         if actions.shape[1] != self.chunk:
             raise ValueError(f"action chunk of {actions.shape[1]} steps, policy predicts "
                              f"{self.chunk}")

@@ -257,14 +257,17 @@ def test_chunk_indices_stay_inside_each_episode():
     np.testing.assert_array_equal(mask, [[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 0], [1, 0, 0]])
 
 
-def test_action_chunking_bc_trains_and_reloads(tmp_path, demos, encoder):
-    result = train_bc(demos, tmp_path / "run", config(steps=60, val_every_grad_steps=30,
-                                                      policy={**POLICY, "action_chunk": 4}),
-                      encoder=encoder)
+@pytest.mark.parametrize("head", ["gaussian", "flow"])
+def test_action_chunking_bc_trains_validates_and_reloads(tmp_path, demos, encoder, head):
+    result = train_bc(demos, tmp_path / "run", config(
+        steps=60, val_every_grad_steps=30,
+        policy={**POLICY, "action_chunk": 4, "action_steps": 2, "head": head}), encoder=encoder)
     assert np.mean(result.train_losses[-5:]) < np.mean(result.train_losses[:5])
+    assert result.val_loss is not None and np.isfinite(result.val_loss)
     policy = load_policy(tmp_path / "run" / "last")
-    assert policy.config.action_chunk == 4
-    assert policy.action_head.mean.weight.shape[0] == 16
+    assert policy.config.action_chunk == 4 and policy.config.action_steps == 2
+    assert policy.action_head.plan(torch.zeros(3, policy.extractor.features_dim)).shape \
+        == (3, 4, 4)
 
 
 def test_ctrl_c_inside_an_update_saves_after_it_and_resumes_exactly(tmp_path, demos, encoder,
