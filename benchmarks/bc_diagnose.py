@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     phases, wrong = Counter(), 0
     for i in range(args.episodes):
         obs, info = env.reset(seed=episode_seed(EVAL_BASE_SEED, i))
+        policy.reset()  # a chunking policy drops the last episode's plan
         task = env.unwrapped.task
         reached, nearest = set(), Counter()
         done = False
