@@ -81,7 +81,12 @@ def renormalize_policy(policy: VLAPolicy, state_mean, state_std, action_mean, ac
     ``W' = W * sd'/sd`` (columns), ``b' = b + W (m' - m)/sd`` for the state input, and
     ``W' = W * sd/sd'`` (rows), ``b' = (b * sd + m - m')/sd'`` for the action output.
     """
-    from vla_sim.agents.policies.vla import GaussianHead
+    from vla_sim.agents.policies.vla import FlowHead, GaussianHead
+
+    if isinstance(policy.action_head, FlowHead):
+        # Its normalised noise would change meaning with the statistics: no exact rewrite.
+        raise ValueError("continual learning needs policy.head='gaussian' or 'discrete': a "
+                         "flow head cannot be re-normalised without changing its actions")
 
     def t(x):
         return torch.as_tensor(np.asarray(x, np.float32))

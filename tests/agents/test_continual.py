@@ -103,3 +103,9 @@ def test_renormalize_keeps_the_policys_actions_exactly():
         assert torch.allclose(dist.mode(), mean, atol=1e-4, rtol=1e-4)
         assert torch.allclose(dist.dist.stddev, std, atol=1e-5, rtol=1e-4)
         assert policy.normalization()["action_std"][3] == pytest.approx(0.9)
+
+
+def test_renormalize_refuses_a_flow_head_it_cannot_rewrite_exactly():
+    policy = VLAPolicy(VLAPolicyConfig(**{**SMALL, "head": "flow"}))
+    with pytest.raises(ValueError, match="flow head"):
+        renormalize_policy(policy, np.zeros(22), np.ones(22), [0, 0, 0, 0], [1, 1, 1, 1])
