@@ -83,7 +83,7 @@ def renormalize_policy(policy: VLAPolicy, state_mean, state_std, action_mean, ac
     """
     from vla_sim.agents.policies.vla import FlowHead, GaussianHead
 
-    if isinstance(policy.action_head, FlowHead):
+    if isinstance(getattr(policy, "action_head", None), FlowHead):
         # Its normalised noise would change meaning with the statistics: no exact rewrite.
         raise ValueError("continual learning needs policy.head='gaussian' or 'discrete': a "
                          "flow head cannot be re-normalised without changing its actions")
