@@ -495,7 +495,7 @@ class FlowHead(nn.Module):
 
     def velocity(self, conditioning: torch.Tensor, x: torch.Tensor, t: torch.Tensor
                  ) -> torch.Tensor:
-        """``v(x, t)`` (B, A) from ``conditioning = from_features(features)`` (B, H)."""
+        """``v(x, t)`` (B, chunk * A) from ``conditioning = from_features(features)`` (B, H)."""
         angles = t[:, None] * self.frequencies
         noisy = torch.cat([x, angles.sin(), angles.cos()], dim=-1)
         return self.velocity_net(conditioning + self.from_noisy(noisy))
