@@ -53,3 +53,40 @@ def test_expected_shape_mismatch_and_empty_input_name_the_problem(tmp_path):
         encode_video_bytes(np.zeros((0, 16, 16, 3), np.uint8), 20)
     with pytest.raises(ValueError, match="no frames"):
         write_mp4([], tmp_path / "x.mp4")
+
+
+def test_a_header_timeout_on_a_busy_machine_is_retried_and_other_errors_are_not(tmp_path,
+                                                                                 monkeypatch):
+    import imageio_ffmpeg
+
+    path = write_mp4(list(_smooth_frames()), tmp_path / "a.mp4", fps=20)
+    real, calls = imageio_ffmpeg.read_frames, []
+
+    def slow_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # what imageio-ffmpeg raises when ffmpeg's header takes > 10 s
+            raise OSError("Could not load meta information\n=== stderr ===\n")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(imageio_ffmpeg, "read_frames", slow_once)
+    assert read_video(path).shape == (6, 64, 64, 3) and len(calls) == 2
+
+    def always_slow(*args, **kwargs):
+        calls.append(1)
+        raise OSError("Could not load meta information")
+
+    calls.clear()
+    monkeypatch.setattr(imageio_ffmpeg, "read_frames", always_slow)
+    with pytest.raises(OSError, match="meta information"):
+        read_video(path)
+    assert len(calls) == 3  # gives up after a few tries
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise OSError("moov atom not found")
+
+    calls.clear()
+    monkeypatch.setattr(imageio_ffmpeg, "read_frames", broken)
+    with pytest.raises(OSError, match="moov"):
+        read_video(path)
+    assert len(calls) == 1

@@ -104,6 +104,23 @@ def read_video(path: Path, expected_shape: tuple[int, int] | None = None) -> np.
     """Decode every frame of an mp4 file to a ``(T, H, W, 3)`` uint8 array.
 
     ``expected_shape``: (H, W) the frames must have; a mismatch raises ``ValueError``."""
+    for attempt in range(HEADER_ATTEMPTS):
+        try:
+            return _read_video(path, expected_shape)
+        except OSError as exc:
+            # imageio-ffmpeg gives ffmpeg 10 s to print the header; on a machine whose cores
+            # are all busy (measured: a 1.4 s clip decoding at 0.07x while training ran) that
+            # is not enough, and the file is fine. Anything else is a real error.
+            if "Could not load meta information" not in str(exc) or \
+                    attempt == HEADER_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+HEADER_ATTEMPTS = 3
+
+
+def _read_video(path: Path, expected_shape: tuple[int, int] | None) -> np.ndarray:
     import imageio_ffmpeg
 
     gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", input_params=["-threads", "1"])
