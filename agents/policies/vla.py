@@ -416,9 +416,8 @@ class GaussianHead(nn.Module):
         chunk = self.chunk_actions(features)
         if not sample:
             return chunk
-        noise = torch.randn(chunk.shape, generator=generator, dtype=chunk.dtype,
-                            device=chunk.device)
-        return chunk + self.log_std.exp() * self.action_std * noise
+        std = (self.log_std.exp() * self.action_std).expand_as(chunk)
+        return GaussianDistribution(chunk, std).sample(generator)
 
     def distribution(self, features: torch.Tensor) -> "GaussianDistribution":
         std = self.log_std.exp() * self.action_std
@@ -531,10 +530,12 @@ class FlowHead(nn.Module):
         real (not past-the-episode) steps, or (B, A): the current action, scored on the chunk's
         first step. Draws come from torch's global generator
         (the supervised loop seeds it per step)."""
-        if actions.dim() == 2:  # the current action only (validation): the chunk's first step
-            first = torch.zeros(len(actions), self.chunk, dtype=torch.bool, device=actions.device)
-            first[:, 0] = True
-            actions, mask = actions[:, None].expand(-1, self.chunk, -1), first
+        if actions.dim() == 2:
+            actions = actions[:, None].expand(-1, self.chunk, -1)
+            if self.chunk > 1:  # the current action only (validation): the chunk's first step
+                mask = torch.zeros(len(actions), self.chunk, dtype=torch.bool,
+                                   device=actions.device)
+                mask[:, 0] = True
         if actions.shape[1] != self.chunk:
             raise ValueError(f"action chunk of {actions.shape[1]} steps, policy predicts "
                              f"{self.chunk}")
@@ -874,8 +875,9 @@ class VLAPolicy(nn.Module):
                 ground_target: Mapping[str, torch.Tensor] | None = None,
                 ground_weight: float = 0.0) -> torch.Tensor:
         """Behaviour-cloning loss: MSE in normalised action units (gaussian), bin
-        cross-entropy averaged over dimensions (discrete) or the flow-matching loss (flow); plus ``aux_weight`` times the
-        auxiliary head's normalised MSE to ``aux_target`` when both are given; plus
+        cross-entropy averaged over dimensions (discrete) or the flow-matching loss (flow);
+        plus ``aux_weight`` times the auxiliary head's normalised MSE to ``aux_target`` when
+        both are given; plus
         ``ground_weight`` times the grounding head's summed terms (:meth:`GroundingHead.loss`)
         against ``ground_target`` when both are given.
 

@@ -120,12 +120,12 @@ class SupervisedLoop:
         multi = self.dist is not None and self.dist.active
         for step in range(start, stop):
             self.in_update = True
-            batch = self.sample(np.random.default_rng([self.seed, step]))
+            seeds = np.random.SeedSequence([self.seed, step])
+            batch = self.sample(np.random.default_rng(seeds))
             with torch.random.fork_rng(devices=[]):
                 # Draws inside the loss (a flow head's noise and times) come from torch's
                 # generator, seeded per step so that resuming repeats them too.
-                torch.manual_seed(int(np.random.SeedSequence([self.seed, step])
-                                      .generate_state(1)[0]))
+                torch.manual_seed(int(seeds.generate_state(1)[0]))
                 loss = self.loss(batch)
             if multi:
                 # Backward before the check: every process must reach the all-reduce, and

@@ -100,24 +100,24 @@ def write_mp4(frames: Frames, path: Path, fps: int = 20) -> Path:
     return path
 
 
+HEADER_ATTEMPTS = 3
+"""Tries :func:`read_video` gives a file whose header ffmpeg is too slow to print."""
+
+
 def read_video(path: Path, expected_shape: tuple[int, int] | None = None) -> np.ndarray:
     """Decode every frame of an mp4 file to a ``(T, H, W, 3)`` uint8 array.
 
     ``expected_shape``: (H, W) the frames must have; a mismatch raises ``ValueError``."""
-    for attempt in range(HEADER_ATTEMPTS):
+    for _ in range(HEADER_ATTEMPTS - 1):
         try:
             return _read_video(path, expected_shape)
         except OSError as exc:
             # imageio-ffmpeg gives ffmpeg 10 s to print the header; on a machine whose cores
             # are all busy (measured: a 1.4 s clip decoding at 0.07x while training ran) that
             # is not enough, and the file is fine. Anything else is a real error.
-            if "Could not load meta information" not in str(exc) or \
-                    attempt == HEADER_ATTEMPTS - 1:
+            if "Could not load meta information" not in str(exc):
                 raise
-    raise AssertionError("unreachable")
-
-
-HEADER_ATTEMPTS = 3
+    return _read_video(path, expected_shape)
 
 
 def _read_video(path: Path, expected_shape: tuple[int, int] | None) -> np.ndarray:
