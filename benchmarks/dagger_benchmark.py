@@ -23,9 +23,10 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--env", default="PickPlace")
     ap.add_argument("--robot", default="panda")
@@ -34,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--noise", type=float, default=0.3,
                     help="DART noise std on the demos' executed expert actions")
     ap.add_argument("--cameras", default="front,wrist", help="comma-separated cameras")
+    ap.add_argument("--image-size", type=int, default=64,
+                    help="camera image side in pixels, for the demonstrations, the policy "
+                         "(bc.policy.image_size), the rollouts and the evaluation")
     ap.add_argument("--steps", type=int, default=3000, help="BC gradient steps of policy_0")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--aux-weight", type=float, default=1.0)
@@ -65,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true", help="continue the DAgger run in --work")
     ap.add_argument("overrides", nargs="*", help="extra DAggerConfig overrides key=value "
                                                  "(dotted: bc.lr=1e-4)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     # Worker processes (rollouts, evaluation) inherit this: one torch thread each, or two
     # workers on two cores thrash.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -74,9 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
 
-    from vla_sim.agents.training.dagger import DAggerConfig, policy_dir, train_dagger
-
-    from vla_sim.config import load_config
+    from vla_sim.agents.training.dagger import policy_dir, train_dagger
     from vla_sim.data.collect import CollectConfig, collect, resolve_env_id
     from vla_sim.evaluation import EvalConfig, PolicySpec, evaluate
 
@@ -84,26 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     env_id = resolve_env_id(args.env)
     eval_ids = eval_env_ids(env_id, args.eval_envs)
     # Overrides are checked before any work.
-    cfg = load_config(DAggerConfig, overrides=[
-        f"rounds={args.rounds}", f"episodes_per_round={args.episodes_per_round}",
-        f"round_steps={args.round_steps}", f"beta0={args.beta0}",
-        f"beta_decay={args.beta_decay}", f"mixing={args.mixing}", f"workers={args.workers}",
-        f"bc.steps={args.steps}", f"bc.batch_size={args.batch_size}",
-        f"bc.num_threads={args.threads}", f"bc.aux_weight={args.aux_weight}",
-        f"bc.instruction_aug={args.instruction_aug}", f"bc.policy.cameras=[{','.join(cameras)}]",
-        "bc.checkpoint_every_grad_steps=1000000", "bc.progress=false", *args.overrides])
+    cfg = dagger_config(args, cameras)
     cfg.check_scene_frames()
 
     work = Path(args.work)
-    tag = "_".join([args.env, str(args.episodes), f"n{args.noise}", "+".join(cameras),
-                    args.randomization, args.robot])
-    data_dir, run_dir = work / f"data_{tag}", work / "run"
+    data_dir, run_dir = work / f"data_{data_tag(args, cameras)}", work / "run"
     phases: dict[str, float] = {}
     t0 = time.perf_counter()
     result = collect(CollectConfig(out=str(data_dir), env=args.env, robot=args.robot,
                                    episodes=args.episodes, randomization=args.randomization,
-                                   workers=args.workers, image_size=64, progress=False,
-                                   noise=args.noise, cameras=cameras))
+                                   workers=args.workers, image_size=args.image_size,
+                                   progress=False, noise=args.noise, cameras=cameras))
     phases["collect"] = time.perf_counter() - t0
     print(f"collect: {result.episodes} episodes ({result.successes} successful, expert success "
           f"{result.success_rate:.2f}) in {phases['collect']:.1f} s")
@@ -126,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ecfg = dict(env_ids=eval_ids, robot=args.robot, episodes=args.eval_episodes,
                 splits=["train", "heldout"], randomization=[args.randomization],
-                image_size=64, cameras=list(cameras), workers=args.workers,
+                image_size=args.image_size, cameras=list(cameras), workers=args.workers,
                 sample_actions=args.sample_actions)
     rows, t_eval = [], time.perf_counter()
     last = dagger.rounds_completed
@@ -176,6 +173,38 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {'total':<16} {sum(phases.values()) / 60:7.2f}")
     return 0
 
+
+
+def dagger_config(args: argparse.Namespace, cameras: tuple[str, ...]) -> Any:
+    """The run's DAggerConfig: the command's flags, then its ``key=value`` overrides (which
+    win); a bad key or value raises before any work."""
+    from vla_sim.agents.training.dagger import DAggerConfig
+    from vla_sim.config import load_config
+
+    cfg = load_config(DAggerConfig, overrides=[
+        f"rounds={args.rounds}", f"episodes_per_round={args.episodes_per_round}",
+        f"round_steps={args.round_steps}", f"beta0={args.beta0}",
+        f"beta_decay={args.beta_decay}", f"mixing={args.mixing}", f"workers={args.workers}",
+        f"bc.steps={args.steps}", f"bc.batch_size={args.batch_size}",
+        f"bc.num_threads={args.threads}", f"bc.aux_weight={args.aux_weight}",
+        f"bc.instruction_aug={args.instruction_aug}", f"bc.policy.cameras=[{','.join(cameras)}]",
+        f"bc.policy.image_size={args.image_size}", "bc.checkpoint_every_grad_steps=1000000",
+        "bc.progress=false", *args.overrides])
+    if cfg.bc.policy.image_size != args.image_size:
+        raise ValueError(f"bc.policy.image_size={cfg.bc.policy.image_size} contradicts "
+                         f"--image-size {args.image_size} (the demonstrations' size): give "
+                         "--image-size only")
+    return cfg
+
+
+def data_tag(args: argparse.Namespace, cameras: tuple[str, ...]) -> str:
+    """The demonstrations' folder name under ``--work``: one per collection setting, so runs
+    with other settings never reuse (or resume into) each other's dataset."""
+    parts = [args.env, str(args.episodes), f"n{args.noise}", "+".join(cameras),
+             args.randomization, args.robot]
+    if args.image_size != 64:  # 64 px datasets keep the names they had before the flag
+        parts.append(f"{args.image_size}px")
+    return "_".join(parts)
 
 def eval_env_ids(env_id: str, eval_envs: str | None) -> list[str]:
     """The envs the policies are evaluated on: ``--eval-envs``, else MultiTask's four tasks

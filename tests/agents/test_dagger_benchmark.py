@@ -1,4 +1,5 @@
-"""benchmarks/dagger_benchmark.py: which envs a policy is evaluated on, and the pooled mean."""
+"""benchmarks/dagger_benchmark.py: which envs a policy is evaluated on, the pooled mean, and
+the image size reaching the policy and the dataset's name."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from dagger_benchmark import _table_cells, eval_env_ids
+from dagger_benchmark import _table_cells, build_parser, dagger_config, data_tag, eval_env_ids
 
 
 def test_multitask_is_evaluated_on_each_of_its_four_tasks():
@@ -36,3 +39,17 @@ def test_the_pooled_row_is_the_mean_of_the_tasks_with_a_wilson_interval():
 
 def test_one_env_gets_no_pooled_row():
     assert len(_table_cells({"vla_sim/Reach-v0": [_cell(1, 2), _cell(0, 2)]})) == 1
+
+
+def test_image_size_reaches_the_policy_and_names_its_own_dataset():
+    cams = ("front", "wrist")
+    default = build_parser().parse_args(["--env", "Push"])
+    large = build_parser().parse_args(["--env", "Push", "--image-size", "96"])
+    assert dagger_config(default, cams).bc.policy.image_size == 64
+    assert dagger_config(large, cams).bc.policy.image_size == 96
+    assert data_tag(default, cams) == "Push_200_n0.3_front+wrist_low_panda"  # as before the flag
+    assert data_tag(large, cams) == "Push_200_n0.3_front+wrist_low_panda_96px"
+    # A policy size other than the demonstrations' is refused before any work.
+    odd = build_parser().parse_args(["--image-size", "96", "bc.policy.image_size=32"])
+    with pytest.raises(ValueError, match="contradicts --image-size 96"):
+        dagger_config(odd, cams)
