@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--image-size", type=int, default=64,
                     help="camera image side in pixels, for the demonstrations, the policy "
                          "(bc.policy.image_size), the rollouts and the evaluation")
+    ap.add_argument("--same-color-distractor", type=float, default=0.0,
+                    help="training scenes (demonstrations, DAgger rollouts, scene frames) get a "
+                         "distractor of the target's colour with this probability; evaluation "
+                         "keeps the uniform draw")
     ap.add_argument("--steps", type=int, default=3000, help="BC gradient steps of policy_0")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--aux-weight", type=float, default=1.0)
@@ -100,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     result = collect(CollectConfig(out=str(data_dir), env=args.env, robot=args.robot,
                                    episodes=args.episodes, randomization=args.randomization,
                                    workers=args.workers, image_size=args.image_size,
-                                   progress=False, noise=args.noise, cameras=cameras))
+                                   progress=False, noise=args.noise, cameras=cameras,
+                                   same_color_distractor=args.same_color_distractor))
     phases["collect"] = time.perf_counter() - t0
     print(f"collect: {result.episodes} episodes ({result.successes} successful, expert success "
           f"{result.success_rate:.2f}) in {phases['collect']:.1f} s")
@@ -204,6 +209,8 @@ def data_tag(args: argparse.Namespace, cameras: tuple[str, ...]) -> str:
              args.randomization, args.robot]
     if args.image_size != 64:  # 64 px datasets keep the names they had before the flag
         parts.append(f"{args.image_size}px")
+    if args.same_color_distractor:
+        parts.append(f"twins{args.same_color_distractor}")
     return "_".join(parts)
 
 def eval_env_ids(env_id: str, eval_envs: str | None) -> list[str]:

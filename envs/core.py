@@ -14,6 +14,11 @@ so ``(seed, task)`` replays it) and ``swap_object``
 object of the scene; success, reward, goal and privileged state follow the named object, and
 ``info["original_task"]`` reports the unswapped instruction, roles and whether its predicate
 holds).
+
+``same_color_distractor`` (default 0): the probability that an episode's scene holds a
+distractor of the target's colour with another shape, so only the shape word picks the target;
+a training-distribution knob (evaluation keeps 0, the uniform draw of ~1 such scene in 7 on
+Reach), and at 0 every seed gives the scene it always gave.
 """
 
 from __future__ import annotations
@@ -54,11 +59,17 @@ class VLAEnv(gym.Env):
                  render_size: int = 256, reward_type: str = "dense", depth: bool = False,
                  segmentation: bool = False, detailed_meshes: bool = False,
                  control_hz: int = 20, physics_hz: int = 240,
-                 tasks: Sequence[str] | None = None) -> None:
+                 tasks: Sequence[str] | None = None,
+                 same_color_distractor: float = 0.0) -> None:
         super().__init__()
         self._closed = False
         # ---- validate every argument before touching PyBullet ----
         self.task_names = self._resolve_tasks(task, tasks)
+        if (isinstance(same_color_distractor, bool)
+                or not isinstance(same_color_distractor, (int, float))
+                or not 0.0 <= same_color_distractor <= 1.0):
+            raise ValueError(f"same_color_distractor must be a probability in [0, 1], got "
+                             f"{same_color_distractor!r}")
         if not isinstance(robot, str) or robot not in ROBOTS:
             raise ValueError(f"unknown robot {robot!r}; valid robots: {sorted(ROBOTS)}")
         image_size = _check_size("image_size", image_size, *IMAGE_SIZE_RANGE)
@@ -109,6 +120,8 @@ class VLAEnv(gym.Env):
         self._tasks: dict[str, Task] = {n: TASKS[n](self.sim, self.robot) for n in self.task_names}
         for task in self._tasks.values():
             task.scene = self.scene  # the cameras that goal_state()'s image coordinates refer to
+            task.same_color_distractor = float(same_color_distractor)
+        self.same_color_distractor = float(same_color_distractor)
         self.task: Task = self._tasks[self.task_names[0]]
         self.instance: TaskInstance | None = None
         self._placed = False  # place_gripper() since the last reset: step() refuses

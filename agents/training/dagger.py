@@ -382,7 +382,8 @@ def _rollout_settings(data_dir: Path, cfg: DAggerConfig) -> CollectConfig:
     if not env:
         raise ValueError(f"{data_dir}: the dataset does not record its env; give env "
                          "(--env) for the rollouts")
-    kwargs = {k: rec[k] for k in ("instruction_split", "seed", "expert") if k in rec}
+    kwargs = {k: rec[k] for k in ("instruction_split", "seed", "expert",
+                                  "same_color_distractor") if k in rec}
     settings = CollectConfig(
         out=str(data_dir), env=env, robot=reader.info["robot_type"],
         randomization=cfg.randomization or rec.get("randomization", "low"),

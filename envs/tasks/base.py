@@ -57,6 +57,8 @@ class Task:
     name: ClassVar[str]
     target_shapes: ClassVar[tuple[str, ...]] = SHAPES
     n_other_objects: ClassVar[int] = 1  # non-target movable objects (so language matters)
+    same_color_distractor: float = 0.0
+    """Probability that a scene gets a distractor of the target's colour (the env sets it)."""
 
     def __init__(self, sim: Simulation, robot: Robot) -> None:
         self.sim = sim
@@ -72,14 +74,23 @@ class Task:
 
     def _pick_objects(self, rng: np.random.Generator, split: str, n: int,
                       shapes: tuple[str, ...]) -> list[SceneObject]:
-        """``n`` movable objects with distinct colour-shape pairs; the first is the target."""
+        """``n`` movable objects with distinct colour-shape pairs; the first is the target.
+        With probability ``same_color_distractor`` one of the others has the target's colour
+        and another shape (where the split allows one): a scene only the shape word decides."""
         target_pool = [(c, s) for c in COLOR_NAMES for s in shapes
                        if allowed_combo(c, s, split, target=True)]
         c, s = target_pool[int(rng.integers(len(target_pool)))]
         chosen = [SceneObject(c, s)]
         other_pool = [(c2, s2) for c2 in COLOR_NAMES for s2 in shapes
                       if (c2, s2) != (c, s) and allowed_combo(c2, s2, split, target=False)]
-        for k in rng.permutation(len(other_pool))[: n - 1]:
+        # Drawn only when the option is on, so default episodes keep their seeds' scenes.
+        if n > 1 and self.same_color_distractor > 0 and rng.random() < self.same_color_distractor:
+            twins = [pair for pair in other_pool if pair[0] == c]
+            if twins:
+                twin = twins[int(rng.integers(len(twins)))]
+                chosen.append(SceneObject(*twin))
+                other_pool.remove(twin)
+        for k in rng.permutation(len(other_pool))[: n - len(chosen)]:
             chosen.append(SceneObject(*other_pool[int(k)]))
         return chosen
 

@@ -435,3 +435,14 @@ def test_scene_frames_are_rendered_at_scene_randomization_or_the_rollouts_level(
 def test_an_unknown_scene_randomization_is_named():
     with pytest.raises(ValueError, match="scene_randomization.*extreme"):
         tiny(scene_randomization="extreme")
+
+
+def test_rollouts_and_scene_frames_keep_the_demonstrations_same_colour_distractors(
+        demos, tmp_path):
+    """The option shapes the whole training distribution: DAgger's rollouts (and the scene
+    frames rendered with their settings) inherit it from the dataset it was collected with."""
+    twins = tmp_path / "twins"
+    collect(CollectConfig(out=str(twins), env="Reach", episodes=1, image_size=16,
+                          progress=False, same_color_distractor=1.0))
+    assert dagger._rollout_settings(twins, tiny()).same_color_distractor == 1.0
+    assert dagger._rollout_settings(Path(demos), tiny()).same_color_distractor == 0.0

@@ -52,6 +52,7 @@ class CollectConfig:
     image_size: int = 64
     cameras: tuple[str, ...] = ("front",)
     expert: str = DEFAULT_EXPERT       # "module:factory", factory(env) -> policy with act(obs)
+    same_color_distractor: float = 0.0  # env option: P(a distractor shares the target's colour)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -63,6 +64,9 @@ class CollectConfig:
         check_backend(self.backend, self.ray_address)
         if not 0 <= self.noise < float("inf"):
             raise ValueError(f"noise must be a finite number >= 0, got {self.noise}")
+        if not 0.0 <= self.same_color_distractor <= 1.0:
+            raise ValueError(f"same_color_distractor must be in [0, 1], got "
+                             f"{self.same_color_distractor}")
         if self.max_attempts is not None and self.max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1 (or null), got {self.max_attempts}")
 
@@ -79,6 +83,8 @@ class CollectConfig:
         d = {k: getattr(self, k) for k in IDENTITY_FIELDS}
         d["env"] = self.env_id
         d["cameras"] = list(self.cameras)
+        if self.same_color_distractor:  # absent at 0: datasets made before it keep resuming
+            d["same_color_distractor"] = self.same_color_distractor
         return d
 
 
@@ -108,9 +114,12 @@ def make_env(cfg: CollectConfig):
 
     import vla_sim  # noqa: F401  (registers the env ids)
 
+    # Passed only when set: other envs ("module:Id") need not know the option.
+    extra = ({"same_color_distractor": cfg.same_color_distractor}
+             if cfg.same_color_distractor else {})
     return gymnasium.make(cfg.env_id, robot=cfg.robot, randomization=cfg.randomization,
                           instruction_split=cfg.instruction_split, image_size=cfg.image_size,
-                          cameras=cfg.cameras)
+                          cameras=cfg.cameras, **extra)
 
 
 def make_expert(spec: str, env):
