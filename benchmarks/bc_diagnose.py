@@ -6,8 +6,9 @@
 Phases (PickPlace): ``approached`` (gripper within 2 cm in xy of the instructed object, at most
 6 cm above it), ``grasped`` (holding it), ``lifted`` (held 4 cm above the table), ``over_goal``
 (held within the destination's xy footprint), ``success``. Also counts episodes whose closest
-approach was to a *different* object (a grounding error). Reach: ``closest`` distance histogram
-and wrong-object counts. Push: how each failure ended (``under_way``: the object still moving
+approach was to a *different* object (a grounding error), how many of those went to an object of
+the target's colour, and the success rate on scenes with and without such a same-colour
+distractor (where only the shape word picks the target). Reach: the same counts. Push: how each failure ended (``under_way``: the object still moving
 toward the zone at the time limit; ``overshot``: it passed within the tolerance band's reach and
 left; ``untouched``; ``stalled``), how far short it stopped, and, on every step, the expert's
 label for the visited state beside the policy's action (their cosine and sizes, split by whether
@@ -48,11 +49,13 @@ def main(argv: list[str] | None = None) -> int:
                    randomization=args.randomization, instruction_split=args.split)
     if list(env.unwrapped.task_names) == ["push"]:
         return diagnose_push(env, policy, args)
-    phases, wrong = Counter(), 0
+    phases, wrong, wrong_twin = Counter(), 0, 0
+    by_twin = {True: [0, 0], False: [0, 0]}  # scene has a same-colour distractor: [ok, n]
     for i in range(args.episodes):
         obs, info = env.reset(seed=episode_seed(EVAL_BASE_SEED, i))
         policy.reset()  # a chunking policy drops the last episode's plan
         task = env.unwrapped.task
+        twin = has_same_color_distractor(env.unwrapped.instance)
         reached, nearest = set(), Counter()
         done = False
         while not done:
@@ -76,15 +79,37 @@ def main(argv: list[str] | None = None) -> int:
             done = term or trunc
         if info.get("is_success"):
             reached.add("success")
+        by_twin[twin][0] += bool(info.get("is_success"))
+        by_twin[twin][1] += 1
         order = ["approached", "grasped", "lifted", "over_goal", "success"]
         furthest = max([order.index(p) for p in reached], default=-1)
         phases[order[furthest] if furthest >= 0 else "none"] += 1
         # Spending most steps nearest (in xy) to another object = a grounding error.
-        if nearest and nearest.most_common(1)[0][0] != target and not info.get("is_success"):
+        most = nearest.most_common(1)[0][0] if nearest else target
+        if most != target and not info.get("is_success"):
             wrong += 1
+            wrong_twin += same_color(most, target)
     print(f"furthest phase over {args.episodes} episodes: {dict(phases)}")
-    print(f"failed episodes spent mostly nearest a different object: {wrong}")
+    print(f"failed episodes spent mostly nearest a different object: {wrong} "
+          f"({wrong_twin} of them one of the target's colour)")
+    for flag, label in ((True, "with"), (False, "without")):
+        ok, n = by_twin[flag]
+        print(f"scenes {label} a distractor of the target's colour: {n}, success "
+              f"{ok / max(1, n):.0%} ({ok}/{n})")
     return 0
+
+
+def same_color(a: str, b: str) -> bool:
+    """Two object names (``<colour>_<shape>``) of one colour."""
+    return a.rsplit("_", 1)[0] == b.rsplit("_", 1)[0]
+
+
+def has_same_color_distractor(instance) -> bool:
+    """The scene holds a movable object of the target's colour and another shape: only the
+    shape word tells them apart."""
+    target = instance.roles["object"]
+    return any(o.movable and o.name != target and same_color(o.name, target)
+               for o in instance.objects)
 
 
 def diagnose_push(env, policy, args) -> int:

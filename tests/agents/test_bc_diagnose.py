@@ -1,4 +1,5 @@
-"""benchmarks/bc_diagnose.py: how a failed push is classified, and when the expert is pushing."""
+"""benchmarks/bc_diagnose.py: how a failed push is classified, when the expert is pushing, and
+which scenes only the shape word decides."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from bc_diagnose import push_ending, pushing
+from bc_diagnose import has_same_color_distractor, push_ending, pushing, same_color
 
+from vla_sim.envs.tasks.base import SceneObject, TaskInstance
 from vla_sim.envs.tasks.push import TOLERANCE
 
 
@@ -40,3 +42,16 @@ def test_pushing_means_low_and_behind_the_object_on_the_zone_line():
     assert not pushing(_state((0.53, 0.0)))              # in front of the object
     assert not pushing(_state((0.47, 0.05)))             # 5 cm off the line
     assert not pushing(_state((0.47, 0.0), ee_z=0.08))   # travelling above it
+
+
+def _scene(target: str, *others: str) -> TaskInstance:
+    objects = tuple(SceneObject(*name.split("_")) for name in (target, *others))
+    return TaskInstance("reach", objects, {"object": target}, "reach it", "t", "train")
+
+
+def test_a_scene_with_an_object_of_the_targets_colour_and_another_shape_needs_the_shape_word():
+    assert same_color("red_cube", "red_cylinder") and not same_color("red_cube", "orange_cube")
+    assert has_same_color_distractor(_scene("red_cube", "red_sphere", "blue_cube"))
+    assert not has_same_color_distractor(_scene("red_cube", "orange_cube", "blue_sphere"))
+    # A container of the target's colour is no distractor: it cannot be the target.
+    assert not has_same_color_distractor(_scene("red_cube", "red_tray", "blue_cube"))
