@@ -8,9 +8,10 @@ Phases (PickPlace): ``approached`` (gripper within 2 cm in xy of the instructed 
 (held within the destination's xy footprint), ``success``. Also counts episodes whose closest
 approach was to a *different* object (a grounding error), how many of those went to an object of
 the target's colour, and the success rate on scenes with and without such a same-colour
-distractor (where only the shape word picks the target). Reach: the same counts. Push: how each failure ended (``under_way``: the object still moving
-toward the zone at the time limit; ``overshot``: it passed within the tolerance band's reach and
-left; ``untouched``; ``stalled``), how far short it stopped, and, on every step, the expert's
+distractor (where only the shape word picks the target). Reach: the same counts. Push: how
+each failure ended (``under_way``: the object still moving toward the zone at the time limit;
+``overshot``: it passed within the tolerance band's reach and left; ``untouched``;
+``stalled``), how far short it stopped, and, on every step, the expert's
 label for the visited state beside the policy's action (their cosine and sizes, split by whether
 the expert is pushing or repositioning there), so a slow learner and a wrong one read apart.
 Uses privileged simulator state, never shown to the policy.
