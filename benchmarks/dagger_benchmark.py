@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="training scenes (demonstrations, DAgger rollouts, scene frames) get a "
                          "distractor of the target's colour with this probability; evaluation "
                          "keeps the uniform draw")
+    ap.add_argument("--expert", default=None,
+                    help="expert factory 'module:factory' for the demonstrations and the DAgger "
+                         "labels (default: vla_sim.agents.experts:make_expert; "
+                         "vla_sim.agents.experts:make_gated_expert gives Reach's earlier gated "
+                         "descent)")
     ap.add_argument("--steps", type=int, default=3000, help="BC gradient steps of policy_0")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--aux-weight", type=float, default=1.0)
@@ -105,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                                    episodes=args.episodes, randomization=args.randomization,
                                    workers=args.workers, image_size=args.image_size,
                                    progress=False, noise=args.noise, cameras=cameras,
-                                   same_color_distractor=args.same_color_distractor))
+                                   same_color_distractor=args.same_color_distractor,
+                                   **({"expert": args.expert} if args.expert else {})))
     phases["collect"] = time.perf_counter() - t0
     print(f"collect: {result.episodes} episodes ({result.successes} successful, expert success "
           f"{result.success_rate:.2f}) in {phases['collect']:.1f} s")
@@ -211,6 +217,8 @@ def data_tag(args: argparse.Namespace, cameras: tuple[str, ...]) -> str:
         parts.append(f"{args.image_size}px")
     if args.same_color_distractor:
         parts.append(f"twins{args.same_color_distractor}")
+    if args.expert:  # the factory's name: demonstrations of two experts never mix
+        parts.append(args.expert.rpartition(":")[2])
     return "_".join(parts)
 
 def eval_env_ids(env_id: str, eval_envs: str | None) -> list[str]:

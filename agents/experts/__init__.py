@@ -2,6 +2,8 @@
 
 from vla_sim.agents.experts.scripted import (
                                              EXPERTS,
+                                             GATED_EXPERTS,
+                                             GatedReachExpert,
                                              MultiTaskExpert,
                                              PickPlaceExpert,
                                              PushExpert,
@@ -9,7 +11,9 @@ from vla_sim.agents.experts.scripted import (
                                              ScriptedExpert,
                                              StackExpert,
                                              make_expert,
+                                             make_gated_expert,
 )
 
-__all__ = ["EXPERTS", "MultiTaskExpert", "PickPlaceExpert", "PushExpert", "ReachExpert",
-           "ScriptedExpert", "StackExpert", "make_expert"]
+__all__ = ["EXPERTS", "GATED_EXPERTS", "GatedReachExpert", "MultiTaskExpert", "PickPlaceExpert",
+           "PushExpert", "ReachExpert", "ScriptedExpert", "StackExpert", "make_expert",
+           "make_gated_expert"]

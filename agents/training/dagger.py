@@ -389,6 +389,12 @@ def _rollout_settings(data_dir: Path, cfg: DAggerConfig) -> CollectConfig:
         randomization=cfg.randomization or rec.get("randomization", "low"),
         image_size=int(reader.image_shape(reader.cameras[0])[0]),
         cameras=tuple(reader.cameras), progress=False, **kwargs)
+    revision = settings.identity().get("expert_revision")
+    if revision != rec.get("expert_revision") and "expert" in rec:
+        raise ValueError(f"{data_dir}: the demonstrations were recorded by an earlier version of "
+                         f"the expert (revision {rec.get('expert_revision')!r}, now "
+                         f"{revision!r}); its labels would contradict them: collect the "
+                         "demonstrations again")
     if "seed" in rec and int(rec["seed"]) == cfg.seed:
         raise ValueError(f"seed {cfg.seed} is the demonstrations' collection seed: the rollouts "
                          "would replay the demo scenes; choose another seed")

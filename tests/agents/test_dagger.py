@@ -446,3 +446,18 @@ def test_rollouts_and_scene_frames_keep_the_demonstrations_same_colour_distracto
                           progress=False, same_color_distractor=1.0))
     assert dagger._rollout_settings(twins, tiny()).same_color_distractor == 1.0
     assert dagger._rollout_settings(Path(demos), tiny()).same_color_distractor == 0.0
+
+
+def test_demonstrations_of_an_earlier_expert_revision_are_not_relabelled(tmp_path):
+    """DAgger labels with today's expert: on demonstrations recorded by an earlier behaviour
+    of it the two would contradict each other, so the run is refused by name."""
+    from vla_sim.data import format as fmt
+
+    old = tmp_path / "old"
+    collect(CollectConfig(out=str(old), env="Reach", episodes=1, image_size=16, progress=False))
+    assert dagger._rollout_settings(old, tiny()).identity()["expert_revision"] == "reach-cone"
+    info = json.loads((old / fmt.INFO_PATH).read_text())
+    del info["vla_sim"]["collect"]["expert_revision"]
+    (old / fmt.INFO_PATH).write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="earlier version of the expert"):
+        dagger._rollout_settings(old, tiny())

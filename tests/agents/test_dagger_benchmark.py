@@ -1,5 +1,6 @@
-"""benchmarks/dagger_benchmark.py: which envs a policy is evaluated on, the pooled mean, and
-the image size reaching the policy and the dataset's name."""
+"""benchmarks/dagger_benchmark.py: which envs a policy is evaluated on, the pooled mean, the
+image size reaching the policy, and the dataset's name (one per image size, distractor share and
+expert)."""
 
 from __future__ import annotations
 
@@ -53,3 +54,11 @@ def test_image_size_reaches_the_policy_and_names_its_own_dataset():
     odd = build_parser().parse_args(["--image-size", "96", "bc.policy.image_size=32"])
     with pytest.raises(ValueError, match="contradicts --image-size 96"):
         dagger_config(odd, cams)
+
+
+def test_another_expert_names_its_own_dataset():
+    cams = ("front", "wrist")
+    gated = build_parser().parse_args(
+        ["--env", "Reach", "--expert", "vla_sim.agents.experts:make_gated_expert"])
+    assert data_tag(gated, cams) == "Reach_200_n0.3_front+wrist_low_panda_make_gated_expert"
+    assert build_parser().parse_args(["--env", "Reach"]).expert is None  # the default expert

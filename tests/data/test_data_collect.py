@@ -137,3 +137,31 @@ def test_cli_collect_and_dataset_info(tmp_path, capsys):
     (out / "meta/stats.json").unlink()
     assert main(["dataset", "info", str(out)]) == 2
     assert "stats.json: missing" in capsys.readouterr().err
+
+
+def test_datasets_record_the_revision_of_their_tasks_default_expert():
+    """A dataset of a task whose default expert changed behaviour names the revision, so the
+    new expert never extends demonstrations of the old one."""
+    def identity(**kw):
+        return CollectConfig(out="x", **kw).identity()
+
+    assert identity(env="Reach")["expert_revision"] == "reach-cone"
+    assert identity(env="MultiTask")["expert_revision"] == "reach-cone"  # holds Reach episodes
+    assert "expert_revision" not in identity(env="PickPlace")
+    assert "expert_revision" not in identity(
+        env="Reach", expert="vla_sim.agents.experts:make_gated_expert")
+
+
+def test_resuming_a_dataset_of_an_earlier_expert_revision_is_refused(tmp_path):
+    from vla_sim.data import format as fmt
+
+    out = tmp_path / "reach"
+    collect(CollectConfig(out=str(out), env="Reach", episodes=1, image_size=16, progress=False))
+    state_path = out / fmt.COLLECT_STATE_PATH
+    state = json.loads(state_path.read_text())
+    del state["config"]["expert_revision"]  # as recorded before the revision existed
+    state_path.write_text(json.dumps(state))
+    with pytest.raises(ValueError, match="expert_revision: dataset has None, command gives "
+                                         "'reach-cone'"):
+        collect(CollectConfig(out=str(out), env="Reach", episodes=2, image_size=16,
+                              progress=False))

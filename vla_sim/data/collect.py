@@ -30,6 +30,10 @@ from vla_sim.utils.seeding import TRAIN_BASE_SEED, episode_seed
 from vla_sim.utils.workers import WorkerPool, check_backend
 
 DEFAULT_EXPERT = "vla_sim.agents.experts:make_expert"
+# Behaviour changes of the default expert under the same factory name, per task: a dataset
+# recorded before one must not be extended or relabelled by the new expert (their labels
+# disagree), so the revision is part of the collection identity (absent where no task changed).
+EXPERT_REVISIONS: dict[str, str] = {"reach": "reach-cone"}  # Reach: cone descent, not a gate
 
 
 @dataclass
@@ -85,7 +89,22 @@ class CollectConfig:
         d["cameras"] = list(self.cameras)
         if self.same_color_distractor:  # absent at 0: datasets made before it keep resuming
             d["same_color_distractor"] = self.same_color_distractor
+        revision = expert_revision(self.expert, self.env_id)
+        if revision:
+            d["expert_revision"] = revision
         return d
+
+
+def expert_revision(expert: str, env_id: str) -> str:
+    """The revision of the default expert's behaviour on ``env_id``'s tasks ("" for other
+    experts, other envs and tasks whose expert never changed)."""
+    from vla_sim.envs.registration import ENV_IDS
+
+    if expert != DEFAULT_EXPERT:
+        return ""
+    task = ENV_IDS.get(env_id, {}).get("task")
+    tasks = [t for t in EXPERT_REVISIONS if task in (t, "multitask")]
+    return "+".join(EXPERT_REVISIONS[t] for t in tasks)
 
 
 IDENTITY_FIELDS = ("env", "robot", "randomization", "instruction_split", "seed", "keep_failures",
