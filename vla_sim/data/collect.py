@@ -23,7 +23,7 @@ import numpy as np
 
 from vla_sim.data import format as fmt
 from vla_sim.data.writer import EncodedEpisode, Episode, LeRobotDatasetWriter, encode_episode
-from vla_sim.envs.registration import resolve_env_id
+from vla_sim.envs.registration import ENV_IDS, resolve_env_id
 from vla_sim.utils.fingerprint import fingerprint
 from vla_sim.utils.io import atomic_write_json
 from vla_sim.utils.seeding import TRAIN_BASE_SEED, episode_seed
@@ -98,8 +98,6 @@ class CollectConfig:
 def expert_revision(expert: str, env_id: str) -> str:
     """The revision of the default expert's behaviour on ``env_id``'s tasks ("" for other
     experts, other envs and tasks whose expert never changed)."""
-    from vla_sim.envs.registration import ENV_IDS
-
     if expert != DEFAULT_EXPERT:
         return ""
     task = ENV_IDS.get(env_id, {}).get("task")
