@@ -192,8 +192,7 @@ class PushExpert(ScriptedExpert):
         # Push toward a point slightly past the object on the object->zone line (which also
         # steers out lateral error), at <= 0.35 m/s and slower near the zone: a full-speed
         # (0.5 m/s) shove sends low-friction objects sliding past the zone and off the table.
-        push = _move(ee, np.r_[obj[:2] + u * self.push_lead(along, dist), self.PUSH_Z],
-                     self.max_step, CLOSE)
+        push = _move(ee, np.r_[obj[:2] + u * min(dist, 0.04), self.PUSH_Z], self.max_step, CLOSE)
         speed = float(np.clip(dist / 0.06, 0.3, 0.7))
         largest = float(np.max(np.abs(push[:2])))
         if largest > speed:  # scale, don't clip per axis: keep the push direction
@@ -202,10 +201,10 @@ class PushExpert(ScriptedExpert):
         # (staying at the start height asks the iiwa for an elbow bend beyond its joint limit
         # over objects near its base).
         pre = obj[:2] - u * 0.05
-        far = self.travel_share(_xy_dist(ee, pre))
+        far = _smoothstep(_xy_dist(ee, pre), 0.02, 0.04)
         reposition = _move(ee, [pre[0], pre[1], (1 - far) * self.PUSH_Z + far * self.TRAVEL_Z],
                            self.max_step, CLOSE)
-        w_push = ((1 - _smoothstep(abs(lateral), *self.lateral_band(along)))
+        w_push = ((1 - _smoothstep(abs(lateral), *self.LATERAL))
                   * (1 - _smoothstep(along, -0.03, -0.02))
                   * (1 - _smoothstep(float(ee[2]), 0.035, 0.05)))
         action = w_push * push + (1 - w_push) * reposition
@@ -214,55 +213,6 @@ class PushExpert(ScriptedExpert):
                   * (1 - _smoothstep(float(ee[2]), 0.05, 0.065)) * (1 - w_push))
         lift = _move(ee, [ee[0], ee[1], 0.08], self.max_step, CLOSE)
         return (w_lift * lift + (1 - w_lift) * action).astype(np.float32)
-
-    def push_lead(self, along: float, dist: float) -> float:
-        """Where (m along the object-zone line from the object) the push aims."""
-        return min(dist, 0.04)
-
-    def lateral_band(self, along: float) -> tuple[float, float]:
-        """Lateral offsets (m) from the object-zone line below which the expert pushes fully
-        and above which not at all, ``along`` (m, negative behind) the object."""
-        return self.LATERAL
-
-    def travel_share(self, d_pre: float) -> float:
-        """How much of the travel height to keep while repositioning, ``d_pre`` (m) from the
-        point behind the object: all of it beyond 4 cm, none within 2 cm."""
-        return _smoothstep(d_pre, 0.02, 0.04)
-
-
-class ConePushExpert(PushExpert):
-    """PushExpert descending onto the point behind the object in a wide cone (the height kept
-    shrinks linearly with the horizontal distance) instead of a 2-4 cm ramp."""
-
-    CONE = (0.01, 0.06)
-
-    def travel_share(self, d_pre: float) -> float:
-        near, far = self.CONE
-        return float(np.clip((d_pre - near) / (far - near), 0.0, 1.0))
-
-
-class FunnelPushExpert(ConePushExpert):
-    """ConePushExpert whose push tolerance widens with the distance behind the object: far
-    back, a lateral error is steered out on the way in rather than repositioned."""
-
-    FUNNEL = 0.5  # extra tolerance (m) per metre behind the contact distance
-
-    LOOKAHEAD = 0.02  # behind the contact distance, aim this far ahead on the line (m)
-
-    def push_lead(self, along: float, dist: float) -> float:
-        return min(dist, 0.04, max(along + self.LOOKAHEAD, -0.01))
-
-    def lateral_band(self, along: float) -> tuple[float, float]:
-        extra = self.FUNNEL * max(0.0, -along - 0.035)
-        return self.LATERAL[0] + extra, self.LATERAL[1] + extra
-
-
-def make_funnel_push_expert(env, noise_std: float = 0.0, seed: int | None = None):
-    return make_expert(env, noise_std, seed, {**EXPERTS, "push": FunnelPushExpert})
-
-
-def make_cone_push_expert(env, noise_std: float = 0.0, seed: int | None = None):
-    return make_expert(env, noise_std, seed, {**EXPERTS, "push": ConePushExpert})
 
 
 EXPERTS: dict[str, type[ScriptedExpert]] = {
