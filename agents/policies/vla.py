@@ -27,7 +27,6 @@ Two pieces, separable on purpose:
     aux_head.linear.*, aux_head.target_mean, .target_std   (if config.aux_dim)
     extractor.spatial.{queries,state_query.*,slot_attn.*,slot_norm.*}  (spatial_lang) slots
     extractor.spatial.cameras.<cam>.{query,key,position,value}.*   per-camera cell attention
-    extractor.spatial.cameras.<cam>.offset.*          (spatial_offsets) per-cell, per-slot offsets
     ground_head.phase.*, ground_head.coords.*         (grounding; coords without spatial_lang)
 
 Images: a ``uint8`` tensor is read as 0..255 and divided by 255; a floating tensor is taken as
@@ -242,9 +241,7 @@ class SpatialLanguage(nn.Module):
     cell values (``spatial_dim`` each) and the expected cell position under the attention (a
     soft-argmax: x, y in [-1, 1]) enter the trunk. BC can supervise the soft-argmax of slots 0-2
     with the simulator's image coordinates of the object, the destination and the current target
-    (``BCConfig.ground_weight``). With ``spatial_offsets`` each cell also regresses, per slot,
-    an offset of at most one cell (tanh-bounded, zero at initialisation, so the module starts
-    as without it) and the soft-argmax averages the offset points: positions finer than a cell.
+    (``BCConfig.ground_weight``).
     """
 
     def __init__(self, config: VLAPolicyConfig, channels: int, side: int):
@@ -268,12 +265,6 @@ class SpatialLanguage(nn.Module):
             "position": nn.Linear(self.positions.shape[1], d),
             "value": nn.Conv2d(channels, config.spatial_dim, 1),
         }) for cam in config.cameras})
-        self.cell = 2.0 / side  # a cell's width in normalised image coordinates
-        if config.spatial_offsets:
-            for layers in self.cameras.values():
-                layers["offset"] = nn.Conv2d(channels, 2 * k, 1)
-                nn.init.zeros_(layers["offset"].weight)
-                nn.init.zeros_(layers["offset"].bias)
         self.out_dim = k * (config.spatial_dim + 2)
 
     def read(self, tokens: torch.Tensor, pad: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
@@ -285,24 +276,16 @@ class SpatialLanguage(nn.Module):
         return self.slot_norm(slots + attended)
 
     def forward(self, cam: str, fmap: torch.Tensor, slots: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(trunk input (B, K * (spatial_dim + 2)), attention logits over the cells (B, K, h*w),
-        soft-argmax (B, K, 2), and with ``spatial_offsets`` each cell's offset point per slot
-        (B, K, h*w, 2), else None) of camera ``cam``'s map ``fmap`` (B, C, h, w)."""
+        soft-argmax (B, K, 2)) of camera ``cam``'s map ``fmap`` (B, C, h, w)."""
         layers = self.cameras[cam]
         keys = layers["key"](fmap).flatten(2) + layers["position"](self.positions).T  # (B,d,N)
         logits = layers["query"](slots) @ keys * self.scale  # (B, K, N)
         attn = torch.softmax(logits, dim=-1)
         values = attn @ layers["value"](fmap).flatten(2).transpose(1, 2)  # (B, K, spatial_dim)
-        points = None
-        if "offset" in layers:
-            b, k, n = logits.shape
-            offsets = torch.tanh(layers["offset"](fmap)).view(b, k, 2, n).transpose(2, 3)
-            points = self.grid + offsets * self.cell  # (B, K, N, 2)
-            xy = (attn.unsqueeze(-1) * points).sum(2)
-        else:
-            xy = attn @ self.grid  # (B, K, 2)
-        return torch.cat([values, xy], dim=-1).flatten(1), logits, xy, points
+        xy = attn @ self.grid  # (B, K, 2)
+        return torch.cat([values, xy], dim=-1).flatten(1), logits, xy
 
 
 class VLAFeaturesExtractor(BaseFeaturesExtractor):
@@ -367,8 +350,7 @@ class VLAFeaturesExtractor(BaseFeaturesExtractor):
     def forward_with_spatial(self, observations: Mapping[str, torch.Tensor]
                              ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
         """(features, and with ``spatial_lang`` the per-camera attention of the spatial
-        queries: ``logits`` (B, cams, K, h*w) and ``xy`` (B, cams, K, 2), plus ``points``
-        (B, cams, K, h*w, 2) with ``spatial_offsets``; else None)."""
+        queries: ``logits`` (B, cams, K, h*w) and ``xy`` (B, cams, K, 2); else None)."""
         cfg = self.config
         tokens = observations.get("instruction_tokens")
         lang, keys, pad = self.language.encode(observations["instruction_embedding"].float(),
@@ -376,24 +358,20 @@ class VLAFeaturesExtractor(BaseFeaturesExtractor):
                                                observations.get("instruction_mask"))
         state = self.state_mlp(self.normalized_state(observations))
         slots = self.spatial.read(keys, pad, state) if self.spatial is not None else None
-        feats, logits, xys, points = [], [], [], []
+        feats, logits, xys = [], [], []
         for cam, key in zip(cfg.cameras, cfg.image_keys):
             image = self.image_to_float(observations[key], cfg.image_size)
             with torch.no_grad() if self.frozen_vision else contextlib.nullcontext():
                 fmap = self.vision[cam].feature_map(image, lang)
                 feats.append(self.vision[cam].pooled(fmap))
             if slots is not None:
-                out, cam_logits, xy, cam_points = self.spatial(cam, fmap, slots)
+                out, cam_logits, xy = self.spatial(cam, fmap, slots)
                 feats.append(out)
                 logits.append(cam_logits)
                 xys.append(xy)
-                points.append(cam_points)
         feats += [lang, state]
-        spatial = None
-        if slots is not None:
-            spatial = {"logits": torch.stack(logits, 1), "xy": torch.stack(xys, 1)}
-            if points[0] is not None:
-                spatial["points"] = torch.stack(points, 1)
+        spatial = (None if slots is None else
+                   {"logits": torch.stack(logits, 1), "xy": torch.stack(xys, 1)})
         return self.trunk(torch.cat(feats, dim=-1)), spatial
 
 
@@ -683,11 +661,9 @@ class GroundingHead(nn.Module):
         ``holding`` (B,)): ``coords``, the squared image-plane error summed over x and y,
         averaged over visible labels; ``heatmap`` (spatial only), the KL from a Gaussian (std half a
         cell) around each visible label to the query's attention, which keeps the attention
-        on the object rather than spread around it; ``offset`` (``spatial_offsets`` only), each
-        cell's offset point's squared distance to the label, weighted by that Gaussian (the
-        cells around a label learn to point at it, whichever the query attends); ``phase``, the
-        holding flag's binary cross-entropy (left out when ``target`` has no ``holding``:
-        frames whose contacts were never simulated)."""
+        on the object rather than spread around it; ``phase``, the holding flag's
+        binary cross-entropy (left out when ``target`` has no ``holding``: frames whose
+        contacts were never simulated)."""
         xy, phase_logit = self.predict(features, spatial)
         visible = target["visible"].float()
         denom = visible.sum().clamp(min=1.0)
@@ -702,10 +678,6 @@ class GroundingHead(nn.Module):
             heat = torch.softmax(-dist2 / (2 * sigma ** 2), dim=-1)
             kl = (heat * (heat.clamp(min=1e-12).log() - torch.log_softmax(logits, -1))).sum(-1)
             terms["heatmap"] = (kl * visible).sum() / denom
-            if "points" in spatial:
-                points = spatial["points"][:, :, :len(GROUND_SLOTS)]  # (B, cams, 3, N, 2)
-                miss = ((points - target["uv"].unsqueeze(-2)) ** 2).sum(-1)  # (B, cams, 3, N)
-                terms["offset"] = ((heat * miss).sum(-1) * visible).sum() / denom
         return terms
 
 

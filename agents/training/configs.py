@@ -201,9 +201,6 @@ class DAggerConfig:
     """Multi-task rollouts: each task's relative share of a round (task name -> weight; a
     task not named keeps weight 1, 0 leaves it out). Empty: every seed draws its own task.
     The counts are exact, in a seeded order, e.g. ``task_weights.stack=2``."""
-    sample_learner: bool = False
-    """The learner acts in the rollouts with samples from its action distribution (seeded by
-    the episode), not its mode: the states a policy evaluated with sampled actions visits."""
     bc: BCConfig = field(default_factory=BCConfig)
 
     def __post_init__(self) -> None:

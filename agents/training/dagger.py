@@ -74,6 +74,10 @@ from vla_sim.utils.workers import ShippedFolder, WorkerPool, ship_folder
 log = logging.getLogger(__name__)
 
 CONFIG_FILE, STATE_FILE = "dagger_config.json", "dagger_state.json"
+# DAgger options removed after they measured worse, with the value that means "not used" and
+# why: a run that used one cannot be resumed as it was started.
+RETIRED_FIELDS = {"sample_learner": (False, "the learner sampling in the rollouts (Push: "
+                                            "36% / 23% against 44% / 47% acting with its mode)")}
 SCENE_FRAMES_FILE = "scene_frames.npz"
 # Keys that may change when resuming (they change speed, logging or how far to go, not the maths).
 DAGGER_RESUMABLE = ("rounds", "workers", "backend", "ray_address")
@@ -100,16 +104,14 @@ class MixedControl(gym.Wrapper):
     """Executes the action it is given (the expert's, from :func:`rollout_episode`) with
     probability ``beta``, else the learner's on the current observation, and remembers what
     ran. Wrapping the env lets collection's recorder store the expert's label at every state
-    the mixture visits, in exactly the format ``collect`` writes. ``sample``: the learner's
-    actions are drawn from its distribution (seeded by the episode), not its mode."""
+    the mixture visits, in exactly the format ``collect`` writes. The learner acts with its
+    mode (sampling it in the rollouts measured worse on Push: README)."""
 
-    def __init__(self, env: gym.Env, learner: Any, beta: float, mixing: str = "step",
-                 sample: bool = False):
+    def __init__(self, env: gym.Env, learner: Any, beta: float, mixing: str = "step"):
         super().__init__(env)
         if mixing not in MIXING:
             raise ValueError(f"mixing must be one of {MIXING}, got {mixing!r}")
         self.learner, self.beta, self.mixing = learner, float(beta), mixing
-        self.sample = bool(sample)
         self.executed: list[np.ndarray] = []
         self.expert_steps = 0
         self._obs: Any = None
@@ -122,7 +124,7 @@ class MixedControl(gym.Wrapper):
         self._rng = np.random.default_rng([0 if seed is None else int(seed), _MIX_STREAM])
         self._expert_episode = bool(self._rng.random() < self.beta)
         self._obs, self.executed, self.expert_steps = obs, [], 0
-        if self._learner_needed():  # seeded by the episode: a sampling learner's draws repeat
+        if self._learner_needed():  # a fresh plan (action chunks), seeded by the episode
             words = [0 if seed is None else int(seed), _MIX_STREAM, 1]
             reset_policy(self.learner, int(np.random.SeedSequence(words).generate_state(1)[0]))
         return obs, info
@@ -134,7 +136,7 @@ class MixedControl(gym.Wrapper):
     def step(self, action):
         expert = (bool(self._rng.random() < self.beta) if self.mixing == "step"
                   else self._expert_episode)
-        learner_action = (np.asarray(self.learner.act(self._obs, deterministic=not self.sample),
+        learner_action = (np.asarray(self.learner.act(self._obs, deterministic=True),
                                      np.float32) if self._learner_needed() else None)
         executed = np.asarray(action, np.float32) if expert else learner_action
         executed = np.clip(executed, -1.0, 1.0).astype(np.float32)
@@ -148,15 +150,14 @@ class MixedControl(gym.Wrapper):
 def dagger_rollout(env: gym.Env, expert: Any, learner: Any, seed: int, beta: float,
                    cameras: tuple[str, ...] = ("front",), mixing: str = "step",
                    round_index: int = 0, index: int = 0, attempt_index: int = 0,
-                   task: str | None = None, sample: bool = False):
+                   task: str | None = None):
     """One episode from ``env.reset(seed)`` under the beta-mixture, recorded like ``collect``
     records (obs, the expert's action as the label, reward, done, goal state, roles) plus
     metadata marking it relabelled: ``relabelled``, ``dagger_round``, ``dagger_index``,
     ``beta``, ``mixing``, ``expert_steps`` and ``executed_actions`` (what ran; replaying them
     from ``seed`` under the recorded task reproduces the episode). ``task``: the task a
-    multi-task env plays (None: the one the seed draws). ``sample``: the learner acts with
-    samples from its distribution (seeded by the episode), as ``sample_learner`` asks."""
-    mixed = MixedControl(env, learner, beta, mixing, sample=sample)
+    multi-task env plays (None: the one the seed draws)."""
+    mixed = MixedControl(env, learner, beta, mixing)
     ep = rollout_episode(mixed, expert, seed, cameras=cameras, attempt_index=attempt_index,
                          task=task)
     ep.metadata.update(relabelled=True, dagger_round=int(round_index), dagger_index=int(index),
@@ -181,8 +182,6 @@ class _RolloutJob:
     on another machine."""
     tasks: tuple[str, ...] | None = None
     """Rollout i plays ``tasks[i]`` (None: the task its seed draws); see :func:`task_plan`."""
-    sample: bool = False
-    """The learner acts with samples from its distribution (``DAggerConfig.sample_learner``)."""
 
     def attempt(self, index: int) -> int:
         return self.round_index * self.episodes_per_round + index
@@ -220,8 +219,7 @@ def _run_rollout(job: _RolloutJob, index: int) -> tuple[int, EncodedEpisode]:
     attempt = job.attempt(index)
     ep = dagger_rollout(env, _WORKER["expert"], _learner(job),
                         episode_seed(job.seed, attempt), job.beta, job.settings.cameras,
-                        job.mixing, job.round_index, index, attempt, job.task(index),
-                        job.sample)
+                        job.mixing, job.round_index, index, attempt, job.task(index))
     return index, encode_episode(ep, int(env.unwrapped.metadata.get("render_fps", 20)))
 
 
@@ -478,6 +476,10 @@ def _prepare(out: Path, cfg: DAggerConfig, resume: bool) -> dict[str, Any]:
             raise FileNotFoundError(f"cannot resume: no DAgger run in {out} "
                                     f"(needs {CONFIG_FILE} and {STATE_FILE})")
         saved = json.loads((out / CONFIG_FILE).read_text())
+        for name, (unused, why) in RETIRED_FIELDS.items():
+            if saved.get(name, unused) != unused:
+                raise ValueError(f"cannot resume: the run in {out} used {name}="
+                                 f"{saved[name]!r}: {why} was removed; start a new run")
         diffs = config_changes(saved, now, DAGGER_RESUMABLE + tuple(f"bc.{k}"
                                                                     for k in RESUMABLE_CHANGES),
                                defaults=config_defaults(cfg))
@@ -578,7 +580,7 @@ def train_dagger(demos: str | Path, out: str | Path, config: DAggerConfig | None
             job = _RolloutJob(settings=settings, policy_dir=str(current), beta=beta,
                               mixing=cfg.mixing, round_index=r, seed=cfg.seed,
                               episodes_per_round=cfg.episodes_per_round,
-                              tasks=round_tasks(cfg, weights, r), sample=cfg.sample_learner,
+                              tasks=round_tasks(cfg, weights, r),
                               policy=ship_folder(current, cfg.backend, cfg.ray_address,
                                                  suffixes=CHECKPOINT_SUFFIXES)
                               if todo and cfg.backend == "ray" else None)

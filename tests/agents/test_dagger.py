@@ -182,6 +182,17 @@ def test_resume_continues_at_the_next_round(one_round, tmp_path):
     assert again.rounds_completed == 2 and DatasetReader(run / "data").num_episodes == DEMOS + 4
 
 
+def test_resuming_a_run_that_used_a_retired_option_is_refused_by_name(one_round, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(one_round[0], run)
+    saved = json.loads((run / dagger.CONFIG_FILE).read_text())
+    (run / dagger.CONFIG_FILE).write_text(json.dumps({**saved, "sample_learner": False}))
+    assert train_dagger(run / "unused", run, tiny(), resume=True).rounds_completed == 1
+    (run / dagger.CONFIG_FILE).write_text(json.dumps({**saved, "sample_learner": True}))
+    with pytest.raises(ValueError, match="sample_learner=True.*removed"):
+        train_dagger(run / "unused", run, tiny(rounds=2), resume=True)
+
+
 def test_interrupted_round_resumes_without_rolling_out_again(demos, tmp_path, monkeypatch):
     real = dagger._train
     calls = []
@@ -376,40 +387,6 @@ def test_a_rollout_told_its_task_plays_it_and_records_it():
     for task in ("stack", "push"):
         ep = dagger_rollout(env, expert, ConstantLearner(), seed=21, beta=0.5, task=task)
         assert ep.metadata["task"] == task
-    env.close()
-
-
-class SamplingLearner:
-    """Mode: a constant; samples: from the generator its ``reset(seed)`` seeds."""
-
-    def __init__(self):
-        self.rng, self.flags, self.seeds = np.random.default_rng(0), [], []
-
-    def reset(self, seed=None):
-        self.seeds.append(seed)
-        self.rng = np.random.default_rng(seed)
-
-    def act(self, obs, deterministic=True):
-        self.flags.append(deterministic)
-        if deterministic:
-            return ConstantLearner.action.copy()
-        return self.rng.uniform(-1, 1, 4).astype(np.float32)
-
-
-def test_a_sampling_learner_acts_with_samples_seeded_by_the_episode():
-    env = reach_env()
-    expert = make_expert(env)
-    runs = []
-    for _ in range(2):
-        learner = SamplingLearner()
-        ep = dagger_rollout(env, expert, learner, seed=31, beta=0.0, sample=True)
-        assert learner.flags and not any(learner.flags) and learner.seeds[0] is not None
-        runs.append(np.asarray(ep.metadata["executed_actions"]))
-    np.testing.assert_array_equal(runs[0], runs[1])  # the same episode seed, the same samples
-    assert not np.allclose(runs[0], ConstantLearner.action)
-    learner = SamplingLearner()
-    dagger_rollout(env, expert, learner, seed=31, beta=0.0)
-    assert all(learner.flags)  # by default the learner acts with its mode
     env.close()
 
 

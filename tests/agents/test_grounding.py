@@ -5,7 +5,6 @@ augmentation; old 6-value goal states still train the auxiliary head."""
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -33,7 +32,6 @@ from vla_sim.language.encoder import HashingTextEncoder
 
 S = 32
 POLICY = {**SMALL, "image_size": S}
-POLICY_QUERIES = VLAPolicyConfig().spatial_queries
 
 
 def two_squares(n: int = 400, seed: int = 0) -> DemoArrays:
@@ -100,11 +98,9 @@ def pixel_errors(run, data, encoder) -> dict[str, float]:
     return grounding_metrics(policy, batches, np.arange(len(data.states)), 128)
 
 
-@pytest.mark.parametrize("offsets", [False, True], ids=["cell-centres", "sub-cell-offsets"])
 def test_spatial_queries_learn_to_find_the_named_object_destination_and_current_target(
-        tmp_path, data, encoder, offsets):
-    cfg = config(ground_weight=1.0,
-                 policy={**POLICY, "spatial_lang": True, "spatial_offsets": offsets})
+        tmp_path, data, encoder):
+    cfg = config(ground_weight=1.0, policy={**POLICY, "spatial_lang": True})
     train_bc(data, tmp_path / "run", cfg, encoder=encoder)
     err = pixel_errors(tmp_path / "run", data, encoder)
     # Guessing the image centre is ~8 px off; the named square is found within ~1 px, and the
@@ -124,13 +120,11 @@ def test_grounding_labels_as_a_plain_auxiliary_target_train_a_linear_head(
     assert pixel_errors(tmp_path / "run", data, encoder)["val/ground_px/front_object"] < 4.0
 
 
-@pytest.mark.parametrize("offsets", [False, True], ids=["cell-centres", "sub-cell-offsets"])
-def test_spatial_policy_acts_from_raw_observations_and_reloads_identically(tmp_path, encoder,
-                                                                           offsets):
+def test_spatial_policy_acts_from_raw_observations_and_reloads_identically(tmp_path, encoder):
     from vla_sim.agents.policies.checkpoint import save_policy
 
     cfg = VLAPolicyConfig(**{**POLICY, "cameras": ["front", "wrist"], "spatial_lang": True,
-                             "spatial_offsets": offsets, "grounding": True})
+                             "grounding": True})
     policy = VLAPolicy(cfg)
     policy.text_encoder = encoder
     rng = np.random.default_rng(0)
@@ -186,54 +180,6 @@ def test_old_six_value_goal_states_train_the_aux_head_on_the_positions(tmp_path,
     assert load_policy(tmp_path / "new" / "last").config.aux_dim == 6
 
 
-def spatial_outputs(policy: VLAPolicy, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    obs = {"image": torch.randint(0, 255, (3, S, S, 3), generator=g, dtype=torch.uint8),
-           "state": torch.randn(3, 22, generator=g),
-           "instruction_embedding": torch.randn(3, 384, generator=g),
-           "instruction_tokens": torch.randn(3, 8, 384, generator=g),
-           "instruction_mask": torch.ones(3, 8)}
-    return policy.extractor.forward_with_spatial(obs)[1]
-
-
-def test_sub_cell_offsets_start_as_the_plain_soft_argmax_and_move_it_off_the_cell_centres():
-    plain = VLAPolicy(VLAPolicyConfig(**{**POLICY, "spatial_lang": True, "grounding": True}))
-    refined = VLAPolicy(VLAPolicyConfig(**{**POLICY, "spatial_lang": True, "grounding": True,
-                                           "spatial_offsets": True}))
-    missing, unexpected = refined.load_state_dict(plain.state_dict(), strict=False)
-    assert missing and all(".offset." in k for k in missing) and not unexpected
-    before, after = spatial_outputs(plain), spatial_outputs(refined)
-    torch.testing.assert_close(after["xy"], before["xy"])  # zero offsets at initialisation
-    cell = 2.0 / refined.config.feature_map_side
-    with torch.no_grad():  # every cell's point of slot 0 half a cell right of its centre
-        refined.extractor.spatial.cameras["front"]["offset"].bias[0] = math.atanh(0.5)
-    moved = spatial_outputs(refined)
-    torch.testing.assert_close(moved["xy"][:, :, 0, 0], before["xy"][:, :, 0, 0] + cell / 2)
-    torch.testing.assert_close(moved["xy"][:, :, 1:], before["xy"][:, :, 1:])
-    assert moved["points"].shape == (3, 1, POLICY_QUERIES, refined.config.feature_map_side ** 2, 2)
-
-
-def test_offset_loss_pulls_the_cells_around_a_label_to_point_at_it():
-    policy = VLAPolicy(VLAPolicyConfig(**{**POLICY, "spatial_lang": True, "grounding": True,
-                                          "spatial_offsets": True}))
-    spatial = spatial_outputs(policy)
-    points = spatial["points"]
-    points.retain_grad()
-    uv = torch.tensor([0.2, -0.3])
-    target = {"uv": uv.expand(3, 1, 3, 2), "visible": torch.ones(3, 1, 3)}
-    terms = policy.ground_head.loss(torch.zeros(3, policy.config.features_dim), spatial, target)
-    terms["offset"].backward()
-    grad, diff = points.grad[:, :, :3], (points - uv).detach()[:, :, :3]
-    dist = diff.norm(dim=-1)
-    near, far = dist < 0.3, dist > 0.6  # cells are 0.25 wide; the Gaussian's std is 0.125
-    # Descent moves each near cell's point toward the label; far cells and the unsupervised
-    # fourth slot are left alone; the gradient reaches the offset convolution.
-    assert near.any() and (torch.sign(grad[near]) == torch.sign(diff[near])).all()
-    assert grad[far].abs().max() < 1e-3 * grad[near].abs().max()
-    assert points.grad[:, :, 3:].abs().max() == 0
-    assert policy.extractor.spatial.cameras["front"]["offset"].weight.grad.abs().max() > 0
-
-
 def test_ground_weight_without_image_plane_labels_names_the_missing_feature(
         tmp_path, data, encoder):
     old = DemoArrays(images=data.images, states=data.states, actions=data.actions,
@@ -247,7 +193,6 @@ def test_ground_weight_without_image_plane_labels_names_the_missing_feature(
     (dict(spatial_lang=True, use_tokens=False), "use_tokens"),
     (dict(spatial_lang=True, spatial_queries=2), "spatial_queries"),
     (dict(spatial_dim=0), "spatial_dim"),
-    (dict(spatial_offsets=True), "spatial_offsets needs spatial_lang"),
 ])
 def test_config_rejects_spatial_settings_it_cannot_build(bad, message):
     with pytest.raises(ValueError, match=message):

@@ -128,18 +128,22 @@ def test_sampled_actions_repeat_after_a_reset_with_the_same_seed(head):
     assert np.array_equal(policy.act(obs), policy.act(obs))  # the mode is untouched
 
 
-def test_a_checkpoint_of_a_retired_option_is_refused_by_name_and_defaults_still_load(tmp_path):
+@pytest.mark.parametrize("name, used", [("pool", "spatial_softmax"),
+                                        ("spatial_offsets", True)])
+def test_a_checkpoint_of_a_retired_option_is_refused_by_name_and_defaults_still_load(
+        tmp_path, name, used):
     policy = make_policy()
     save_policy(policy, tmp_path / "ckpt")
     path = tmp_path / "ckpt" / "config.json"
     data = json.loads(path.read_text())
     # checkpoints written before the options went record their defaults: they still load
-    data["policy"].update(pool="flatten", keypoints=32, coord_conv=False, temporal_ensemble=False)
+    data["policy"].update(pool="flatten", keypoints=32, coord_conv=False, temporal_ensemble=False,
+                          spatial_offsets=False)
     path.write_text(json.dumps(data))
     assert load_policy(tmp_path / "ckpt").config == policy.config
-    data["policy"]["pool"] = "spatial_softmax"
+    data["policy"][name] = used
     path.write_text(json.dumps(data))
-    with pytest.raises(ValueError, match="pool='spatial_softmax'.*removed"):
+    with pytest.raises(ValueError, match=f"{name}={used!r}.*removed"):
         load_policy(tmp_path / "ckpt")
 
 
