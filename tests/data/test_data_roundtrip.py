@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from vla_sim.data import DatasetReader, LeRobotDatasetWriter, VLADataset
+from vla_sim.data.demos import DemoArrays
 from vla_sim.utils.video import read_video
 
 # H.264 CRF 18, yuv420p: measured mean abs error 2.3/255 at 32x32 (max 2.7) and 1.7/255 at 64x64
@@ -107,6 +108,41 @@ def test_frame_cache_is_built_once_and_invalidated_on_append(written, episode_fa
     w.add_episode(episode_factory(np.random.default_rng(5), 4, cameras=("front", "wrist")))
     ds = VLADataset(root)
     assert len(ds) == 22 and ds.arrays()["image"].shape[0] == 22
+
+
+def test_grown_arrays_equal_a_full_reload_after_episodes_are_appended(written, episode_factory):
+    root, _ = written
+    held = DemoArrays.from_dataset(VLADataset(root))
+    w = LeRobotDatasetWriter(root, fps=20, robot_type="panda", cameras=("front", "wrist"),
+                             image_size=32)
+    rng = np.random.default_rng(5)
+    for t, text in [(4, "stack the blue cube"), (3, "push the cube")]:
+        w.add_episode(episode_factory(rng, t, cameras=("front", "wrist"), instruction=text))
+    grown = DemoArrays.grown(held, DatasetReader(root))
+    full = DemoArrays.from_dataset(VLADataset(root))
+    assert len(grown.states) == 25 and grown.instructions == full.instructions
+    for name in ("states", "actions", "instruction_index", "episode_index", "env_states"):
+        a, b = getattr(grown, name), getattr(full, name)
+        assert (a is None and b is None) or np.array_equal(a, b), name
+    assert sorted(grown.images) == sorted(full.images) == ["image", "wrist_image"]
+    for key in full.images:
+        assert np.array_equal(grown.images[key], full.images[key]), key
+    assert len(held.states) == 18 and len(held.images["image"]) == 18  # held is left as it was
+
+
+def test_growing_arrays_refuses_a_dataset_that_was_not_only_appended(tmp_path, written,
+                                                                      episode_factory):
+    root, _ = written
+    held = DemoArrays.from_dataset(VLADataset(root))
+    other = tmp_path / "other"
+    w = LeRobotDatasetWriter(other, fps=20, robot_type="panda", cameras=("front", "wrist"),
+                             state_dim=22, action_dim=4, image_size=32)
+    rng = np.random.default_rng(1)
+    for t in (5, 5, 5, 5):
+        w.add_episode(episode_factory(rng, t, cameras=("front", "wrist")))
+    with pytest.raises(ValueError, match="cannot grow the held demonstrations: the dataset's "
+                                         "first 3 episodes do not end at step 18"):
+        DemoArrays.grown(held, DatasetReader(other))
 
 
 def test_pickled_dataset_does_not_carry_frames(written):

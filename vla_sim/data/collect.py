@@ -146,11 +146,6 @@ def make_expert(spec: str, env):
     return getattr(importlib.import_module(module), attr)(env)
 
 
-def obs_image_key(camera: str, position: int) -> str:
-    """Observation key of a camera: the first is "image", the others "<camera>_image"."""
-    return "image" if position == 0 else f"{camera}_image"
-
-
 def rollout_episode(env, expert, seed: int, cameras: tuple[str, ...] = ("front",), noise: float = 0.0,
                     randomization: dict | None = None, attempt_index: int = 0,
                     task: str | None = None) -> Episode:
@@ -173,7 +168,7 @@ def rollout_episode(env, expert, seed: int, cameras: tuple[str, ...] = ("front",
     if hasattr(expert, "reset"):
         expert.reset()
     noise_rng = np.random.default_rng([int(seed), 0x5EED])  # independent of the env's generator
-    keys = [obs_image_key(c, i) for i, c in enumerate(cameras)]
+    keys = [fmt.image_key(c, i) for i, c in enumerate(cameras)]
     images: dict[str, list[np.ndarray]] = {c: [] for c in cameras}
     states, actions, rewards, dones, env_states = [], [], [], [], []
     task = goal_state_source(env)

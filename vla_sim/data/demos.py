@@ -87,6 +87,47 @@ class DemoArrays:
                    episode_roles=roles or None)
 
     @classmethod
+    def grown(cls, prev: "DemoArrays", reader: Any) -> "DemoArrays":
+        """The whole dataset of ``reader`` (a :class:`vla_sim.data.DatasetReader`), when
+        ``prev`` holds its first episodes (every step of them, as :meth:`from_dataset` built
+        them) and episodes were only appended since: only the new episodes' videos are decoded,
+        the rest of the frames are ``prev``'s. Equal to :meth:`from_dataset` on the whole
+        dataset; a DAgger round costs its new rollouts, not a reload of everything before."""
+        from vla_sim.data import format as fmt
+
+        done = int(prev.episode_index.max()) + 1
+        kept = len(prev.states)
+        problems = []
+        if reader.num_episodes < done or (done < reader.num_episodes and int(
+                reader.episodes[done]["dataset_from_index"]) != kept):
+            problems.append(f"the dataset's first {done} episodes do not end at step {kept}")
+        if list(reader.task_names[:len(prev.instructions)]) != list(prev.instructions):
+            problems.append("the dataset's instruction list is not an extension of the held one")
+        keys = [fmt.image_key(c, i) for i, c in enumerate(reader.cameras)]
+        if sorted(keys) != sorted(prev.images):
+            problems.append(f"cameras {sorted(keys)} != held {sorted(prev.images)}")
+        if problems:
+            raise ValueError(f"{reader.root}: cannot grow the held demonstrations: "
+                             + "; ".join(problems))
+        a = reader.low_dim_arrays()
+        if len(a["index"]) < kept or not np.array_equal(a["episode_index"][:kept],
+                                                        prev.episode_index):
+            raise ValueError(f"{reader.root}: cannot grow the held demonstrations: its first "
+                             f"{kept} steps belong to other episodes")
+        new = list(range(done, reader.num_episodes))
+        images = {key: np.concatenate([prev.images[key], reader.decode_frames(cam, new)])
+                  if new else prev.images[key] for key, cam in zip(keys, reader.cameras)}
+        roles = {**(prev.episode_roles or {}), **episode_roles(reader, new)}
+        return cls(images=images, states=np.asarray(a[fmt.STATE_KEY], np.float32),
+                   actions=np.asarray(a[fmt.ACTION_KEY], np.float32),
+                   instructions=list(reader.task_names),
+                   instruction_index=np.asarray(a["task_index"], np.int64),
+                   episode_index=np.asarray(a["episode_index"], np.int64),
+                   env_states=np.asarray(a[fmt.ENV_STATE_KEY], np.float32)
+                   if fmt.ENV_STATE_KEY in a else None,
+                   episode_roles=roles or None)
+
+    @classmethod
     def from_reader(cls, reader: Any) -> DemoArrays:
         """Every episode of a :class:`vla_sim.data.DatasetReader` without its camera frames
         (nothing is decoded): for what needs only the steps, instructions and roles (e.g.

@@ -54,6 +54,12 @@ ACTION_NAMES_4 = ["delta_x", "delta_y", "delta_z", "gripper"]
 QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)  # LeRobot's DEFAULT_QUANTILES
 
 
+def image_key(camera: str, position: int) -> str:
+    """Observation / batch key of the camera at ``position``: the first is "image" (the policy
+    image), the others "<camera>_image" (so "wrist" is "wrist_image")."""
+    return "image" if position == 0 else f"{camera}_image"
+
+
 def video_key(camera: str) -> str:
     """Feature key of a camera stream, e.g. ``front`` -> ``observation.images.front``."""
     return IMAGE_KEY_PREFIX + camera

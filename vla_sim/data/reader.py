@@ -326,20 +326,10 @@ class DatasetReader:
 
         def decode_one(i: int) -> None:
             ep = self.episodes[i]
-            path = self.root / self.video_path(camera, i)
-            try:
-                video = read_video(path, expected_shape=(h, w))
-            except Exception as exc:
-                raise DatasetError(f"{path}: cannot decode ({exc})") from exc
-            if len(video) != ep["length"]:
-                raise DatasetError(f"{path}: decoded {len(video)} frames, episode {i} has {ep['length']}")
-            out[ep["dataset_from_index"]:ep["dataset_to_index"]] = video
+            out[ep["dataset_from_index"]:ep["dataset_to_index"]] = self._decode(camera, i)
 
         try:
-            # ffmpeg runs in subprocesses, so threads decode in parallel here.
-            with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-                list(pool.map(decode_one, [i for i in range(self.num_episodes)
-                                           if i not in reusable]))
+            _parallel(decode_one, [i for i in range(self.num_episodes) if i not in reusable])
             out.flush()
             del out
             digest = _file_sha256(tmp)
@@ -356,6 +346,36 @@ class DatasetReader:
             reason += f", {len(reusable)} of {self.num_episodes} episodes kept"
         self.cache_status[camera] = reason
         return np.load(npy, mmap_mode="r")
+
+    def decode_frames(self, camera: str, episodes: list[int]) -> np.ndarray:
+        """(frames, H, W, 3) uint8: the frames of ``episodes`` of one camera, in that order,
+        decoded from their videos without the cache. For a caller that holds the other
+        episodes' frames already: DAgger decodes only each round's new rollouts."""
+        if camera not in self.cameras:
+            raise DatasetError(f"{self.root / fmt.INFO_PATH}: no camera {camera!r}; "
+                               f"cameras: {self.cameras}")
+        lengths = [int(self.episodes[i]["length"]) for i in episodes]
+        out = np.empty((sum(lengths), *self.image_shape(camera)), dtype=np.uint8)
+        starts = np.concatenate([[0], np.cumsum(lengths)]).astype(int)
+
+        def decode_one(k: int) -> None:
+            out[starts[k]:starts[k + 1]] = self._decode(camera, episodes[k])
+
+        _parallel(decode_one, list(range(len(episodes))))
+        return out
+
+    def _decode(self, camera: str, i: int) -> np.ndarray:
+        """Episode ``i``'s frames of ``camera``, checked against its recorded size and length."""
+        h, w, _ = self.image_shape(camera)
+        path = self.root / self.video_path(camera, i)
+        try:
+            video = read_video(path, expected_shape=(h, w))
+        except Exception as exc:
+            raise DatasetError(f"{path}: cannot decode ({exc})") from exc
+        length = self.episodes[i]["length"]
+        if len(video) != length:
+            raise DatasetError(f"{path}: decoded {len(video)} frames, episode {i} has {length}")
+        return video
 
     def _cache_problem(self, npy: Path, key_file: Path, sources: str) -> str | None:
         """Why the cache at ``npy`` may not be used, or None when it is current and intact."""
@@ -477,6 +497,12 @@ class DatasetReader:
 def open_dataset(root: str | Path, validate: bool = True) -> DatasetReader:
     """Open (and by default validate) a dataset folder; raises :class:`DatasetError`."""
     return DatasetReader(root, validate=validate)
+
+
+def _parallel(fn: Any, items: list[int]) -> None:
+    """``fn`` over ``items`` on a few threads: ffmpeg decodes in subprocesses, so they overlap."""
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        list(pool.map(fn, items))
 
 
 def _load_json(path: Path) -> dict:

@@ -108,7 +108,7 @@ class VLADataset(Dataset):
         if fmt.ENV_STATE_KEY in a:
             out["env_state"] = a[fmt.ENV_STATE_KEY].astype(np.float32)
         for i, (cam, frames) in enumerate(self._open_frames().items()):
-            out[_image_name(cam, i)] = frames
+            out[fmt.image_key(cam, i)] = frames
         return out
 
     # ------------------------------------------------------------------ Dataset protocol
@@ -127,7 +127,7 @@ class VLADataset(Dataset):
         item: dict[str, Any] = {}
         for i, (cam, frames) in enumerate(self._open_frames().items()):
             img = frames[obs_ids] if self.history > 1 else frames[g]
-            item[_image_name(cam, i)] = torch.from_numpy(np.array(img))
+            item[fmt.image_key(cam, i)] = torch.from_numpy(np.array(img))
         state = a[fmt.STATE_KEY][obs_ids] if self.history > 1 else a[fmt.STATE_KEY][g]
         action = a[fmt.ACTION_KEY][act_ids] if self.action_chunk > 1 else a[fmt.ACTION_KEY][g]
         task = int(a["task_index"][g])
@@ -140,8 +140,3 @@ class VLADataset(Dataset):
         if self.action_chunk > 1:
             item["action_is_pad"] = torch.from_numpy(pad)
         return item
-
-
-def _image_name(camera: str, position: int) -> str:
-    """The first camera is "image" (the policy image); "wrist" is "wrist_image"; others "<cam>_image"."""
-    return "image" if position == 0 else f"{camera}_image"
