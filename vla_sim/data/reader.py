@@ -296,9 +296,7 @@ class DatasetReader:
         cache, the frames of every episode whose video and frame range are unchanged, and
         decodes only the others: a dataset that grows (collection resumed, DAgger rounds)
         decodes its new episodes only."""
-        if camera not in self.cameras:
-            raise DatasetError(f"{self.root / fmt.INFO_PATH}: no camera {camera!r}; "
-                               f"cameras: {self.cameras}")
+        self._check_camera(camera)
         npy = self.frames_path(camera)
         key_file = npy.with_suffix(".key")
         h, w, _ = self.image_shape(camera)
@@ -351,9 +349,7 @@ class DatasetReader:
         """(frames, H, W, 3) uint8: the frames of ``episodes`` of one camera, in that order,
         decoded from their videos without the cache. For a caller that holds the other
         episodes' frames already: DAgger decodes only each round's new rollouts."""
-        if camera not in self.cameras:
-            raise DatasetError(f"{self.root / fmt.INFO_PATH}: no camera {camera!r}; "
-                               f"cameras: {self.cameras}")
+        self._check_camera(camera)
         lengths = [int(self.episodes[i]["length"]) for i in episodes]
         out = np.empty((sum(lengths), *self.image_shape(camera)), dtype=np.uint8)
         starts = np.concatenate([[0], np.cumsum(lengths)]).astype(int)
@@ -363,6 +359,11 @@ class DatasetReader:
 
         _parallel(decode_one, list(range(len(episodes))))
         return out
+
+    def _check_camera(self, camera: str) -> None:
+        if camera not in self.cameras:
+            raise DatasetError(f"{self.root / fmt.INFO_PATH}: no camera {camera!r}; "
+                               f"cameras: {self.cameras}")
 
     def _decode(self, camera: str, i: int) -> np.ndarray:
         """Episode ``i``'s frames of ``camera``, checked against its recorded size and length."""
