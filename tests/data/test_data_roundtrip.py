@@ -187,3 +187,26 @@ def test_meta_written_incrementally_equals_a_rebuild_and_forgets_a_failed_commit
     assert pq.read_table(root / "meta/episodes/chunk-000/file-000.parquet").to_pylist() == on_disk
     assert json.loads((root / "meta/stats.json").read_text()) == stats
     assert stats["action"]["count"] == [18]
+
+
+def test_aggregated_stats_are_those_of_all_frames_together():
+    from vla_sim.data import format as fmt
+
+    rng = np.random.default_rng(3)
+    episodes = [rng.normal(5.0, 2.0, size=(t, 4)) for t in (7, 3, 12)]
+    stats = fmt.aggregate_stats([{"x": fmt.feature_stats(e)} for e in episodes])["x"]
+    frames = np.concatenate(episodes)
+    np.testing.assert_allclose(stats["mean"], frames.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(stats["std"], frames.std(0), rtol=1e-9)
+    np.testing.assert_array_equal(stats["min"], frames.min(0))
+    np.testing.assert_array_equal(stats["max"], frames.max(0))
+    assert stats["count"].tolist() == [22]
+    # quantiles are count-weighted means of the episodes' (LeRobot's approximation)
+    q50 = sum(len(e) * np.quantile(e, 0.5, axis=0) for e in episodes) / 22
+    np.testing.assert_allclose(stats["q50"], q50, rtol=1e-12)
+    # added one at a time, the running stats are the batch ones bit for bit
+    acc = fmt.StatsAccumulator()
+    for e in episodes:
+        acc.add({"x": fmt.feature_stats(e)})
+    for name, value in acc.result()["x"].items():
+        np.testing.assert_array_equal(value, stats[name])

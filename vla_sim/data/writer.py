@@ -128,8 +128,8 @@ class LeRobotDatasetWriter:
                  chunks_size: int = fmt.DEFAULT_CHUNK_SIZE, extra_info: dict | None = None,
                  env_state_dim: int = 0):
         self.root = Path(root)
-        # (episodes table, per-episode stats) as of the last meta write; None: rebuild
-        self._meta_cache: tuple[Any, list[dict]] | None = None
+        # (episodes table, aggregated stats) as of the last meta write; None: rebuild
+        self._meta_cache: tuple[Any, fmt.StatsAccumulator] | None = None
         hw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         self.fps, self.robot_type, self.cameras = int(fps), robot_type, tuple(cameras)
         self.state_dim, self.action_dim, self.image_size = int(state_dim), int(action_dim), hw
@@ -328,28 +328,30 @@ class LeRobotDatasetWriter:
             buf = io.BytesIO()
             tasks_df.to_parquet(buf)
             atomic_write_bytes(self.root / fmt.TASKS_PATH, buf.getvalue())
-        table, per_ep = self._episodes_table_and_stats()
+        table, stats = self._episodes_table_and_stats()
         if self.episodes:
             buf = io.BytesIO()
             pq.write_table(table, buf, compression="snappy")
             atomic_write_bytes(self.root / fmt.EPISODES_PATH, buf.getvalue())  # commit point
-        atomic_write_json(self.root / fmt.STATS_PATH, fmt.stats_to_json(fmt.aggregate_stats(per_ep)))
+        atomic_write_json(self.root / fmt.STATS_PATH, fmt.stats_to_json(stats.result()))
         self.info["total_episodes"] = self.num_episodes
         self.info["total_frames"] = self.num_frames
         self.info["total_tasks"] = len(self.tasks)
         self.info["splits"] = {"train": f"0:{self.num_episodes}"} if self.episodes else {}
         atomic_write_json(self.root / fmt.INFO_PATH, self.info)
 
-    def _episodes_table_and_stats(self) -> tuple[pa.Table | None, list[dict]]:
-        """The episodes as an Arrow table and their unflattened stats, extended by the rows
-        added since the last call rather than rebuilt: every commit rewrites the meta files, and
+    def _episodes_table_and_stats(self) -> tuple[pa.Table | None, fmt.StatsAccumulator]:
+        """The episodes as an Arrow table and their aggregated stats, extended by the rows added
+        since the last call rather than rebuilt: every commit rewrites the meta files, and
         rebuilding them from all rows made each episode cost more than the one before (in a
         parallel collection this process's CPU is taken from the workers)."""
         cache = self._meta_cache
         n = len(self.episodes)
         if cache is None or cache[0] is None or cache[0].num_rows > n:
-            cache = (pa.Table.from_pylist(self.episodes) if self.episodes else None,
-                     [fmt.unflatten_stats(r) for r in self.episodes])
+            stats = fmt.StatsAccumulator()
+            for row in self.episodes:
+                stats.add(fmt.unflatten_stats(row))
+            cache = (pa.Table.from_pylist(self.episodes) if self.episodes else None, stats)
         elif cache[0].num_rows < n:
             table, stats = cache
             new_rows = self.episodes[table.num_rows:]
@@ -361,7 +363,9 @@ class LeRobotDatasetWriter:
                 ).combine_chunks()
             except (ValueError, TypeError, pa.ArrowException):  # a column's type widened
                 table = pa.Table.from_pylist(self.episodes)
-            cache = (table, stats + [fmt.unflatten_stats(r) for r in new_rows])
+            for row in new_rows:
+                stats.add(fmt.unflatten_stats(row))
+            cache = (table, stats)
         self._meta_cache = cache
         return cache
 

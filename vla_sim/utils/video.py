@@ -1,7 +1,13 @@
-"""The one mp4 writer and reader: H.264 (yuv420p) through the ffmpeg that imageio-ffmpeg ships.
+"""The one mp4 writer and reader: H.264 (yuv420p) with FFmpeg.
 
 Datasets (camera frames, LeRobot videos) and evaluation (rollout videos, grids) both encode here,
-with the same settings. Lowest layer: numpy and imageio-ffmpeg only.
+with the same settings. Lowest layer: numpy, imageio-ffmpeg and PyAV only.
+
+Decoding runs in process (PyAV): DAgger decodes every round's new rollouts for training, and
+starting an ``ffmpeg`` process per clip (imageio-ffmpeg, before) cost ~40 ms, 5x the decoding
+itself. The frames are the same bit for bit (tests/utils). Encoding stays with the ``ffmpeg``
+command that imageio-ffmpeg ships: PyAV's own libx264 codes the first frames of a few clips
+differently (3 of 150 measured, within a few grey levels), and every dataset's bytes would change.
 
 Frames are uint8 ``(H, W, 3)`` RGB. yuv420p subsamples chroma 2x2, so both sides must be even:
 :func:`encode_video_bytes` refuses odd sides (dataset frames have a declared shape),
@@ -10,6 +16,7 @@ Frames are uint8 ``(H, W, 3)`` RGB. yuv420p subsamples chroma 2x2, so both sides
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -48,13 +55,13 @@ def pad_to_even(frame: np.ndarray) -> np.ndarray:
     return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
 
 
-def _encode_to_file(frames: Iterable[np.ndarray], path: Path, size_hw: tuple[int, int],
-                    fps: int) -> None:
+def _encode(frames: Iterable[np.ndarray], target: Path, size_hw: tuple[int, int],
+            fps: int) -> None:
     import imageio_ffmpeg
 
     h, w = size_hw
     writer = imageio_ffmpeg.write_frames(
-        str(path), (w, h), pix_fmt_in="rgb24", pix_fmt_out=PIX_FMT, fps=fps, quality=None,
+        str(target), (w, h), pix_fmt_in="rgb24", pix_fmt_out=PIX_FMT, fps=fps, quality=None,
         codec="libx264", macro_block_size=1, ffmpeg_log_level="error",
         output_params=["-crf", str(CRF), "-g", str(GOP), "-preset", PRESET, "-threads", "1"])
     writer.send(None)  # start the generator
@@ -78,7 +85,7 @@ def encode_video_bytes(frames: Frames, fps: int) -> bytes:
     fd, tmp = tempfile.mkstemp(suffix=".mp4", prefix="vla_sim_enc_")
     os.close(fd)
     try:
-        _encode_to_file(frames, Path(tmp), (h, w), fps)
+        _encode(frames, Path(tmp), (h, w), fps)
         return Path(tmp).read_bytes()
     finally:
         os.unlink(tmp)
@@ -91,8 +98,8 @@ def write_mp4(frames: Frames, path: Path, fps: int = 20) -> Path:
     path = Path(path)
     tmp = atomic_output_path(path)
     try:
-        _encode_to_file((pad_to_even(np.asarray(f, dtype=np.uint8)) for f in frames), tmp,
-                        (h + h % 2, w + w % 2), fps)
+        _encode((pad_to_even(np.asarray(f, dtype=np.uint8)) for f in frames), tmp,
+                (h + h % 2, w + w % 2), fps)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -100,39 +107,24 @@ def write_mp4(frames: Frames, path: Path, fps: int = 20) -> Path:
     return path
 
 
-HEADER_ATTEMPTS = 3
-"""Tries :func:`read_video` gives a file whose header ffmpeg is too slow to print."""
-
-
-def read_video(path: Path, expected_shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Decode every frame of an mp4 file to a ``(T, H, W, 3)`` uint8 array.
+def read_video(path: Path | io.BytesIO, expected_shape: tuple[int, int] | None = None
+               ) -> np.ndarray:
+    """Decode every frame of an mp4 file (or bytes buffer) to a ``(T, H, W, 3)`` uint8 array.
 
     ``expected_shape``: (H, W) the frames must have; a mismatch raises ``ValueError``."""
-    for _ in range(HEADER_ATTEMPTS - 1):
-        try:
-            return _read_video(path, expected_shape)
-        except OSError as exc:
-            # imageio-ffmpeg gives ffmpeg 10 s to print the header; on a machine whose cores
-            # are all busy (measured: a 1.4 s clip decoding at 0.07x while training ran) that
-            # is not enough, and the file is fine. Anything else is a real error.
-            if "Could not load meta information" not in str(exc):
-                raise
-    return _read_video(path, expected_shape)
+    import av
 
-
-def _read_video(path: Path, expected_shape: tuple[int, int] | None) -> np.ndarray:
-    import imageio_ffmpeg
-
-    gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", input_params=["-threads", "1"])
-    try:
-        meta = next(gen)
-        w, h = meta["size"]
+    name = path if isinstance(path, io.BytesIO) else str(path)
+    with av.open(name, "r") as container:
+        if not container.streams.video:
+            raise ValueError(f"{path}: no video stream")
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        h, w = stream.codec_context.height, stream.codec_context.width
         if expected_shape is not None and (h, w) != tuple(expected_shape):
             raise ValueError(f"{path}: frames are {h}x{w}, expected "
                              f"{expected_shape[0]}x{expected_shape[1]}")
-        frames = [np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3) for buf in gen]
-    finally:
-        gen.close()
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
     if not frames:
         return np.zeros((0, h, w, 3), dtype=np.uint8)
     return np.stack(frames)
@@ -140,10 +132,4 @@ def _read_video(path: Path, expected_shape: tuple[int, int] | None) -> np.ndarra
 
 def decode_video_bytes(data: bytes) -> np.ndarray:
     """Decode mp4 bytes (as :func:`encode_video_bytes` returns) to ``(T, H, W, 3)`` uint8."""
-    fd, tmp = tempfile.mkstemp(suffix=".mp4", prefix="vla_sim_dec_")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        return read_video(Path(tmp))
-    finally:
-        os.unlink(tmp)
+    return read_video(io.BytesIO(data))
