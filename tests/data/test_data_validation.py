@@ -308,3 +308,25 @@ def test_stale_cache_with_wrong_bytes_is_not_reused(root, episode_factory):
     ds = open_dataset(root)
     np.testing.assert_array_equal(ds.frames("front")[:len(good)], good)
     assert "kept" not in ds.cache_status["front"]
+
+
+def test_validating_from_an_episode_opens_only_its_files_and_later(root, episode_factory):
+    w = LeRobotDatasetWriter(root, fps=20, robot_type="panda", cameras=("front",), image_size=32)
+    w.add_episode(episode_factory(np.random.default_rng(2), 4))
+    (root / "videos/observation.images.front/chunk-000/file-000.mp4").write_bytes(b"broken")
+    open_dataset(root, validate=False).validate(first_episode=1)  # episode 0 is not opened
+    with pytest.raises(DatasetError, match="file-000.mp4"):
+        open_dataset(root, validate=False).validate()
+    (root / "videos/observation.images.front/chunk-000/file-002.mp4").write_bytes(b"broken")
+    with pytest.raises(DatasetError, match="file-002.mp4"):
+        open_dataset(root, validate=False).validate(first_episode=2)
+
+
+def test_low_dim_arrays_from_an_episode_are_the_tail_of_all_of_them(root):
+    reader = open_dataset(root)
+    every, tail = reader.low_dim_arrays(), reader.low_dim_arrays(first_episode=1)
+    start = int(reader.episodes[1]["dataset_from_index"])
+    assert start == 5 and len(tail["index"]) == 6
+    for name, values in every.items():
+        assert np.array_equal(tail[name], values[start:]), name
+    assert reader.low_dim_arrays(first_episode=2) == {}

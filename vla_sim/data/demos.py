@@ -109,22 +109,28 @@ class DemoArrays:
         if problems:
             raise ValueError(f"{reader.root}: cannot grow the held demonstrations: "
                              + "; ".join(problems))
-        a = reader.low_dim_arrays()
-        if len(a["index"]) < kept or not np.array_equal(a["episode_index"][:kept],
-                                                        prev.episode_index):
-            raise ValueError(f"{reader.root}: cannot grow the held demonstrations: its first "
-                             f"{kept} steps belong to other episodes")
         new = list(range(done, reader.num_episodes))
+        if not new:
+            return prev
+        a = reader.low_dim_arrays(first_episode=done)  # the held steps are not read again
+        if not (a["episode_index"] >= done).all():
+            raise ValueError(f"{reader.root}: cannot grow the held demonstrations: its steps "
+                             f"from {kept} on belong to earlier episodes")
         images = {key: np.concatenate([prev.images[key], reader.decode_frames(cam, new)])
-                  if new else prev.images[key] for key, cam in zip(keys, reader.cameras)}
+                  for key, cam in zip(keys, reader.cameras)}
         roles = {**(prev.episode_roles or {}), **episode_roles(reader, new)}
-        return cls(images=images, states=np.asarray(a[fmt.STATE_KEY], np.float32),
-                   actions=np.asarray(a[fmt.ACTION_KEY], np.float32),
+
+        def grow(held: np.ndarray | None, name: str, dtype: Any) -> np.ndarray | None:
+            if held is None or name not in a:
+                return None
+            return np.concatenate([held, np.asarray(a[name], dtype).reshape(-1, *held.shape[1:])])
+
+        return cls(images=images, states=grow(prev.states, fmt.STATE_KEY, np.float32),
+                   actions=grow(prev.actions, fmt.ACTION_KEY, np.float32),
                    instructions=list(reader.task_names),
-                   instruction_index=np.asarray(a["task_index"], np.int64),
-                   episode_index=np.asarray(a["episode_index"], np.int64),
-                   env_states=np.asarray(a[fmt.ENV_STATE_KEY], np.float32)
-                   if fmt.ENV_STATE_KEY in a else None,
+                   instruction_index=grow(prev.instruction_index, "task_index", np.int64),
+                   episode_index=grow(prev.episode_index, "episode_index", np.int64),
+                   env_states=grow(prev.env_states, fmt.ENV_STATE_KEY, np.float32),
                    episode_roles=roles or None)
 
     @classmethod

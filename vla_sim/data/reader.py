@@ -127,8 +127,12 @@ class DatasetReader:
         return {str(t): int(i) for t, i in zip(df.index, df["task_index"])}
 
     # ------------------------------------------------------------------ validation
-    def validate(self) -> None:
-        """Raise :class:`DatasetError` naming the file at fault if anything disagrees."""
+    def validate(self, first_episode: int = 0) -> None:
+        """Raise :class:`DatasetError` naming the file at fault if anything disagrees.
+
+        ``first_episode``: open and check only the data and video files holding episodes from
+        this one on (the meta files and episode ranges are always checked): for a caller that
+        validated the earlier episodes already (a DAgger round reads only what it appended)."""
         info_path = self.root / fmt.INFO_PATH
         n, frames = self.num_episodes, self.num_frames
         if n != int(self.info["total_episodes"]):
@@ -165,7 +169,12 @@ class DatasetReader:
                 vpath = self.video_path(cam, i)
                 video_frames[vpath] = video_frames.get(vpath, 0) + int(ep["length"])
                 video_camera[vpath] = cam
+        fresh = {self.data_path(i) for i in range(first_episode, n)}
+        fresh_videos = {self.video_path(cam, i) for i in range(first_episode, n)
+                        for cam in self.cameras}
         for rel, rows in data_rows.items():
+            if rel not in fresh:
+                continue
             path = self.root / rel
             if not path.exists():
                 raise DatasetError(f"{path}: data file missing")
@@ -185,6 +194,8 @@ class DatasetReader:
                     raise DatasetError(f"{path}: rows per episode_index {got_eps}, "
                                        f"{fmt.EPISODES_PATH} says {data_episodes[rel]}")
         for rel, count in video_frames.items():
+            if rel not in fresh_videos:
+                continue
             path = self.root / rel
             if not path.exists():
                 raise DatasetError(f"{path}: video file missing")
@@ -260,15 +271,21 @@ class DatasetReader:
                                               file_index=ep[f"videos/{key}/file_index"])
 
     # ------------------------------------------------------------------ data
-    def low_dim_arrays(self) -> dict[str, np.ndarray]:
-        """All frames' non-image columns, concatenated in index order, as numpy arrays."""
+    def low_dim_arrays(self, first_episode: int = 0) -> dict[str, np.ndarray]:
+        """All frames' non-image columns, concatenated in index order, as numpy arrays; with
+        ``first_episode``, those of the episodes from that one on only."""
         tables = []
-        for rel in dict.fromkeys(self.data_path(i) for i in range(self.num_episodes)):
+        for rel in dict.fromkeys(self.data_path(i)
+                                 for i in range(first_episode, self.num_episodes)):
             table = _read_parquet(self.root / rel)
             self._check_frame_table(table, self.root / rel)  # even unvalidated: never a NaN out
+            if first_episode and "episode_index" in table.column_names:  # a shared file
+                episode = _column_values(table, "episode_index", self.root / rel)[:, 0]
+                table = table.filter(pa.array(episode >= first_episode))
             tables.append(table)
         if not tables:
             return {}
+        start = int(self.episodes[first_episode]["dataset_from_index"]) if first_episode else 0
         table = pa.concat_tables(tables)
         out = {}
         for name in table.column_names:
@@ -278,8 +295,9 @@ class DatasetReader:
             else:
                 out[name] = col.to_numpy(zero_copy_only=False)
         order = np.argsort(out["index"], kind="stable")
-        if not np.array_equal(out["index"][order], np.arange(len(order))):
-            raise DatasetError(f"{self.root / 'data'}: frame 'index' column is not 0..{len(order) - 1}")
+        if not np.array_equal(out["index"][order], np.arange(start, start + len(order))):
+            raise DatasetError(f"{self.root / 'data'}: frame 'index' column is not "
+                               f"{start}..{start + len(order) - 1}")
         return {k: v[order] for k, v in out.items()}
 
     def frames_path(self, camera: str) -> Path:
