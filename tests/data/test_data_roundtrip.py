@@ -210,3 +210,16 @@ def test_aggregated_stats_are_those_of_all_frames_together():
         acc.add({"x": fmt.feature_stats(e)})
     for name, value in acc.result()["x"].items():
         np.testing.assert_array_equal(value, stats[name])
+
+
+def test_image_quantiles_from_histograms_equal_numpys():
+    from vla_sim.data import format as fmt
+
+    rng = np.random.default_rng(4)
+    for shape in [(9, 16, 16, 3), (1, 1, 3, 3), (2, 5, 7, 3)]:
+        frames = rng.integers(0, 256, shape, dtype=np.uint8)
+        stats = fmt.feature_stats(frames, image=True)
+        flat = frames.reshape(-1, 3).astype(np.float64) / 255.0
+        for q in fmt.QUANTILES:
+            np.testing.assert_allclose(stats[f"q{int(round(q * 100)):02d}"].reshape(-1),
+                                       np.quantile(flat, q, axis=0), rtol=0, atol=1e-12)

@@ -91,8 +91,8 @@ def check_ffmpeg(args: argparse.Namespace) -> CheckResult:
     if len(back) != 8 or back[0].shape != (48, 64, 3):
         return CheckResult("FAIL", f"wrote 8 frames of 48x64, read back {len(back)} of "
                            f"{back[0].shape if len(back) else None}",
-                           "pip install --force-reinstall imageio-ffmpeg")
-    return CheckResult("PASS", "ffmpeg writes and reads back an H.264 mp4")
+                           "pip install --force-reinstall imageio-ffmpeg av")
+    return CheckResult("PASS", "ffmpeg writes and PyAV reads back an H.264 mp4")
 
 
 def check_experts(args: argparse.Namespace) -> CheckResult:
