@@ -55,8 +55,8 @@ def pad_to_even(frame: np.ndarray) -> np.ndarray:
     return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
 
 
-def _encode(frames: Iterable[np.ndarray], target: Path, size_hw: tuple[int, int],
-            fps: int) -> None:
+def _encode_to_file(frames: Iterable[np.ndarray], path: Path, size_hw: tuple[int, int],
+                    fps: int) -> None:
     import imageio_ffmpeg
 
     # imageio-ffmpeg moves ffmpeg to its own process group (so that Ctrl-C reaches only Python)
@@ -66,7 +66,7 @@ def _encode(frames: Iterable[np.ndarray], target: Path, size_hw: tuple[int, int]
     os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
     h, w = size_hw
     writer = imageio_ffmpeg.write_frames(
-        str(target), (w, h), pix_fmt_in="rgb24", pix_fmt_out=PIX_FMT, fps=fps, quality=None,
+        str(path), (w, h), pix_fmt_in="rgb24", pix_fmt_out=PIX_FMT, fps=fps, quality=None,
         codec="libx264", macro_block_size=1, ffmpeg_log_level="error",
         output_params=["-crf", str(CRF), "-g", str(GOP), "-preset", PRESET, "-threads", "1"])
     writer.send(None)  # start the generator
@@ -90,7 +90,7 @@ def encode_video_bytes(frames: Frames, fps: int) -> bytes:
     fd, tmp = tempfile.mkstemp(suffix=".mp4", prefix="vla_sim_enc_")
     os.close(fd)
     try:
-        _encode(frames, Path(tmp), (h, w), fps)
+        _encode_to_file(frames, Path(tmp), (h, w), fps)
         return Path(tmp).read_bytes()
     finally:
         os.unlink(tmp)
@@ -103,8 +103,8 @@ def write_mp4(frames: Frames, path: Path, fps: int = 20) -> Path:
     path = Path(path)
     tmp = atomic_output_path(path)
     try:
-        _encode((pad_to_even(np.asarray(f, dtype=np.uint8)) for f in frames), tmp,
-                (h + h % 2, w + w % 2), fps)
+        _encode_to_file((pad_to_even(np.asarray(f, dtype=np.uint8)) for f in frames), tmp,
+                        (h + h % 2, w + w % 2), fps)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
