@@ -405,46 +405,54 @@ class BCResult:
 
 
 @torch.no_grad()
-def _val_loss(policy: VLAPolicy, batches: _Batches, val_ids: np.ndarray, batch_size: int) -> float:
-    policy.eval()
-    total, count = 0.0, 0
-    for start in range(0, len(val_ids), batch_size):
-        ids = val_ids[start:start + batch_size]
-        obs, actions = batches.get(ids)
-        total += float(policy.bc_loss(obs, actions)) * len(ids)
-        count += len(ids)
-    policy.train()
-    return total / max(1, count)
+def validation_metrics(policy: VLAPolicy, batches: _Batches, ids: np.ndarray, batch_size: int,
+                       loss: bool = True, grounding: bool = False) -> dict[str, float]:
+    """Metrics on un-augmented steps ``ids``, from one forward pass per batch (a second pass
+    for the grounding metrics cost every DAgger round ~0.6 s):
 
-
-@torch.no_grad()
-def grounding_metrics(policy: VLAPolicy, batches: _Batches, ids: np.ndarray, batch_size: int
-                      ) -> dict[str, float]:
-    """Where the grounding head looks, on un-augmented steps ``ids``: per camera and slot
-    (object, destination, target) the mean distance in pixels between predicted and labelled
-    image coordinates where the label is visible, and the holding flag's accuracy."""
+    - ``loss``: ``val/loss``, the action term of :meth:`VLAPolicy.bc_loss` (what training
+      minimises beside the perception terms);
+    - ``grounding``: where the grounding head looks: per camera and slot (object, destination,
+      target) ``val/ground_px/<camera>_<slot>``, the mean distance in pixels between predicted
+      and labelled image coordinates where the label is visible, and ``val/phase_accuracy``,
+      the holding flag's accuracy."""
     from vla_sim.agents.policies.vla import GROUND_SLOTS
 
     policy.eval()
+    total = 0.0
     err = torch.zeros(len(batches.cameras), len(GROUND_SLOTS))
     count = torch.zeros_like(err)
     correct = 0.0
     for start in range(0, len(ids), batch_size):
         chunk = ids[start:start + batch_size]
-        obs, _ = batches.get(chunk)
+        obs, actions = batches.get(chunk)
         features, spatial = policy.extractor.forward_with_spatial(obs)
-        xy, phase = policy.ground_head.predict(features, spatial)
-        target = batches.grounding(chunk)
-        pixels = (xy - target["uv"]).norm(dim=-1).cpu() * batches.image_size / 2.0
-        vis = target["visible"].cpu()
-        err += (pixels * vis).sum(0)
-        count += vis.sum(0)
-        correct += float(((phase > 0).float() == target["holding"]).float().sum())
+        if loss:
+            total += float(policy.action_loss(features, actions)) * len(chunk)
+        if grounding:
+            xy, phase = policy.ground_head.predict(features, spatial)
+            target = batches.grounding(chunk)
+            pixels = (xy - target["uv"]).norm(dim=-1).cpu() * batches.image_size / 2.0
+            vis = target["visible"].cpu()
+            err += (pixels * vis).sum(0)
+            count += vis.sum(0)
+            correct += float(((phase > 0).float() == target["holding"]).float().sum())
     policy.train()
-    out = {f"val/ground_px/{cam}_{slot}": float(err[i, j] / count[i, j].clamp(min=1))
-           for i, cam in enumerate(batches.cameras) for j, slot in enumerate(GROUND_SLOTS)}
-    out["val/phase_accuracy"] = correct / max(1, len(ids))
+    out: dict[str, float] = {}
+    if loss:
+        out["val/loss"] = total / max(1, len(ids))
+    if grounding:
+        out.update({f"val/ground_px/{cam}_{slot}": float(err[i, j] / count[i, j].clamp(min=1))
+                    for i, cam in enumerate(batches.cameras)
+                    for j, slot in enumerate(GROUND_SLOTS)})
+        out["val/phase_accuracy"] = correct / max(1, len(ids))
     return out
+
+
+def grounding_metrics(policy: VLAPolicy, batches: _Batches, ids: np.ndarray, batch_size: int
+                      ) -> dict[str, float]:
+    """The grounding half of :func:`validation_metrics`."""
+    return validation_metrics(policy, batches, ids, batch_size, loss=False, grounding=True)
 
 
 def train_bc(data: DemoArrays, out_dir: str | Path, config: BCConfig | None = None,
@@ -635,15 +643,13 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
     def evaluate(final: bool) -> float | None:
         """Val loss and (maybe) success; save ``best`` if improved. Returns the val loss."""
         nonlocal best, best_kind
-        metrics: dict[str, float] = {}
-        vloss = _val_loss(policy, batches, val_ids, 256) if len(val_ids) else None
-        if vloss is not None:
-            metrics["val/loss"] = vloss
-        if policy.ground_head is not None and cfg.ground_weight > 0 and len(val_ids):
-            ground = grounding_metrics(policy, batches, val_ids, 256)
-            metrics.update(ground)
-            log.info("step %d grounding (val): %s", step,
-                     ", ".join(f"{k.split('/')[-1]} {v:.2f}" for k, v in ground.items()))
+        ground = policy.ground_head is not None and cfg.ground_weight > 0
+        metrics = (validation_metrics(policy, batches, val_ids, 256, grounding=ground)
+                   if len(val_ids) else {})
+        vloss = metrics.get("val/loss")
+        if ground and metrics:
+            log.info("step %d grounding (val): %s", step, ", ".join(
+                f"{k.split('/')[-1]} {v:.2f}" for k, v in metrics.items() if k != "val/loss"))
         success = None
         every = cfg.eval_every_grad_steps
         if eval_fn is not None and (final or (every and step % every == 0)):

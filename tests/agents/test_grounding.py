@@ -199,3 +199,25 @@ def test_config_rejects_spatial_settings_it_cannot_build(bad, message):
         VLAPolicyConfig(**bad)
     with pytest.raises(ValueError, match="ground_weight"):
         BCConfig(ground_weight=-1.0)
+
+
+def test_one_validation_pass_gives_the_loss_bc_loss_gives_and_the_grounding_metrics(
+        tmp_path, data, encoder):
+    from vla_sim.agents.training.bc import validation_metrics
+
+    cfg = config(ground_weight=1.0, steps=20, policy={**POLICY, "spatial_lang": True,
+                                                      "head": "flow"})
+    train_bc(data, tmp_path / "run", cfg, encoder=encoder)
+    policy = load_policy(tmp_path / "run" / "last")
+    batches = _Batches(data, instruction_features(encoder, data.instructions, policy.config),
+                       policy.config, torch.device("cpu"))
+    ids = np.arange(len(data.states))
+    torch.manual_seed(3)  # the flow head's loss draws noise from the global generator
+    metrics = validation_metrics(policy, batches, ids, 7, grounding=True)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        expected = sum(float(policy.bc_loss(*batches.get(ids[i:i + 7]))) * len(ids[i:i + 7])
+                       for i in range(0, len(ids), 7)) / len(ids)
+    assert metrics["val/loss"] == pytest.approx(expected, rel=1e-6)
+    assert {k: v for k, v in metrics.items() if k != "val/loss"} == grounding_metrics(
+        policy, batches, ids, 7)

@@ -95,6 +95,30 @@ def test_act_batch_matches_singles_and_wrapped_obs():
     assert not np.allclose(batched[0], batched[1])  # instruction and image matter
 
 
+def test_an_instruction_is_encoded_once_per_episode_and_again_after_the_weights_change():
+    policy = make_policy()
+    rng = np.random.default_rng(4)
+    calls = []
+    real = policy.extractor.language._encode
+    policy.extractor.language._encode = lambda *a: calls.append(1) or real(*a)
+    first = [raw_obs(rng) for _ in range(3)]
+    actions = [policy.act(obs) for obs in first]
+    assert len(calls) == 1  # three steps, one instruction: encoded once
+    policy.extractor.language._memo = None  # the memo changes nothing it computes
+    assert np.array_equal(policy.act(first[2]), actions[2]) and len(calls) == 2
+    policy.act(raw_obs(rng, instruction="push the blue cube"))  # a new instruction: encoded
+    assert len(calls) == 3
+    with torch.no_grad():  # an in-place update of the weights (as an optimiser step does)
+        policy.extractor.language.pooled_proj.weight.mul_(1.5)
+    changed = policy.act(first[0])
+    assert len(calls) == 4 and not np.array_equal(changed, actions[0])
+    obs, _ = policy.prepare_obs(first[0])
+    policy.train()  # training (autograd on) never reuses a result
+    for _ in range(2):
+        policy.extractor(obs)
+    assert len(calls) == 6
+
+
 def test_uint8_hwc_and_float_chw_images_give_the_same_features():
     policy = make_policy()
     batch, _ = policy.prepare_obs(raw_obs(np.random.default_rng(3), batch=2))

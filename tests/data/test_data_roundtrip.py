@@ -212,7 +212,7 @@ def test_aggregated_stats_are_those_of_all_frames_together():
         np.testing.assert_array_equal(value, stats[name])
 
 
-def test_image_quantiles_from_histograms_equal_numpys():
+def test_image_stats_from_histograms_equal_numpys():
     from vla_sim.data import format as fmt
 
     rng = np.random.default_rng(4)
@@ -223,3 +223,31 @@ def test_image_quantiles_from_histograms_equal_numpys():
         for q in fmt.QUANTILES:
             np.testing.assert_allclose(stats[f"q{int(round(q * 100)):02d}"].reshape(-1),
                                        np.quantile(flat, q, axis=0), rtol=0, atol=1e-12)
+        for name, value in [("min", flat.min(0)), ("max", flat.max(0)), ("mean", flat.mean(0)),
+                            ("std", flat.std(0))]:
+            np.testing.assert_allclose(stats[name].reshape(-1), value, rtol=0, atol=1e-12,
+                                       err_msg=name)
+        assert list(stats)[:5] == ["min", "max", "mean", "std", "count"]
+
+
+def test_appended_rows_equal_concatenation_and_earlier_views_keep_their_rows():
+    from vla_sim.data.demos import append_rows
+
+    rng = np.random.default_rng(0)
+    parts = [rng.integers(0, 256, (n, 4, 4, 3), dtype=np.uint8) for n in (5, 3, 4, 9)]
+    held = parts[0].copy()
+    views = [held]
+    for part in parts[1:]:
+        held = append_rows(held, part)
+        views.append(held)
+    for k, view in enumerate(views):  # every view still holds the rows it was handed
+        assert np.array_equal(view, np.concatenate(parts[:k + 1]))
+    # The second append wrote behind the first result, in its buffer (no copy).
+    assert views[2].base is views[1].base
+    # Appending to an older view (not the buffer's newest) copies: the newer one is untouched.
+    branch = append_rows(views[1], parts[3])
+    assert branch.base is not views[1].base
+    assert np.array_equal(branch, np.concatenate([parts[0], parts[1], parts[3]]))
+    assert np.array_equal(views[3], np.concatenate(parts))
+    with pytest.raises(ValueError, match=r"cannot append rows of shape \(4, 4, 1\)"):
+        append_rows(views[3], np.zeros((2, 4, 4, 1), np.uint8))
