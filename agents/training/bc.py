@@ -406,9 +406,12 @@ class BCResult:
 
 @torch.no_grad()
 def validation_metrics(policy: VLAPolicy, batches: _Batches, ids: np.ndarray, batch_size: int,
-                       loss: bool = True, grounding: bool = False) -> dict[str, float]:
+                       loss: bool = True, grounding: bool = False, seed: int = 0
+                       ) -> dict[str, float]:
     """Metrics on un-augmented steps ``ids``, from one forward pass per batch (a second pass
-    for the grounding metrics cost every DAgger round ~0.6 s):
+    for the grounding metrics cost every DAgger round ~0.6 s). The flow head's loss draws
+    noise: from torch's generator seeded with ``seed`` (and restored after), so the same
+    weights give the same validation loss in any process, resumed or not.
 
     - ``loss``: ``val/loss``, the action term of :meth:`VLAPolicy.bc_loss` (what training
       minimises beside the perception terms);
@@ -416,6 +419,16 @@ def validation_metrics(policy: VLAPolicy, batches: _Batches, ids: np.ndarray, ba
       target) ``val/ground_px/<camera>_<slot>``, the mean distance in pixels between predicted
       and labelled image coordinates where the label is visible, and ``val/phase_accuracy``,
       the holding flag's accuracy."""
+    device = next(policy.parameters()).device
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        return _validation_metrics(policy, batches, ids, batch_size, loss, grounding)
+
+
+def _validation_metrics(policy: VLAPolicy, batches: _Batches, ids: np.ndarray, batch_size: int,
+                        loss: bool, grounding: bool) -> dict[str, float]:
     from vla_sim.agents.policies.vla import GROUND_SLOTS
 
     policy.eval()
@@ -644,8 +657,8 @@ def _train(data: DemoArrays, out: Path, cfg: BCConfig, resume: bool,
         """Val loss and (maybe) success; save ``best`` if improved. Returns the val loss."""
         nonlocal best, best_kind
         ground = policy.ground_head is not None and cfg.ground_weight > 0
-        metrics = (validation_metrics(policy, batches, val_ids, 256, grounding=ground)
-                   if len(val_ids) else {})
+        metrics = (validation_metrics(policy, batches, val_ids, 256, grounding=ground,
+                                      seed=cfg.seed) if len(val_ids) else {})
         vloss = metrics.get("val/loss")
         if ground and metrics:
             log.info("step %d grounding (val): %s", step, ", ".join(

@@ -212,9 +212,14 @@ def test_one_validation_pass_gives_the_loss_bc_loss_gives_and_the_grounding_metr
     batches = _Batches(data, instruction_features(encoder, data.instructions, policy.config),
                        policy.config, torch.device("cpu"))
     ids = np.arange(len(data.states))
-    torch.manual_seed(3)  # the flow head's loss draws noise from the global generator
-    metrics = validation_metrics(policy, batches, ids, 7, grounding=True)
     torch.manual_seed(3)
+    before = torch.get_rng_state()
+    metrics = validation_metrics(policy, batches, ids, 7, grounding=True, seed=5)
+    # The flow head's noise comes from the given seed; the caller's generator is left alone.
+    assert torch.equal(torch.get_rng_state(), before)
+    assert validation_metrics(policy, batches, ids, 7, seed=5)["val/loss"] == metrics["val/loss"]
+    assert validation_metrics(policy, batches, ids, 7, seed=6)["val/loss"] != metrics["val/loss"]
+    torch.manual_seed(5)
     with torch.no_grad():
         expected = sum(float(policy.bc_loss(*batches.get(ids[i:i + 7]))) * len(ids[i:i + 7])
                        for i in range(0, len(ids), 7)) / len(ids)

@@ -96,3 +96,22 @@ def test_strings_are_looked_up_in_every_dataset_and_added_to_the_first(tmp_path)
     cache = CachedTextEncoder([first, second], "hashing")
     assert cache.ensure(TEXTS) == 1  # only TEXTS[0]: the rest are in the second cache
     assert sorted(read_text_cache(cache.path(first), cache.fingerprint)[0]) == TEXTS[:1]
+
+
+def test_an_unchanged_cache_file_is_not_read_again_and_a_changed_one_is(tmp_path, monkeypatch):
+    import vla_sim.data.text_cache as tc
+
+    reads = []
+    real = tc.read_text_cache
+    monkeypatch.setattr(tc, "read_text_cache", lambda *a: reads.append(1) or real(*a))
+    cache = CachedTextEncoder([tmp_path], "hashing")
+    cache.ensure(TEXTS[:1])  # no file yet: read at start and before the first write
+    start = len(reads)
+    cache.ensure(TEXTS[1:2])  # its own file, unchanged since it wrote it: not read again
+    assert len(reads) == start
+    other = CachedTextEncoder([tmp_path], "hashing")  # another run adds a string
+    other.ensure(["push the blue cube"])
+    cache.ensure(TEXTS[2:])  # the file changed under it: read, and the other's string kept
+    assert len(reads) > start + 1
+    entries, problem = real(cache.path(), cache.fingerprint)
+    assert problem is None and sorted(entries) == sorted(TEXTS + ["push the blue cube"])
